@@ -1,0 +1,115 @@
+//! [`NodeHandle`]: the one entry point API adapters use. It sends commands to
+//! the driver and awaits the engine's reply, hands out event subscriptions,
+//! authenticates API keys and reports the node's status.
+
+use std::sync::Arc;
+
+use minoots_core::auth::Principal;
+use minoots_core::event::OutboxEvent;
+use minoots_core::{ApiError, Command, Response, TenantId};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::keys::{KeyStore, hash_api_key};
+use crate::metrics::Metrics;
+
+/// A command on its way to the driver, with where to send the reply.
+pub(crate) type Call = (Command, oneshot::Sender<Result<Response, ApiError>>);
+
+/// The node's state, for `/health` and gRPC health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// This node.
+    pub node_id: String,
+    /// `opening`, `leader`, `deposed`, or `stopped`.
+    pub role: &'static str,
+    /// Current fencing epoch, once known.
+    pub epoch: Option<u64>,
+    /// Whether the last store operation succeeded.
+    pub store_ok: bool,
+    /// Occurrences in memory.
+    pub due_index: usize,
+    /// Writes waiting for a commit.
+    pub queued_writes: usize,
+}
+
+/// Why a request could not be authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No key was sent (HTTP 401, gRPC UNAUTHENTICATED).
+    #[error("an API key is required (header x-api-key)")]
+    Missing,
+    /// The key is unknown or revoked (HTTP 401, gRPC UNAUTHENTICATED).
+    #[error("the API key is not valid")]
+    Invalid,
+    /// The key store could not be read (HTTP 503, gRPC UNAVAILABLE).
+    #[error("the key store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A cheap, cloneable handle to a running node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub(crate) calls: mpsc::Sender<Call>,
+    pub(crate) events: broadcast::Sender<Arc<OutboxEvent>>,
+    pub(crate) status: watch::Receiver<NodeStatus>,
+    pub(crate) keys: Arc<dyn KeyStore>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle").field("status", &*self.status.borrow()).finish_non_exhaustive()
+    }
+}
+
+impl NodeHandle {
+    /// Sends a command to the engine and waits for its reply.
+    pub async fn call(&self, command: Command) -> Result<Response, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || ApiError::Unavailable {
+            reason: "the node is shutting down".into(),
+            retry_after_ms: minoots_core::engine::RETRY_AFTER_MS,
+            leader: None,
+        };
+        self.calls.send((command, tx)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Subscribes to committed events (every tenant; filter on the receiving side).
+    /// A subscriber that falls more than the channel capacity behind receives `Lagged`.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<OutboxEvent>> {
+        self.events.subscribe()
+    }
+
+    /// Looks up an API key and returns the caller it identifies.
+    pub async fn authenticate(&self, api_key: Option<&str>) -> Result<Principal, AuthError> {
+        let key = api_key.filter(|k| !k.is_empty()).ok_or(AuthError::Missing)?;
+        let record = self
+            .keys
+            .find_key(&hash_api_key(key))
+            .await
+            .map_err(|e| AuthError::Unavailable(e.0))?
+            .ok_or(AuthError::Invalid)?;
+        Ok(Principal { tenant_id: record.tenant_id, roles: record.roles, key_id: record.id })
+    }
+
+    /// The node's current status.
+    pub fn status(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The key store (for key management commands).
+    pub fn keys(&self) -> &Arc<dyn KeyStore> {
+        &self.keys
+    }
+
+    /// Whether an event is visible to a subscriber scoped to `tenant` (`None` = every tenant).
+    pub fn event_visible(event: &OutboxEvent, tenant: Option<&TenantId>) -> bool {
+        tenant.is_none_or(|t| &event.tenant_id == t)
+    }
+}

@@ -1,0 +1,30 @@
+//! # minoots-node
+//!
+//! The driver. It owns one [`minoots_core::Engine`], feeds it requests, store
+//! completions and ticks, and carries out its effects through the [`Store`]
+//! and [`Clock`] traits. Everything here builds on real tokio and, under
+//! `--cfg madsim`, on the simulator's runtime: no sqlx, axum or hyper.
+//!
+//! - [`driver`]: the engine loop (one wake-up for the whole engine).
+//! - [`handle::NodeHandle`]: what API adapters (REST, gRPC) call.
+//! - [`relay`]: the outbox relay (committed events → subscribers → marked published).
+//! - [`grpc`]: the `minoots.timer.v1.HorologyKernel` service.
+//! - [`model_store`]: the reference `StoreModel` behind the [`Store`] trait.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod conformance;
+pub mod driver;
+pub mod grpc;
+pub mod handle;
+pub mod keys;
+pub mod metrics;
+pub mod model_store;
+pub mod relay;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use driver::{NodeConfig, start_node};
+pub use handle::{AuthError, NodeHandle, NodeStatus};
+pub use keys::{ApiKeyRecord, KeyStore, hash_api_key};
+pub use store::Store;

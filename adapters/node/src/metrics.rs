@@ -1,0 +1,131 @@
+//! Prometheus metrics of one node, exposed as text at `/metrics`.
+//!
+//! | name | type | meaning |
+//! |---|---|---|
+//! | `minoots_timers_scheduled_total` | counter | timers created |
+//! | `minoots_timers_fired_total` | counter | occurrences fired (recorded) |
+//! | `minoots_timers_cancelled_total` | counter | timers cancelled |
+//! | `minoots_timers_pending` | gauge | timers in status `scheduled` (store count, refreshed every few seconds) |
+//! | `minoots_due_index_entries` | gauge | occurrences held in memory |
+//! | `minoots_fire_lateness_seconds` | histogram | recorded fire time − due time |
+//! | `minoots_store_commit_seconds` | histogram | duration of one store commit |
+//! | `minoots_store_commit_batch_size` | histogram | items (creates + cancels + fires) per commit |
+//! | `minoots_store_failures_total` | counter | store operations that failed |
+//! | `minoots_fires_rejected_total` | counter | fire ops the store refused (stale, early, changed) |
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A node's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Timers created.
+    pub scheduled: Counter,
+    /// Occurrences fired.
+    pub fired: Counter,
+    /// Timers cancelled.
+    pub cancelled: Counter,
+    /// Timers pending in the store.
+    pub pending: Gauge,
+    /// Occurrences in memory.
+    pub due_index: Gauge,
+    /// Fire lateness, seconds.
+    pub fire_lateness: Histogram,
+    /// Commit duration, seconds.
+    pub commit_seconds: Histogram,
+    /// Items per commit.
+    pub commit_batch: Histogram,
+    /// Failed store operations.
+    pub store_failures: Counter,
+    /// Refused fire ops.
+    pub fires_rejected: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let latency_buckets =
+            [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
+        let mut registry = Registry::default();
+        let scheduled = Counter::default();
+        let fired = Counter::default();
+        let cancelled = Counter::default();
+        let pending = Gauge::default();
+        let due_index = Gauge::default();
+        let fire_lateness = Histogram::new(latency_buckets);
+        let commit_seconds = Histogram::new(latency_buckets);
+        let commit_batch = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0]);
+        let store_failures = Counter::default();
+        let fires_rejected = Counter::default();
+        registry.register("minoots_timers_scheduled", "Timers created", scheduled.clone());
+        registry.register(
+            "minoots_timers_fired",
+            "Timer occurrences fired (durably recorded)",
+            fired.clone(),
+        );
+        registry.register("minoots_timers_cancelled", "Timers cancelled", cancelled.clone());
+        registry.register("minoots_timers_pending", "Timers in status scheduled", pending.clone());
+        registry.register(
+            "minoots_due_index_entries",
+            "Occurrences held in the in-memory due index",
+            due_index.clone(),
+        );
+        registry.register(
+            "minoots_fire_lateness_seconds",
+            "Recorded fire time minus due time",
+            fire_lateness.clone(),
+        );
+        registry.register(
+            "minoots_store_commit_seconds",
+            "Duration of one store commit",
+            commit_seconds.clone(),
+        );
+        registry.register(
+            "minoots_store_commit_batch_size",
+            "Creates, cancels and fires per commit",
+            commit_batch.clone(),
+        );
+        registry.register("minoots_store_failures", "Store operations that failed", store_failures.clone());
+        registry.register(
+            "minoots_fires_rejected",
+            "Fire operations the store refused (stale epoch, early, changed)",
+            fires_rejected.clone(),
+        );
+        Self {
+            registry,
+            scheduled,
+            fired,
+            cancelled,
+            pending,
+            due_index,
+            fire_lateness,
+            commit_seconds,
+            commit_batch,
+            store_failures,
+            fires_rejected,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

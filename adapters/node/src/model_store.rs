@@ -1,0 +1,138 @@
+//! [`ModelStore`]: the reference [`StoreModel`] behind the [`Store`] and
+//! [`KeyStore`] traits, in memory. Used by driver tests, the conformance suite
+//! (as the reference) and the simulator. Its clock is the store clock.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use minoots_core::event::OutboxEvent;
+use minoots_core::model::StoreModel;
+use minoots_core::store::{StoreOp, StoreReply};
+use minoots_core::timer::TimerStatus;
+use minoots_core::{StoreFailure, TenantId};
+
+use crate::clock::Clock;
+use crate::keys::{ApiKeyRecord, KeyStore};
+use crate::store::Store;
+
+#[derive(Default)]
+struct State {
+    model: StoreModel,
+    published_through: u64,
+    keys: BTreeMap<String, (ApiKeyRecord, String)>,
+    failing: bool,
+}
+
+/// The reference store in memory.
+pub struct ModelStore {
+    state: Mutex<State>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ModelStore {
+    /// An empty store whose clock is `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { state: Mutex::new(State::default()), clock }
+    }
+
+    /// While `failing`, every operation fails (for outage tests).
+    pub fn set_failing(&self, failing: bool) {
+        self.lock().failing = failing;
+    }
+
+    /// A copy of the model (for assertions).
+    pub fn snapshot(&self) -> StoreModel {
+        self.lock().model.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("model store lock")
+    }
+
+    fn guard(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreFailure> {
+        let state = self.lock();
+        if state.failing {
+            return Err(StoreFailure("injected failure".into()));
+        }
+        Ok(state)
+    }
+}
+
+impl Store for ModelStore {
+    fn execute(&self, op: StoreOp) -> BoxFuture<'_, Result<StoreReply, StoreFailure>> {
+        let now = self.clock.now().wall_ms;
+        let result = self.guard().map(|mut s| s.model.apply(now, &op));
+        Box::pin(async move { result })
+    }
+
+    fn outbox_unpublished(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<OutboxEvent>, StoreFailure>> {
+        let result = self.guard().map(|s| {
+            let from = after_seq.max(s.published_through);
+            s.model.outbox().iter().filter(|e| e.seq > from).take(limit as usize).cloned().collect()
+        });
+        Box::pin(async move { result })
+    }
+
+    fn outbox_mark_published(&self, up_to_seq: u64) -> BoxFuture<'_, Result<(), StoreFailure>> {
+        let result = self.guard().map(|mut s| s.published_through = s.published_through.max(up_to_seq));
+        Box::pin(async move { result })
+    }
+
+    fn count_pending(&self) -> BoxFuture<'_, Result<u64, StoreFailure>> {
+        let result = self
+            .guard()
+            .map(|s| s.model.timers().values().filter(|t| t.status == TimerStatus::Scheduled).count() as u64);
+        Box::pin(async move { result })
+    }
+}
+
+impl KeyStore for ModelStore {
+    fn find_key(&self, key_hash: &str) -> BoxFuture<'_, Result<Option<ApiKeyRecord>, StoreFailure>> {
+        let result = self.guard().map(|s| {
+            s.keys.values().find(|(r, h)| h == key_hash && r.revoked_at_ms.is_none()).map(|(r, _)| r.clone())
+        });
+        Box::pin(async move { result })
+    }
+
+    fn insert_key(&self, record: ApiKeyRecord, key_hash: String) -> BoxFuture<'_, Result<(), StoreFailure>> {
+        let result = self.guard().map(|mut s| {
+            s.keys.insert(record.id.clone(), (record, key_hash));
+        });
+        Box::pin(async move { result })
+    }
+
+    fn list_keys(
+        &self,
+        tenant_id: Option<TenantId>,
+    ) -> BoxFuture<'_, Result<Vec<ApiKeyRecord>, StoreFailure>> {
+        let result = self.guard().map(|s| {
+            s.keys
+                .values()
+                .filter(|(r, _)| tenant_id.as_ref().is_none_or(|t| &r.tenant_id == t))
+                .map(|(r, _)| r.clone())
+                .collect()
+        });
+        Box::pin(async move { result })
+    }
+
+    fn revoke_key(&self, key_id: String, now_ms: i64) -> BoxFuture<'_, Result<bool, StoreFailure>> {
+        let result = self.guard().map(|mut s| match s.keys.get_mut(&key_id) {
+            Some((r, _)) if r.revoked_at_ms.is_none() => {
+                r.revoked_at_ms = Some(now_ms);
+                true
+            }
+            _ => false,
+        });
+        Box::pin(async move { result })
+    }
+
+    fn count_keys(&self) -> BoxFuture<'_, Result<u64, StoreFailure>> {
+        let result = self.guard().map(|s| s.keys.len() as u64);
+        Box::pin(async move { result })
+    }
+}

@@ -1,0 +1,28 @@
+//! The store as the driver sees it: the engine's [`StoreOp`]s plus the outbox
+//! and housekeeping calls the relay and metrics need. Implemented by the SQLite
+//! store (`minoots-store`), by [`crate::model_store::ModelStore`], and by the
+//! simulator's networked model.
+
+use futures::future::BoxFuture;
+use minoots_core::StoreFailure;
+use minoots_core::event::OutboxEvent;
+use minoots_core::store::{StoreOp, StoreReply};
+
+/// Durable storage for timers, fires and the outbox.
+pub trait Store: Send + Sync + 'static {
+    /// Runs one operation as one transaction (see `minoots_core::store` for semantics).
+    fn execute(&self, op: StoreOp) -> BoxFuture<'_, Result<StoreReply, StoreFailure>>;
+
+    /// Outbox rows not yet marked published with `seq > after_seq`, in order, at most `limit`.
+    fn outbox_unpublished(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<OutboxEvent>, StoreFailure>>;
+
+    /// Marks every outbox row with `seq <= up_to_seq` published.
+    fn outbox_mark_published(&self, up_to_seq: u64) -> BoxFuture<'_, Result<(), StoreFailure>>;
+
+    /// Number of timers in status `scheduled` (for the pending gauge).
+    fn count_pending(&self) -> BoxFuture<'_, Result<u64, StoreFailure>>;
+}

@@ -1,0 +1,859 @@
+//! The engine: the whole scheduling logic of one node as a sans-IO state
+//! machine. It owns the due index, group-commits writes, fires due
+//! occurrences under its fencing epoch, and answers requests — but never
+//! touches a disk, a socket or a clock. A driver feeds it inputs and executes
+//! its effects.
+//!
+//! ```text
+//!   Request(req, Command) ─┐                      ┌─▶ Store { io, op }     run it, report StoreDone(io)
+//!   StoreDone(io, result) ─┼─▶ handle_input(now) ─┼─▶ Reply { req, result } answer the caller
+//!   Tick                  ─┘                      └─▶ Publish { events }    relay committed outbox rows
+//!                              poll_timeout() ──▶ monotonic ms at which to Tick next
+//! ```
+//!
+//! # Call order
+//! 1. `Engine::new(config, now)` (it emits `Store(Open)` at once).
+//! 2. For each input: `handle_input(now, input)`, then drain `poll_output()`
+//!    until `None`, then sleep until `poll_timeout()` (or the next input) and
+//!    send `Input::Tick`.
+//!
+//! # What the driver must guarantee
+//! - `now.mono_ms` never decreases (asserted).
+//! - Store ops other than reads (`Get`, `List`, `ListFires`) run one at a
+//!   time, in the order emitted, and their `StoreDone` arrive in that order.
+//!   Reads may run concurrently with anything.
+//! - A `Reply` is sent to its caller; a `Publish` is handed to the relay.
+//!
+//! # Invariants (checked by `validate` in debug builds)
+//! - At most one `Commit` and one `LoadDue` in flight.
+//! - Every in-flight op is accounted for in `inflight`.
+//! - Fires are only emitted while leader, with the current epoch.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::draft::{MAX_BATCH, TimerDraft, validate};
+use crate::error::{ApiError, StoreFailure, StoreReject, ValidationError};
+use crate::event::OutboxEvent;
+use crate::ids::{IdGenerator, TenantId, TimerId};
+use crate::schedule::plan_fires;
+use crate::store::{
+    CancelOp, CommitBatch, CommitOutcome, Created, DueKey, DueTimer, FireOp, ListQuery, StoreOp, StoreReply,
+};
+use crate::time::{Now, WallMs};
+use crate::timer::{FireRecord, TimerRecord, TimerStatus};
+
+/// Identifies a client request; chosen by the driver, echoed in `Reply`.
+pub type RequestId = u64;
+/// Identifies a store operation; chosen by the engine, echoed in `StoreDone`.
+pub type IoId = u64;
+
+/// Tunables. Defaults suit a single node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// This node's id (recorded with fires).
+    pub node_id: String,
+    /// Seed for timer ids and jitter.
+    pub seed: u64,
+    /// Keep timers due within this far ahead in memory.
+    pub horizon_ms: i64,
+    /// Timers per `LoadDue` page.
+    pub load_page: u32,
+    /// Most fire ops in one commit.
+    pub commit_fires_max: usize,
+    /// Most creates in one commit.
+    pub commit_creates_max: usize,
+    /// Most queued (uncommitted) creates and cancels before new writes are refused.
+    pub queued_writes_max: usize,
+    /// Longest sleep the engine asks for, so wall-clock steps are noticed.
+    pub idle_tick_ms: u64,
+    /// First retry delay after a store failure; doubles up to `store_backoff_max_ms`.
+    pub store_backoff_min_ms: u64,
+    /// Longest retry delay after store failures.
+    pub store_backoff_max_ms: u64,
+}
+
+impl EngineConfig {
+    /// Defaults for `node_id` with id seed `seed`.
+    pub fn new(node_id: impl Into<String>, seed: u64) -> Self {
+        Self {
+            node_id: node_id.into(),
+            seed,
+            horizon_ms: 60_000,
+            load_page: 10_000,
+            commit_fires_max: 4_096,
+            commit_creates_max: 8_192,
+            queued_writes_max: 200_000,
+            idle_tick_ms: 1_000,
+            store_backoff_min_ms: 10,
+            store_backoff_max_ms: 2_000,
+        }
+    }
+}
+
+/// What a client asks of the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Create one timer.
+    Schedule(TimerDraft),
+    /// Create up to [`MAX_BATCH`] timers: all validate or none is created.
+    ScheduleBatch(Vec<TimerDraft>),
+    /// Cancel a timer (idempotent for already-cancelled timers).
+    Cancel {
+        /// Tenant scope.
+        tenant_id: TenantId,
+        /// Which timer.
+        timer_id: TimerId,
+        /// Who cancels.
+        requested_by: String,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// Read one timer.
+    Get {
+        /// Tenant scope.
+        tenant_id: TenantId,
+        /// Which timer.
+        timer_id: TimerId,
+    },
+    /// Read a page of timers.
+    List(ListQuery),
+    /// Read a timer's recorded fires.
+    ListFires {
+        /// Tenant scope.
+        tenant_id: TenantId,
+        /// Which timer.
+        timer_id: TimerId,
+        /// Exclusive lower bound on occurrence.
+        after_occurrence: u32,
+        /// Page size (1..=1000).
+        limit: u32,
+    },
+}
+
+/// A successful reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    /// To `Schedule`.
+    Scheduled(Created),
+    /// To `ScheduleBatch`: one result per draft, in order (idempotency
+    /// conflicts are per item).
+    ScheduledBatch(Vec<Result<Created, ApiError>>),
+    /// To `Get` and `Cancel`.
+    Timer(TimerRecord),
+    /// To `List`.
+    Timers {
+        /// The page.
+        timers: Vec<TimerRecord>,
+        /// Pass as `after` to get the next page.
+        next_cursor: Option<TimerId>,
+    },
+    /// To `ListFires`.
+    Fires(Vec<FireRecord>),
+}
+
+/// An input to the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A client request.
+    Request {
+        /// Echoed in the reply.
+        req: RequestId,
+        /// What is asked.
+        command: Command,
+    },
+    /// A store operation finished.
+    StoreDone {
+        /// Which operation.
+        io: IoId,
+        /// Its reply, or why it failed (a failed commit's outcome is unknown).
+        result: Result<StoreReply, StoreFailure>,
+    },
+    /// Time passed (the deadline from `poll_timeout`, or any wake-up).
+    Tick,
+}
+
+/// An effect for the driver to carry out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Run this store operation and report `StoreDone { io, .. }`.
+    Store {
+        /// Echo in `StoreDone`.
+        io: IoId,
+        /// The operation.
+        op: StoreOp,
+    },
+    /// Answer request `req`.
+    Reply {
+        /// The request.
+        req: RequestId,
+        /// The answer.
+        result: Result<Response, ApiError>,
+    },
+    /// These outbox rows are committed: relay them to subscribers, then mark
+    /// them published.
+    Publish {
+        /// In outbox order.
+        events: Vec<OutboxEvent>,
+    },
+}
+
+/// The engine's view of its own authority to fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leadership {
+    /// Waiting for the store to grant an epoch.
+    Opening,
+    /// May fire and cancel with this epoch.
+    Leader {
+        /// Fencing token.
+        epoch: u64,
+    },
+    /// The store holds a newer epoch: another writer took over. Writes are refused.
+    Deposed {
+        /// The epoch the store reported.
+        current_epoch: u64,
+    },
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Fires recorded by this engine.
+    pub fires_recorded: u64,
+    /// Fire ops the store refused as stale, early or changed.
+    pub fires_rejected: u64,
+    /// Commits completed.
+    pub commits: u64,
+    /// Store failures seen.
+    pub store_failures: u64,
+}
+
+#[derive(Debug)]
+enum Inflight {
+    Open,
+    Commit(CommitPlan),
+    Load,
+    Read { req: RequestId, read: ReadKind },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ReadKind {
+    Get,
+    List,
+    Fires,
+}
+
+/// Who waits on which items of an in-flight commit.
+#[derive(Debug, Default)]
+struct CommitPlan {
+    /// One entry per create request, in order: (request, number of creates, is batch).
+    create_groups: Vec<(RequestId, usize, bool)>,
+    /// One request per cancel, in order.
+    cancel_reqs: Vec<RequestId>,
+    /// The fire ops sent, to re-arm on failure.
+    fires: Vec<(FireOp, DueTimer)>,
+}
+
+#[derive(Debug, Default)]
+struct WriteQueue {
+    creates: Vec<TimerRecord>,
+    create_groups: VecDeque<(RequestId, usize, bool)>,
+    cancels: VecDeque<(RequestId, CancelOp)>,
+}
+
+/// The engine. See the module docs for the call order.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    ids: IdGenerator,
+    leadership: Leadership,
+    last_now: Now,
+    next_io: IoId,
+    effects: VecDeque<Effect>,
+    inflight: BTreeMap<IoId, Inflight>,
+    queue: WriteQueue,
+    commit_inflight: bool,
+    load_inflight: bool,
+    due: crate::due_index::DueIndex,
+    /// Every pending timer with `(due, id)` ≤ this key is in the index (or in flight).
+    loaded_through: Option<DueKey>,
+    /// No store writes or loads before this monotonic time (after failures).
+    backoff_until_mono: u64,
+    backoff_ms: u64,
+    /// No fires before this monotonic time (after the store said "too early").
+    fire_hold_until_mono: u64,
+    /// The `until_ms` of the load in flight.
+    pending_load_until: Option<WallMs>,
+    stats: EngineStats,
+}
+
+const READ_LIMIT_MAX: u32 = 1_000;
+/// Retry hint given to callers when the engine cannot take writes.
+pub const RETRY_AFTER_MS: u64 = 250;
+
+impl Engine {
+    /// A new engine at `now`; it immediately asks the store to `Open`.
+    pub fn new(config: EngineConfig, now: Now) -> Self {
+        let ids = IdGenerator::from_seed(config.seed);
+        let mut engine = Self {
+            config,
+            ids,
+            leadership: Leadership::Opening,
+            last_now: now,
+            next_io: 1,
+            effects: VecDeque::new(),
+            inflight: BTreeMap::new(),
+            queue: WriteQueue::default(),
+            commit_inflight: false,
+            load_inflight: false,
+            due: Default::default(),
+            loaded_through: None,
+            backoff_until_mono: 0,
+            backoff_ms: 0,
+            fire_hold_until_mono: 0,
+            pending_load_until: None,
+            stats: EngineStats::default(),
+        };
+        let node_id = engine.config.node_id.clone();
+        engine.emit_store(Inflight::Open, StoreOp::Open { node_id });
+        engine
+    }
+
+    /// Current leadership.
+    pub fn leadership(&self) -> Leadership {
+        self.leadership
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// Occurrences held in memory.
+    pub fn due_len(&self) -> usize {
+        self.due.len()
+    }
+
+    /// Creates and cancels waiting for a commit.
+    pub fn queued_writes(&self) -> usize {
+        self.queue.creates.len() + self.queue.cancels.len()
+    }
+
+    /// Feeds one input at time `now`.
+    pub fn handle_input(&mut self, now: Now, input: Input) {
+        assert!(
+            now.mono_ms >= self.last_now.mono_ms,
+            "monotonic time went backwards: {} < {}",
+            now.mono_ms,
+            self.last_now.mono_ms
+        );
+        self.last_now = now;
+        match input {
+            Input::Request { req, command } => self.on_request(now, req, command),
+            Input::StoreDone { io, result } => self.on_store_done(now, io, result),
+            Input::Tick => {}
+        }
+        self.pump(now);
+        #[cfg(debug_assertions)]
+        self.validate();
+    }
+
+    /// The next effect, if any. Drain until `None` after each input.
+    pub fn poll_output(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// The monotonic time (ms) at which the engine wants an `Input::Tick`.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let now = self.last_now;
+        let idle = now.mono_ms + self.config.idle_tick_ms;
+        let mut at = idle;
+        let blocked = now.mono_ms < self.backoff_until_mono;
+        if blocked {
+            at = at.min(self.backoff_until_mono);
+        }
+        if let Leadership::Leader { .. } = self.leadership {
+            if let Some(due) = self.due.first_due() {
+                let wait = due.saturating_sub(now.wall_ms).max(0) as u64;
+                let mut fire_at = now.mono_ms.saturating_add(wait);
+                fire_at = fire_at.max(self.fire_hold_until_mono);
+                at = at.min(fire_at);
+            }
+            if let Some(load_at) = self.next_load_wall() {
+                let wait = load_at.saturating_sub(now.wall_ms).max(0) as u64;
+                at = at.min(now.mono_ms.saturating_add(wait));
+            }
+        }
+        Some(at.max(now.mono_ms))
+    }
+
+    // ---- requests -------------------------------------------------------
+
+    fn on_request(&mut self, now: Now, req: RequestId, command: Command) {
+        match command {
+            Command::Schedule(draft) => match self.accept_drafts(now, std::slice::from_ref(&draft)) {
+                Ok(records) => self.enqueue_creates(req, records, false),
+                Err(e) => self.reply(req, Err(e)),
+            },
+            Command::ScheduleBatch(drafts) => {
+                if drafts.is_empty() || drafts.len() > MAX_BATCH {
+                    let e = ValidationError::new("timers", format!("must hold 1 to {MAX_BATCH} timers"));
+                    return self.reply(req, Err(e.into()));
+                }
+                match self.accept_drafts(now, &drafts) {
+                    Ok(records) => self.enqueue_creates(req, records, true),
+                    Err(e) => self.reply(req, Err(e)),
+                }
+            }
+            Command::Cancel { tenant_id, timer_id, requested_by, reason } => {
+                if let Err(e) = self.admit_writes(1) {
+                    return self.reply(req, Err(e));
+                }
+                let op = CancelOp { tenant_id, timer_id, cancelled_by: requested_by, reason };
+                self.queue.cancels.push_back((req, op));
+            }
+            Command::Get { tenant_id, timer_id } => self.emit_store(
+                Inflight::Read { req, read: ReadKind::Get },
+                StoreOp::Get { tenant_id, timer_id },
+            ),
+            Command::List(mut query) => {
+                query.limit = query.limit.clamp(1, READ_LIMIT_MAX);
+                self.emit_store(Inflight::Read { req, read: ReadKind::List }, StoreOp::List(query))
+            }
+            Command::ListFires { tenant_id, timer_id, after_occurrence, limit } => self.emit_store(
+                Inflight::Read { req, read: ReadKind::Fires },
+                StoreOp::ListFires {
+                    tenant_id,
+                    timer_id,
+                    after_occurrence,
+                    limit: limit.clamp(1, READ_LIMIT_MAX),
+                },
+            ),
+        }
+    }
+
+    /// Validates every draft (all or nothing) and builds the records.
+    fn accept_drafts(&mut self, now: Now, drafts: &[TimerDraft]) -> Result<Vec<TimerRecord>, ApiError> {
+        let batch = drafts.len() > 1;
+        let mut valid = Vec::with_capacity(drafts.len());
+        for (i, draft) in drafts.iter().enumerate() {
+            match validate(draft, now) {
+                Ok(v) => valid.push(v),
+                Err(e) if batch => return Err(e.prefixed(&format!("timers[{i}].")).into()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.admit_writes(valid.len())?;
+        Ok(valid
+            .into_iter()
+            .map(|v| {
+                let id = self.ids.next_id(now.wall_ms);
+                TimerRecord {
+                    id,
+                    tenant_id: v.tenant_id,
+                    requested_by: v.requested_by,
+                    name: v.name,
+                    status: TimerStatus::Scheduled,
+                    created_at_ms: now.wall_ms,
+                    schedule: v.schedule,
+                    misfire: v.misfire,
+                    next_due_ms: v.first_due_ms,
+                    next_occurrence: 1,
+                    last_fired_at_ms: None,
+                    cancelled_at_ms: None,
+                    cancelled_by: None,
+                    cancel_reason: None,
+                    labels: v.labels,
+                    metadata: v.metadata,
+                    action_bundle: v.action_bundle,
+                    agent_binding: v.agent_binding,
+                    idempotency_key: v.idempotency_key,
+                    request_fingerprint: v.fingerprint,
+                    shard: id.shard(),
+                }
+            })
+            .collect())
+    }
+
+    fn admit_writes(&self, count: usize) -> Result<(), ApiError> {
+        if let Leadership::Deposed { .. } = self.leadership {
+            return Err(ApiError::Unavailable {
+                reason: "this node lost its store epoch to another writer".into(),
+                retry_after_ms: RETRY_AFTER_MS,
+                leader: None,
+            });
+        }
+        if self.queued_writes() + count > self.config.queued_writes_max {
+            return Err(ApiError::Overloaded {
+                reason: format!("more than {} writes are queued", self.config.queued_writes_max),
+                retry_after_ms: RETRY_AFTER_MS,
+            });
+        }
+        Ok(())
+    }
+
+    fn enqueue_creates(&mut self, req: RequestId, records: Vec<TimerRecord>, batch: bool) {
+        self.queue.create_groups.push_back((req, records.len(), batch));
+        self.queue.creates.extend(records);
+    }
+
+    // ---- store completions ---------------------------------------------
+
+    fn on_store_done(&mut self, now: Now, io: IoId, result: Result<StoreReply, StoreFailure>) {
+        let Some(what) = self.inflight.remove(&io) else {
+            // A completion for an op we no longer track (cannot happen with a correct driver).
+            debug_assert!(false, "StoreDone for unknown io {io}");
+            return;
+        };
+        match (what, result) {
+            (Inflight::Open, Ok(StoreReply::Opened { epoch })) => {
+                self.leadership = Leadership::Leader { epoch };
+                self.reset_backoff();
+            }
+            (Inflight::Open, Err(_)) => {
+                self.note_failure(now);
+                let node_id = self.config.node_id.clone();
+                self.emit_store(Inflight::Open, StoreOp::Open { node_id });
+            }
+            (Inflight::Commit(plan), Ok(StoreReply::Committed { outcome, events })) => {
+                self.commit_inflight = false;
+                self.stats.commits += 1;
+                self.reset_backoff();
+                self.on_committed(now, plan, outcome);
+                if !events.is_empty() {
+                    self.effects.push_back(Effect::Publish { events });
+                }
+            }
+            (Inflight::Commit(plan), Err(failure)) => {
+                self.commit_inflight = false;
+                self.note_failure(now);
+                self.on_commit_failed(plan, &failure);
+            }
+            (Inflight::Load, Ok(StoreReply::Loaded { timers, more })) => {
+                self.load_inflight = false;
+                self.reset_backoff();
+                self.on_loaded(timers, more);
+            }
+            (Inflight::Load, Err(_)) => {
+                self.load_inflight = false;
+                self.note_failure(now);
+            }
+            (Inflight::Read { req, read }, Ok(reply)) => self.on_read(req, read, reply),
+            (Inflight::Read { req, .. }, Err(failure)) => self.reply(req, Err(unavailable(&failure))),
+            (what, Ok(reply)) => {
+                // A reply of the wrong kind is a store bug: refuse to guess.
+                panic!("store replied {reply:?} to {what:?}");
+            }
+        }
+    }
+
+    fn on_committed(&mut self, now: Now, plan: CommitPlan, outcome: CommitOutcome) {
+        assert_eq!(outcome.creates.len(), plan.create_groups.iter().map(|g| g.1).sum::<usize>());
+        assert_eq!(outcome.cancels.len(), plan.cancel_reqs.len());
+        assert_eq!(outcome.fires.len(), plan.fires.len());
+
+        let mut creates = outcome.creates.into_iter();
+        for (req, count, batch) in plan.create_groups {
+            let results: Vec<Result<Created, ApiError>> = creates
+                .by_ref()
+                .take(count)
+                .map(|r| {
+                    let created = r.map_err(|e| reject_to_api(e, "idempotencyKey"))?;
+                    if created.created && created.timer.status == TimerStatus::Scheduled {
+                        self.arm_if_loaded(DueTimer::of(&created.timer));
+                    }
+                    Ok(created)
+                })
+                .collect();
+            let reply = if batch {
+                Ok(Response::ScheduledBatch(results))
+            } else {
+                results.into_iter().next().expect("one create per single request").map(Response::Scheduled)
+            };
+            self.reply(req, reply);
+        }
+
+        for (req, result) in plan.cancel_reqs.into_iter().zip(outcome.cancels) {
+            let reply = match result {
+                Ok(timer) => {
+                    self.due.remove(timer.next_due_ms, timer.id);
+                    match timer.status {
+                        TimerStatus::Cancelled => Ok(Response::Timer(timer)),
+                        TimerStatus::Fired => Err(ApiError::Conflict {
+                            field: "status".into(),
+                            message: "the timer already fired its last occurrence".into(),
+                        }),
+                        TimerStatus::Scheduled => {
+                            panic!("store answered a cancel with a still-scheduled timer {}", timer.id)
+                        }
+                    }
+                }
+                Err(StoreReject::StaleEpoch { current_epoch }) => {
+                    self.depose(current_epoch);
+                    Err(not_leader())
+                }
+                Err(e) => Err(reject_to_api(e, "timerId")),
+            };
+            self.reply(req, reply);
+        }
+
+        // A timer fired several times in one commit (fire_all) re-arms after its last op.
+        let mut last_after: BTreeMap<TimerId, DueTimer> = BTreeMap::new();
+        for ((op, planned), result) in plan.fires.into_iter().zip(outcome.fires) {
+            match result {
+                Ok(fired) => {
+                    if !op.skipped {
+                        self.stats.fires_recorded += 1;
+                    }
+                    if fired.timer.status == TimerStatus::Scheduled {
+                        last_after.insert(op.timer_id, DueTimer::of(&fired.timer));
+                    } else {
+                        last_after.remove(&op.timer_id);
+                    }
+                }
+                Err(StoreReject::StaleEpoch { current_epoch }) => {
+                    self.stats.fires_rejected += 1;
+                    self.depose(current_epoch);
+                }
+                Err(StoreReject::TooEarly { .. }) => {
+                    // The store's clock is behind ours: retry shortly, never early.
+                    self.stats.fires_rejected += 1;
+                    self.fire_hold_until_mono = now.mono_ms + self.config.store_backoff_min_ms;
+                    self.arm(planned);
+                }
+                Err(_) => {
+                    // Cancelled, fired elsewhere, or gone: nothing left to do here.
+                    self.stats.fires_rejected += 1;
+                    last_after.remove(&op.timer_id);
+                }
+            }
+        }
+        for (_, next) in last_after {
+            self.arm_if_loaded(next);
+        }
+    }
+
+    fn on_commit_failed(&mut self, plan: CommitPlan, failure: &StoreFailure) {
+        for (req, _, _) in plan.create_groups {
+            self.reply(req, Err(unavailable(failure)));
+        }
+        for req in plan.cancel_reqs {
+            self.reply(req, Err(unavailable(failure)));
+        }
+        // Outcome unknown: re-arm; the store's compare-and-set makes the retry safe.
+        let mut seen = std::collections::BTreeSet::new();
+        for (op, planned) in plan.fires {
+            if seen.insert(op.timer_id) {
+                self.arm(planned);
+            }
+        }
+    }
+
+    fn on_loaded(&mut self, timers: Vec<DueTimer>, more: bool) {
+        let Some(until) = self.pending_load_until.take() else {
+            panic!("load reply without a load in flight");
+        };
+        let last = timers.last().map(|t| (t.due_ms, t.timer_id));
+        for t in timers {
+            self.due.insert(t);
+        }
+        self.loaded_through = match (more, last) {
+            (true, Some(key)) => Some(key),
+            _ => Some((until, TimerId(uuid::Uuid::max()))),
+        };
+    }
+
+    fn on_read(&mut self, req: RequestId, read: ReadKind, reply: StoreReply) {
+        let result = match (read, reply) {
+            (ReadKind::Get, StoreReply::Timer(Some(t))) => Ok(Response::Timer(t)),
+            (ReadKind::Get, StoreReply::Timer(None)) => Err(ApiError::NotFound { timer_id: String::new() }),
+            (ReadKind::List, StoreReply::Timers { timers, more }) => {
+                let next_cursor = if more { timers.last().map(|t| t.id) } else { None };
+                Ok(Response::Timers { timers, next_cursor })
+            }
+            (ReadKind::Fires, StoreReply::Fires(Some(fires))) => Ok(Response::Fires(fires)),
+            (ReadKind::Fires, StoreReply::Fires(None)) => Err(ApiError::NotFound { timer_id: String::new() }),
+            (read, reply) => panic!("store replied {reply:?} to read {read:?}"),
+        };
+        self.reply(req, result);
+    }
+
+    // ---- the pump: decide what to send next ------------------------------
+
+    fn pump(&mut self, now: Now) {
+        if now.mono_ms < self.backoff_until_mono {
+            return;
+        }
+        let Leadership::Leader { epoch } = self.leadership else {
+            if let Leadership::Deposed { .. } = self.leadership {
+                self.refuse_queued();
+            }
+            return;
+        };
+        if !self.load_inflight && self.next_load_wall().is_some_and(|at| at <= now.wall_ms) {
+            self.emit_load(now);
+        }
+        if !self.commit_inflight {
+            let mut batch = CommitBatch { epoch, node_id: self.config.node_id.clone(), ..Default::default() };
+            let mut plan = CommitPlan::default();
+            self.take_queued(&mut batch, &mut plan);
+            if now.mono_ms >= self.fire_hold_until_mono {
+                self.take_due(now, &mut batch, &mut plan);
+            }
+            if !batch.is_empty() {
+                self.commit_inflight = true;
+                self.emit_store(Inflight::Commit(plan), StoreOp::Commit(batch));
+            }
+        }
+    }
+
+    fn take_queued(&mut self, batch: &mut CommitBatch, plan: &mut CommitPlan) {
+        // Whole create requests only: a batch request never spans two commits.
+        while let Some(&(req, count, is_batch)) = self.queue.create_groups.front() {
+            if !batch.creates.is_empty() && batch.creates.len() + count > self.config.commit_creates_max {
+                break;
+            }
+            self.queue.create_groups.pop_front();
+            batch.creates.extend(self.queue.creates.drain(..count));
+            plan.create_groups.push((req, count, is_batch));
+        }
+        while let Some((req, op)) = self.queue.cancels.pop_front() {
+            batch.cancels.push(op);
+            plan.cancel_reqs.push(req);
+        }
+    }
+
+    fn take_due(&mut self, now: Now, batch: &mut CommitBatch, plan: &mut CommitPlan) {
+        let room = self.config.commit_fires_max;
+        for due in self.due.pop_due(now.wall_ms, room) {
+            let ops =
+                plan_fires(due.timer_id, due.occurrence, due.due_ms, due.recurrence.as_ref(), now.wall_ms);
+            for op in ops {
+                plan.fires.push((op.clone(), due.clone()));
+                batch.fires.push(op);
+            }
+        }
+    }
+
+    fn emit_load(&mut self, now: Now) {
+        let until = now.wall_ms.saturating_add(self.config.horizon_ms);
+        self.load_inflight = true;
+        self.pending_load_until = Some(until);
+        let after = self.loaded_through;
+        self.emit_store(
+            Inflight::Load,
+            StoreOp::LoadDue { after, until_ms: until, limit: self.config.load_page },
+        );
+    }
+
+    /// The wall time at which the next page should be loaded.
+    fn next_load_wall(&self) -> Option<WallMs> {
+        if self.load_inflight {
+            return None;
+        }
+        match self.loaded_through {
+            None => Some(WallMs::MIN),
+            Some((due, _)) => Some(due.saturating_sub(self.config.horizon_ms / 2)),
+        }
+    }
+
+    // ---- helpers ---------------------------------------------------------
+
+    fn arm(&mut self, timer: DueTimer) {
+        self.due.insert(timer);
+    }
+
+    fn arm_if_loaded(&mut self, timer: DueTimer) {
+        if self.loaded_through.is_some_and(|through| (timer.due_ms, timer.timer_id) <= through) {
+            self.due.insert(timer);
+        }
+    }
+
+    fn depose(&mut self, current_epoch: u64) {
+        if let Leadership::Leader { .. } = self.leadership {
+            self.leadership = Leadership::Deposed { current_epoch };
+            self.due.clear();
+            self.loaded_through = None;
+        }
+    }
+
+    fn refuse_queued(&mut self) {
+        let groups: Vec<_> = self.queue.create_groups.drain(..).collect();
+        self.queue.creates.clear();
+        for (req, _, _) in groups {
+            self.reply(req, Err(not_leader()));
+        }
+        let cancels: Vec<_> = self.queue.cancels.drain(..).collect();
+        for (req, _) in cancels {
+            self.reply(req, Err(not_leader()));
+        }
+    }
+
+    fn note_failure(&mut self, now: Now) {
+        self.stats.store_failures += 1;
+        self.backoff_ms = if self.backoff_ms == 0 {
+            self.config.store_backoff_min_ms
+        } else {
+            (self.backoff_ms * 2).min(self.config.store_backoff_max_ms)
+        };
+        self.backoff_until_mono = now.mono_ms + self.backoff_ms;
+    }
+
+    fn reset_backoff(&mut self) {
+        self.backoff_ms = 0;
+    }
+
+    fn emit_store(&mut self, what: Inflight, op: StoreOp) {
+        let io = self.next_io;
+        self.next_io += 1;
+        self.inflight.insert(io, what);
+        self.effects.push_back(Effect::Store { io, op });
+    }
+
+    fn reply(&mut self, req: RequestId, result: Result<Response, ApiError>) {
+        self.effects.push_back(Effect::Reply { req, result });
+    }
+
+    #[cfg(debug_assertions)]
+    fn validate(&self) {
+        let commits = self.inflight.values().filter(|w| matches!(w, Inflight::Commit(_))).count();
+        let loads = self.inflight.values().filter(|w| matches!(w, Inflight::Load)).count();
+        assert_eq!(commits, usize::from(self.commit_inflight), "commit in-flight flag matches");
+        assert_eq!(loads, usize::from(self.load_inflight), "load in-flight flag matches");
+        assert_eq!(
+            self.queue.creates.len(),
+            self.queue.create_groups.iter().map(|g| g.1).sum::<usize>(),
+            "queued creates are accounted to requests"
+        );
+    }
+}
+
+fn unavailable(failure: &StoreFailure) -> ApiError {
+    ApiError::Unavailable {
+        reason: format!(
+            "the store failed; the outcome is unknown, retry with the same idempotency key ({})",
+            failure.0
+        ),
+        retry_after_ms: RETRY_AFTER_MS,
+        leader: None,
+    }
+}
+
+fn not_leader() -> ApiError {
+    ApiError::Unavailable {
+        reason: "this node is not the leader".into(),
+        retry_after_ms: RETRY_AFTER_MS,
+        leader: None,
+    }
+}
+
+fn reject_to_api(reject: StoreReject, field: &str) -> ApiError {
+    match reject {
+        StoreReject::IdempotencyMismatch => ApiError::Conflict {
+            field: "idempotencyKey".into(),
+            message: "was used before with a different request".into(),
+        },
+        StoreReject::NotFound => ApiError::NotFound { timer_id: String::new() },
+        StoreReject::StaleEpoch { .. } => not_leader(),
+        other => ApiError::Conflict { field: field.into(), message: format!("store refused: {other}") },
+    }
+}

@@ -1,0 +1,28 @@
+//! # minoots-core
+//!
+//! The pure heart of MINOOTS: timers, schedules, validation, the store
+//! protocol with its reference model, and the [`engine::Engine`] state
+//! machine. Nothing here performs I/O, reads a clock, spawns a task or draws
+//! OS randomness; every behaviour is a function of the inputs, which is what
+//! lets the simulator and property tests drive it exactly.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod draft;
+pub mod due_index;
+pub mod engine;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod model;
+pub mod schedule;
+pub mod store;
+pub mod time;
+pub mod timer;
+mod validate;
+
+pub use engine::{Command, Effect, Engine, EngineConfig, Input, Leadership, Response};
+pub use error::{ApiError, StoreFailure, StoreReject, ValidationError};
+pub use ids::{TenantId, TimerId};
+pub use time::{Now, WallMs};

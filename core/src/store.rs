@@ -1,0 +1,255 @@
+//! The store protocol: the operations the engine asks of durable storage, and
+//! their replies. [`crate::model::StoreModel`] is the reference semantics;
+//! every real store (SQLite, PostgreSQL) must give the same replies for the
+//! same operation sequence and the same store clock (the conformance suite
+//! checks it).
+//!
+//! Semantics every store implements:
+//! - **Fencing.** `Commit.epoch` must equal the store's current epoch, or
+//!   every cancel and fire in the batch is rejected with `StaleEpoch`
+//!   (creates are not fenced: any node may insert a timer).
+//! - **Never early.** A fire whose `due_ms` is after the store's clock is
+//!   rejected with `TooEarly`.
+//! - **Compare-and-set.** A fire applies only if the timer is `scheduled` and
+//!   its `next_occurrence` and `next_due_ms` equal the fire's `expect_*`;
+//!   otherwise `StateChanged`. Each occurrence can therefore be recorded once.
+//! - **Idempotent create.** A create whose `(tenant, idempotency_key)` exists
+//!   returns the existing timer (`created = false`) if the fingerprints match,
+//!   `IdempotencyMismatch` otherwise.
+//! - **Outbox.** Every applied create, cancel and fire appends its event(s) to
+//!   the outbox in the same transaction, with a store-assigned sequence number.
+//! - **Atomicity.** A `Commit` applies as one transaction: all of its applied
+//!   items or none (on failure, the reply is an error and nothing applied).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::error::StoreReject;
+use crate::event::OutboxEvent;
+use crate::ids::{TenantId, TimerId};
+use crate::time::WallMs;
+use crate::timer::{FireRecord, TimerRecord, TimerStatus};
+
+/// One operation for the store. Each runs as one transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StoreOp {
+    /// Standalone start-up: become the only writer. Bumps and returns the epoch.
+    Open {
+        /// Who opens it.
+        node_id: String,
+    },
+    /// Apply creates, cancels and fires together (group commit).
+    Commit(CommitBatch),
+    /// Page pending timers due at or before `until_ms`, after the cursor, in (due, id) order.
+    LoadDue {
+        /// Exclusive lower bound: `(due_ms, id)` of the last timer already loaded.
+        after: Option<DueKey>,
+        /// Inclusive upper bound on due time.
+        until_ms: WallMs,
+        /// Page size.
+        limit: u32,
+    },
+    /// One timer of a tenant.
+    Get {
+        /// Tenant scope.
+        tenant_id: TenantId,
+        /// Which timer.
+        timer_id: TimerId,
+    },
+    /// A page of a tenant's timers.
+    List(ListQuery),
+    /// The recorded fires of one timer of a tenant, by occurrence.
+    ListFires {
+        /// Tenant scope.
+        tenant_id: TenantId,
+        /// Which timer.
+        timer_id: TimerId,
+        /// Exclusive lower bound on occurrence.
+        after_occurrence: u32,
+        /// Page size.
+        limit: u32,
+    },
+}
+
+/// `(due_ms, id)`: the due index's order and the load cursor.
+pub type DueKey = (WallMs, TimerId);
+
+/// Group commit: many requests, one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommitBatch {
+    /// The writer's fencing epoch.
+    pub epoch: u64,
+    /// The writer's node id (recorded with fires).
+    pub node_id: String,
+    /// New timers.
+    pub creates: Vec<TimerRecord>,
+    /// Cancellations.
+    pub cancels: Vec<CancelOp>,
+    /// Fires.
+    pub fires: Vec<FireOp>,
+}
+
+impl CommitBatch {
+    /// Whether there is nothing to commit.
+    pub fn is_empty(&self) -> bool {
+        self.creates.is_empty() && self.cancels.is_empty() && self.fires.is_empty()
+    }
+}
+
+/// Cancel one timer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelOp {
+    /// Tenant scope.
+    pub tenant_id: TenantId,
+    /// Which timer.
+    pub timer_id: TimerId,
+    /// Who cancels.
+    pub cancelled_by: String,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// Record one occurrence of one timer, and advance it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FireOp {
+    /// Which timer.
+    pub timer_id: TimerId,
+    /// Occurrence number to record; must equal the timer's `next_occurrence`.
+    pub occurrence: u32,
+    /// Due time of this occurrence; must equal the timer's `next_due_ms`.
+    pub due_ms: WallMs,
+    /// What the timer becomes after this fire.
+    pub then: AfterFire,
+    /// A missed occurrence dropped by the `skip` misfire policy: the store
+    /// checks and advances the timer exactly as for a fire, but records no
+    /// fire, writes no event and leaves `next_occurrence` unchanged.
+    pub skipped: bool,
+}
+
+/// The timer's state after a fire (computed by the engine from the schedule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AfterFire {
+    /// No more occurrences: status becomes `fired`.
+    Finished,
+    /// The next occurrence: `next_occurrence = occurrence + 1`, `next_due_ms = due_ms`.
+    Next {
+        /// Due time of the next occurrence.
+        due_ms: WallMs,
+    },
+}
+
+/// List filters and cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// Tenant scope.
+    pub tenant_id: TenantId,
+    /// Only these statuses (empty = all).
+    pub statuses: Vec<TimerStatus>,
+    /// Only timers carrying every one of these labels with these values.
+    pub labels: BTreeMap<String, String>,
+    /// Exclusive cursor: list ids after this one (ids are time-ordered).
+    pub after: Option<TimerId>,
+    /// Page size (1..=1000).
+    pub limit: u32,
+}
+
+/// The outcome of one create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created {
+    /// The timer (the existing one, on an idempotent retry).
+    pub timer: TimerRecord,
+    /// False when the idempotency key matched an existing timer.
+    pub created: bool,
+}
+
+/// The outcome of one fire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fired {
+    /// The recorded fire (`None` for a skipped op).
+    pub fire: Option<FireRecord>,
+    /// The timer after the fire.
+    pub timer: TimerRecord,
+}
+
+/// Per-item outcomes of a commit, in the order of the batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitOutcome {
+    /// One per create.
+    pub creates: Vec<Result<Created, StoreReject>>,
+    /// One per cancel: the timer after cancellation (or as it was, if already cancelled).
+    pub cancels: Vec<Result<TimerRecord, StoreReject>>,
+    /// One per fire op.
+    pub fires: Vec<Result<Fired, StoreReject>>,
+}
+
+/// A pending timer as the due index needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DueTimer {
+    /// Which timer.
+    pub timer_id: TimerId,
+    /// Its next occurrence.
+    pub occurrence: u32,
+    /// When that occurrence is due.
+    pub due_ms: WallMs,
+    /// Needed to compute the occurrence after (recurring timers only).
+    pub recurrence: Option<Recurrence>,
+}
+
+/// What a recurring timer needs to plan its next occurrence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recurrence {
+    /// The schedule.
+    pub schedule: crate::timer::Schedule,
+    /// Its misfire policy.
+    pub misfire: crate::timer::MisfirePolicy,
+}
+
+impl DueTimer {
+    /// The due-index view of a scheduled timer record.
+    pub fn of(record: &TimerRecord) -> Self {
+        Self {
+            timer_id: record.id,
+            occurrence: record.next_occurrence,
+            due_ms: record.next_due_ms,
+            recurrence: record
+                .schedule
+                .is_recurring()
+                .then(|| Recurrence { schedule: record.schedule.clone(), misfire: record.misfire }),
+        }
+    }
+}
+
+/// A store's reply to a [`StoreOp`], variant by variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StoreReply {
+    /// To `Open`.
+    Opened {
+        /// The new epoch (previous + 1).
+        epoch: u64,
+    },
+    /// To `Commit`.
+    Committed {
+        /// Per-item outcomes.
+        outcome: CommitOutcome,
+        /// Events appended to the outbox by this commit, in order.
+        events: Vec<OutboxEvent>,
+    },
+    /// To `LoadDue`.
+    Loaded {
+        /// Pending timers in (due, id) order.
+        timers: Vec<DueTimer>,
+        /// Whether more matched than `limit`.
+        more: bool,
+    },
+    /// To `Get`.
+    Timer(Option<TimerRecord>),
+    /// To `List`.
+    Timers {
+        /// The page.
+        timers: Vec<TimerRecord>,
+        /// Whether more follow (cursor: the last id of the page).
+        more: bool,
+    },
+    /// To `ListFires`: `None` when the timer does not exist in the tenant.
+    Fires(Option<Vec<FireRecord>>),
+}
