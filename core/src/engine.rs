@@ -338,6 +338,11 @@ impl Engine {
         self.queue.creates.len() + self.queue.cancels.len()
     }
 
+    /// Whether writes are queued or a commit is in flight (shutdown waits for these).
+    pub fn writes_pending(&self) -> bool {
+        self.commit_inflight || self.queued_writes() > 0
+    }
+
     /// Feeds one input at time `now`.
     pub fn handle_input(&mut self, now: Now, input: Input) {
         assert!(

@@ -14,6 +14,7 @@ pub mod due_index;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod harness;
 pub mod ids;
 pub mod model;
 pub mod schedule;

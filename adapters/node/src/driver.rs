@@ -1,11 +1,43 @@
-//! The engine loop (in progress).
+//! The engine loop: one task owns the [`Engine`] and is the only place its
+//! inputs are fed and its effects carried out.
+//!
+//! ```text
+//!  NodeHandle::call ──▶ calls ─┐
+//!  write executor  ──▶ done  ──┼─▶ engine.handle_input ─▶ effects ─┬─▶ Store(write) ─▶ write executor (one at a time, in order)
+//!  sleep(poll_timeout) ───────┘                                    ├─▶ Store(read)  ─▶ spawned, ≤ READS_IN_FLIGHT_MAX at once
+//!                                                                  ├─▶ Reply        ─▶ the caller's oneshot
+//!                                                                  └─▶ Publish      ─▶ relay (subscribers, then mark published)
+//! ```
+//!
+//! There is one wake-up for the whole engine (`poll_timeout`), never a task
+//! per timer. Shutdown stops taking calls, lets queued writes commit (bounded
+//! by `SHUTDOWN_FLUSH_MS`), then ends the relay.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+use minoots_core::engine::{Effect, Engine, EngineConfig, Input, IoId, Leadership, RequestId};
+use minoots_core::event::{EventKind, OutboxEvent};
+use minoots_core::store::{StoreOp, StoreReply};
+use minoots_core::{ApiError, Response, StoreFailure};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 
 use crate::clock::Clock;
-use crate::handle::NodeHandle;
+use crate::handle::{Call, NodeHandle, NodeStatus};
 use crate::keys::KeyStore;
+use crate::metrics::Metrics;
+use crate::relay;
 use crate::store::Store;
+
+/// Most store reads running at once.
+const READS_IN_FLIGHT_MAX: usize = 64;
+/// Most calls taken from the queue per loop turn before effects are drained.
+const CALLS_PER_TURN_MAX: usize = 4_096;
+/// How long shutdown waits for queued writes to commit.
+const SHUTDOWN_FLUSH_MS: u64 = 5_000;
+/// How often the pending-timers gauge is refreshed from the store.
+const PENDING_GAUGE_PERIOD_MS: u64 = 5_000;
 
 /// How to run a node.
 #[derive(Debug, Clone)]
@@ -20,13 +52,288 @@ pub struct NodeConfig {
     pub event_buffer: usize,
 }
 
-/// Starts a node; returns its handle and the task running it (ends after shutdown).
+impl NodeConfig {
+    /// Defaults for `node_id` with id seed `seed`.
+    pub fn new(node_id: impl Into<String>, seed: u64) -> Self {
+        Self { node_id: node_id.into(), seed, request_queue: 65_536, event_buffer: 65_536 }
+    }
+
+    fn engine_config(&self) -> EngineConfig {
+        EngineConfig::new(self.node_id.clone(), self.seed)
+    }
+}
+
+/// Starts a node; returns its handle and the task running it (it ends after
+/// [`NodeHandle::shutdown`]).
 pub fn start_node(
     config: NodeConfig,
     store: Arc<dyn Store>,
     keys: Arc<dyn KeyStore>,
     clock: Arc<dyn Clock>,
 ) -> (NodeHandle, tokio::task::JoinHandle<()>) {
-    let _ = (config, store, keys, clock);
-    todo!()
+    start_node_with(config.engine_config(), config, store, keys, clock)
+}
+
+/// Like [`start_node`], with explicit engine tunables.
+pub fn start_node_with(
+    engine_config: EngineConfig,
+    config: NodeConfig,
+    store: Arc<dyn Store>,
+    keys: Arc<dyn KeyStore>,
+    clock: Arc<dyn Clock>,
+) -> (NodeHandle, tokio::task::JoinHandle<()>) {
+    let (calls_tx, calls_rx) = mpsc::channel(config.request_queue.max(1));
+    let (events_tx, _) = broadcast::channel(config.event_buffer.max(16));
+    let initial = NodeStatus {
+        node_id: config.node_id.clone(),
+        role: "opening",
+        epoch: None,
+        store_ok: true,
+        due_index: 0,
+        queued_writes: 0,
+    };
+    let (status_tx, status_rx) = watch::channel(initial);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let metrics = Arc::new(Metrics::new());
+    let handle = NodeHandle {
+        calls: calls_tx,
+        events: events_tx.clone(),
+        status: status_rx,
+        keys,
+        metrics: metrics.clone(),
+        shutdown: Arc::new(shutdown_tx),
+    };
+    let driver = Driver {
+        engine: Engine::new(engine_config, clock.now()),
+        store,
+        clock,
+        metrics,
+        status: status_tx,
+        replies: BTreeMap::new(),
+        next_req: 1,
+        reads: Arc::new(Semaphore::new(READS_IN_FLIGHT_MAX)),
+        store_ok: true,
+    };
+    let join = tokio::spawn(driver.run(calls_rx, shutdown_rx, events_tx));
+    (handle, join)
+}
+
+struct Driver {
+    engine: Engine,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    status: watch::Sender<NodeStatus>,
+    replies: BTreeMap<RequestId, oneshot::Sender<Result<Response, ApiError>>>,
+    next_req: RequestId,
+    reads: Arc<Semaphore>,
+    store_ok: bool,
+}
+
+type Done = (IoId, Result<StoreReply, StoreFailure>);
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut calls: mpsc::Receiver<Call>,
+        mut shutdown: watch::Receiver<bool>,
+        events: broadcast::Sender<Arc<OutboxEvent>>,
+    ) {
+        // Completions: at most one commit, one load and READS_IN_FLIGHT_MAX reads are outstanding.
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let (write_tx, write_rx) = mpsc::unbounded_channel::<(IoId, StoreOp)>();
+        let (publish_tx, publish_rx) = mpsc::unbounded_channel::<Vec<OutboxEvent>>();
+        let writer = tokio::spawn(write_executor(self.store.clone(), write_rx, done_tx.clone(), self.metrics.clone()));
+        let relay = tokio::spawn(relay::run(self.store.clone(), publish_rx, events));
+        let gauge = tokio::spawn(pending_gauge(self.store.clone(), self.metrics.clone()));
+
+        self.drain_effects(&write_tx, &done_tx, &publish_tx);
+        loop {
+            let sleep_ms = self.sleep_ms();
+            tokio::select! {
+                biased;
+                Some((io, result)) = done_rx.recv() => {
+                    self.store_ok = result.is_ok();
+                    self.engine.handle_input(self.clock.now(), Input::StoreDone { io, result });
+                }
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                call = calls.recv() => {
+                    let Some(call) = call else { break };
+                    self.on_call(call);
+                    for _ in 1..CALLS_PER_TURN_MAX {
+                        match calls.try_recv() {
+                            Ok(call) => self.on_call(call),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {
+                    self.engine.handle_input(self.clock.now(), Input::Tick);
+                }
+            }
+            self.drain_effects(&write_tx, &done_tx, &publish_tx);
+            self.publish_status();
+        }
+
+        // Graceful shutdown: refuse new calls, let queued writes commit, then stop.
+        calls.close();
+        while let Ok(call) = calls.try_recv() {
+            self.on_call(call);
+        }
+        self.drain_effects(&write_tx, &done_tx, &publish_tx);
+        let flush = tokio::time::sleep(Duration::from_millis(SHUTDOWN_FLUSH_MS));
+        tokio::pin!(flush);
+        while self.engine.writes_pending() {
+            tokio::select! {
+                biased;
+                Some((io, result)) = done_rx.recv() => {
+                    self.engine.handle_input(self.clock.now(), Input::StoreDone { io, result });
+                    self.drain_effects(&write_tx, &done_tx, &publish_tx);
+                }
+                _ = &mut flush => break,
+            }
+        }
+        self.replies.clear();
+        drop(write_tx);
+        drop(publish_tx);
+        let _ = writer.await;
+        let _ = relay.await;
+        gauge.abort();
+        self.status.send_modify(|s| s.role = "stopped");
+    }
+
+    fn sleep_ms(&self) -> u64 {
+        let now = self.clock.now().mono_ms;
+        self.engine.poll_timeout().map_or(1_000, |at| at.saturating_sub(now))
+    }
+
+    fn on_call(&mut self, (command, reply): Call) {
+        let req = self.next_req;
+        self.next_req += 1;
+        self.replies.insert(req, reply);
+        self.engine.handle_input(self.clock.now(), Input::Request { req, command });
+    }
+
+    fn drain_effects(
+        &mut self,
+        writes: &mpsc::UnboundedSender<(IoId, StoreOp)>,
+        done: &mpsc::UnboundedSender<Done>,
+        publish: &mpsc::UnboundedSender<Vec<OutboxEvent>>,
+    ) {
+        while let Some(effect) = self.engine.poll_output() {
+            match effect {
+                Effect::Store { io, op } if is_read(&op) => {
+                    let store = self.store.clone();
+                    let done = done.clone();
+                    let reads = self.reads.clone();
+                    tokio::spawn(async move {
+                        let _permit = reads.acquire_owned().await;
+                        let result = store.execute(op).await;
+                        let _ = done.send((io, result));
+                    });
+                }
+                Effect::Store { io, op } => {
+                    if let StoreOp::Commit(batch) = &op {
+                        let items = batch.creates.len() + batch.cancels.len() + batch.fires.len();
+                        self.metrics.commit_batch.observe(items as f64);
+                    }
+                    // The writer lives as long as this loop; a send can only fail after shutdown.
+                    let _ = writes.send((io, op));
+                }
+                Effect::Reply { req, result } => {
+                    if let Some(tx) = self.replies.remove(&req) {
+                        let _ = tx.send(result);
+                    }
+                }
+                Effect::Publish { events } => {
+                    self.count_events(&events);
+                    let _ = publish.send(events);
+                }
+            }
+        }
+    }
+
+    fn count_events(&self, events: &[OutboxEvent]) {
+        for event in events {
+            match event.kind {
+                EventKind::Scheduled => {
+                    self.metrics.scheduled.inc();
+                }
+                EventKind::Cancelled => {
+                    self.metrics.cancelled.inc();
+                }
+                EventKind::Fired => {
+                    self.metrics.fired.inc();
+                    if let Some(fire) = &event.fire {
+                        let lateness_ms = (fire.fired_at_ms - fire.due_ms).max(0);
+                        self.metrics.fire_lateness.observe(lateness_ms as f64 / 1_000.0);
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        let (role, epoch) = match self.engine.leadership() {
+            Leadership::Opening => ("opening", None),
+            Leadership::Leader { epoch } => ("leader", Some(epoch)),
+            Leadership::Deposed { current_epoch } => ("deposed", Some(current_epoch)),
+        };
+        let due_index = self.engine.due_len();
+        let queued_writes = self.engine.queued_writes();
+        self.metrics.due_index.set(due_index as i64);
+        self.metrics.fires_rejected.inner().store(self.engine.stats().fires_rejected, std::sync::atomic::Ordering::Relaxed);
+        let store_ok = self.store_ok;
+        self.status.send_if_modified(|s| {
+            let next = NodeStatus { node_id: s.node_id.clone(), role, epoch, store_ok, due_index, queued_writes };
+            if *s == next {
+                false
+            } else {
+                *s = next;
+                true
+            }
+        });
+    }
+}
+
+fn is_read(op: &StoreOp) -> bool {
+    matches!(op, StoreOp::Get { .. } | StoreOp::List(_) | StoreOp::ListFires { .. })
+}
+
+/// Runs writes and loads one at a time, in order, reporting each completion.
+async fn write_executor(
+    store: Arc<dyn Store>,
+    mut ops: mpsc::UnboundedReceiver<(IoId, StoreOp)>,
+    done: mpsc::UnboundedSender<Done>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some((io, op)) = ops.recv().await {
+        let is_commit = matches!(op, StoreOp::Commit(_));
+        let started = tokio::time::Instant::now();
+        let result = store.execute(op).await;
+        if is_commit {
+            metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        if let Err(failure) = &result {
+            metrics.store_failures.inc();
+            tracing::warn!(error = %failure, "store operation failed");
+        }
+        if done.send((io, result)).is_err() {
+            break;
+        }
+    }
+}
+
+/// Refreshes the pending-timers gauge from the store.
+async fn pending_gauge(store: Arc<dyn Store>, metrics: Arc<Metrics>) {
+    loop {
+        if let Ok(count) = store.count_pending().await {
+            metrics.pending.set(count as i64);
+        }
+        tokio::time::sleep(Duration::from_millis(PENDING_GAUGE_PERIOD_MS)).await;
+    }
 }

@@ -54,6 +54,7 @@ pub struct NodeHandle {
     pub(crate) status: watch::Receiver<NodeStatus>,
     pub(crate) keys: Arc<dyn KeyStore>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: Arc<watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -91,6 +92,18 @@ impl NodeHandle {
             .map_err(|e| AuthError::Unavailable(e.0))?
             .ok_or(AuthError::Invalid)?;
         Ok(Principal { tenant_id: record.tenant_id, roles: record.roles, key_id: record.id })
+    }
+
+    /// Asks the node to stop: it refuses new calls, lets queued writes
+    /// commit, then its task ends.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until the node reports `role` (e.g. `leader`), or the node stops.
+    pub async fn wait_for_role(&self, role: &str) -> bool {
+        let mut status = self.status.clone();
+        status.wait_for(|s| s.role == role || s.role == "stopped").await.is_ok_and(|s| s.role == role)
     }
 
     /// The node's current status.

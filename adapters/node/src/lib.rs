@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod model_store;
 pub mod relay;
 pub mod store;
+pub mod views;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use driver::{NodeConfig, start_node};

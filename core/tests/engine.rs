@@ -1,0 +1,344 @@
+//! Engine behaviour, input by input: the exact effects each handler emits,
+//! then scenarios on the stepping harness (group commit, fire, cancel,
+//! fencing, early-fire refusal, store failures, restarts, horizon paging).
+
+use minoots_core::draft::TimerDraft;
+use minoots_core::engine::{Command, Effect, Engine, EngineConfig, Input, Leadership, Response};
+use minoots_core::error::{ApiError, StoreReject};
+use minoots_core::event::EventKind;
+use minoots_core::harness::Harness;
+use minoots_core::store::{AfterFire, ListQuery, StoreOp, StoreReply};
+use minoots_core::timer::TimerStatus;
+use minoots_core::{Now, TenantId};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::parse("tenantId", name).expect("valid tenant")
+}
+
+fn after(ms: u64) -> TimerDraft {
+    TimerDraft { tenant_id: Some(tenant("acme")), duration_ms: Some(ms), ..Default::default() }
+}
+
+fn config() -> EngineConfig {
+    EngineConfig::new("node-a", 42)
+}
+
+fn harness() -> Harness {
+    Harness::new(config(), Now::new(T0, 0))
+}
+
+fn created_id(reply: Option<Result<Response, ApiError>>) -> minoots_core::TimerId {
+    match reply {
+        Some(Ok(Response::Scheduled(c))) => c.timer.id,
+        other => panic!("expected Scheduled, got {other:?}"),
+    }
+}
+
+// ---- exact effects -------------------------------------------------------
+
+#[test]
+fn start_opens_the_store_then_loads_the_horizon_as_leader() {
+    let now = Now::new(T0, 0);
+    let mut engine = Engine::new(config(), now);
+    assert_eq!(engine.poll_output(), Some(Effect::Store { io: 1, op: StoreOp::Open { node_id: "node-a".into() } }));
+    assert_eq!(engine.poll_output(), None);
+    assert_eq!(engine.leadership(), Leadership::Opening);
+
+    engine.handle_input(now, Input::StoreDone { io: 1, result: Ok(StoreReply::Opened { epoch: 7 }) });
+    assert_eq!(engine.leadership(), Leadership::Leader { epoch: 7 });
+    assert_eq!(
+        engine.poll_output(),
+        Some(Effect::Store { io: 2, op: StoreOp::LoadDue { after: None, until_ms: T0 + 60_000, limit: 10_000 } })
+    );
+    assert_eq!(engine.poll_output(), None);
+}
+
+#[test]
+fn a_schedule_is_replied_only_after_its_commit() {
+    let now = Now::new(T0, 0);
+    let mut engine = Engine::new(config(), now);
+    let _open = engine.poll_output();
+    engine.handle_input(now, Input::StoreDone { io: 1, result: Ok(StoreReply::Opened { epoch: 1 }) });
+    let _load = engine.poll_output();
+    engine.handle_input(now, Input::Request { req: 9, command: Command::Schedule(after(5_000)) });
+    let Some(Effect::Store { io, op: StoreOp::Commit(batch) }) = engine.poll_output() else {
+        panic!("expected a commit")
+    };
+    assert_eq!(batch.epoch, 1);
+    assert_eq!(batch.creates.len(), 1);
+    assert_eq!(batch.creates[0].next_due_ms, T0 + 5_000);
+    assert_eq!(batch.creates[0].next_occurrence, 1);
+    assert!(batch.cancels.is_empty() && batch.fires.is_empty());
+    assert_eq!(engine.poll_output(), None, "no reply before the commit is done");
+
+    let mut model = minoots_core::model::StoreModel::new();
+    model.apply(T0, &StoreOp::Open { node_id: "node-a".into() });
+    let reply = model.apply(T0, &StoreOp::Commit(batch.clone()));
+    engine.handle_input(now, Input::StoreDone { io, result: Ok(reply) });
+    match engine.poll_output() {
+        Some(Effect::Reply { req: 9, result: Ok(Response::Scheduled(c)) }) => {
+            assert!(c.created);
+            assert_eq!(c.timer, batch.creates[0]);
+        }
+        other => panic!("expected the reply, got {other:?}"),
+    }
+    match engine.poll_output() {
+        Some(Effect::Publish { events }) => {
+            assert_eq!(events.len(), 1);
+            assert_eq!(events[0].kind, EventKind::Scheduled);
+        }
+        other => panic!("expected the scheduled event, got {other:?}"),
+    }
+}
+
+#[test]
+fn invalid_drafts_are_refused_without_touching_the_store() {
+    let mut h = harness();
+    let req = h.request(Command::Schedule(after(0)));
+    match h.take_reply(req) {
+        Some(Err(ApiError::Invalid(e))) => assert_eq!(e.field, "duration"),
+        other => panic!("expected invalid duration, got {other:?}"),
+    }
+    let req = h.request(Command::ScheduleBatch(vec![after(10), after(0)]));
+    match h.take_reply(req) {
+        Some(Err(ApiError::Invalid(e))) => assert_eq!(e.field, "timers[1].duration"),
+        other => panic!("expected invalid batch item, got {other:?}"),
+    }
+    assert!(h.store.timers().is_empty(), "nothing of a rejected batch is stored");
+}
+
+// ---- scenarios -----------------------------------------------------------
+
+#[test]
+fn writes_arriving_during_a_commit_share_the_next_one() {
+    let now = Now::new(T0, 0);
+    let mut engine = Engine::new(config(), now);
+    let _ = engine.poll_output();
+    engine.handle_input(now, Input::StoreDone { io: 1, result: Ok(StoreReply::Opened { epoch: 1 }) });
+    let _ = engine.poll_output();
+    engine.handle_input(now, Input::Request { req: 1, command: Command::Schedule(after(1_000)) });
+    let Some(Effect::Store { io: first, op: StoreOp::Commit(_) }) = engine.poll_output() else { panic!() };
+    for req in 2..=4 {
+        engine.handle_input(now, Input::Request { req, command: Command::Schedule(after(1_000)) });
+    }
+    assert_eq!(engine.poll_output(), None, "one commit in flight at a time");
+    assert_eq!(engine.queued_writes(), 3);
+    engine.handle_input(
+        now,
+        Input::StoreDone { io: first, result: Err(minoots_core::StoreFailure("disk".into())) },
+    );
+    // The failed commit's caller is told to retry; the queued three go out together after the backoff.
+    assert!(matches!(engine.poll_output(), Some(Effect::Reply { req: 1, result: Err(ApiError::Unavailable { .. }) })));
+    let later = Now::new(T0 + 50, 50);
+    engine.handle_input(later, Input::Tick);
+    let mut creates = None;
+    while let Some(effect) = engine.poll_output() {
+        if let Effect::Store { op: StoreOp::Commit(batch), .. } = effect {
+            creates = Some(batch.creates.len());
+        }
+    }
+    assert_eq!(creates, Some(3));
+}
+
+#[test]
+fn a_timer_fires_once_at_its_due_time_and_never_before() {
+    let mut h = harness();
+    let id = {
+        let req = h.request(Command::Schedule(after(250)));
+        created_id(h.take_reply(req))
+    };
+    assert_eq!(h.engine.poll_timeout(), Some(250), "the engine asks to wake exactly at the due time");
+    h.advance(249);
+    assert!(h.store.fires().is_empty(), "not fired 1 ms early");
+    h.advance(1);
+    let fire = &h.store.fires()[&(id, 1)];
+    assert_eq!(fire.due_ms, T0 + 250);
+    assert_eq!(fire.fired_at_ms, T0 + 250);
+    assert_eq!(fire.epoch, 1);
+    assert_eq!(h.store.timers()[&id].status, TimerStatus::Fired);
+    h.advance(10_000);
+    assert_eq!(h.store.fires().len(), 1);
+    let fired_events = h.published.iter().filter(|e| e.kind == EventKind::Fired).count();
+    assert_eq!(fired_events, 1);
+}
+
+#[test]
+fn cancel_before_due_prevents_the_fire_and_is_idempotent() {
+    let mut h = harness();
+    let req = h.request(Command::Schedule(after(1_000)));
+    let id = created_id(h.take_reply(req));
+    let cancel = || Command::Cancel {
+        tenant_id: tenant("acme"),
+        timer_id: id,
+        requested_by: "ops".into(),
+        reason: Some("no longer needed".into()),
+    };
+    let first = h.request(cancel());
+    let second = h.request(cancel());
+    for req in [first, second] {
+        match h.take_reply(req) {
+            Some(Ok(Response::Timer(t))) => {
+                assert_eq!(t.status, TimerStatus::Cancelled);
+                assert_eq!(t.cancel_reason.as_deref(), Some("no longer needed"));
+            }
+            other => panic!("expected cancelled timer, got {other:?}"),
+        }
+    }
+    assert_eq!(h.engine.due_len(), 0, "the index forgets a cancelled timer");
+    h.advance(5_000);
+    assert!(h.store.fires().is_empty());
+}
+
+#[test]
+fn cancelling_a_fired_timer_is_a_conflict_and_other_tenants_see_nothing() {
+    let mut h = harness();
+    let req = h.request(Command::Schedule(after(10)));
+    let id = created_id(h.take_reply(req));
+    h.advance(20);
+    let req = h.request(Command::Cancel { tenant_id: tenant("acme"), timer_id: id, requested_by: String::new(), reason: None });
+    assert!(matches!(h.take_reply(req), Some(Err(ApiError::Conflict { field, .. })) if field == "status"));
+    let req = h.request(Command::Get { tenant_id: tenant("other"), timer_id: id });
+    assert!(matches!(h.take_reply(req), Some(Err(ApiError::NotFound { .. }))));
+    let req = h.request(Command::Cancel { tenant_id: tenant("other"), timer_id: id, requested_by: String::new(), reason: None });
+    assert!(matches!(h.take_reply(req), Some(Err(ApiError::NotFound { .. }))));
+    let req = h.request(Command::List(ListQuery {
+        tenant_id: tenant("other"),
+        statuses: vec![],
+        labels: Default::default(),
+        after: None,
+        limit: 100,
+    }));
+    assert!(matches!(h.take_reply(req), Some(Ok(Response::Timers { timers, .. })) if timers.is_empty()));
+}
+
+#[test]
+fn an_idempotent_retry_returns_the_same_timer_and_a_different_body_conflicts() {
+    let mut h = harness();
+    let keyed = |ms| TimerDraft { idempotency_key: Some("order-17".into()), ..after(ms) };
+    let a = h.request(Command::Schedule(keyed(1_000)));
+    let b = h.request(Command::Schedule(keyed(1_000)));
+    let (a, b) = (h.take_reply(a), h.take_reply(b));
+    let (Some(Ok(Response::Scheduled(a))), Some(Ok(Response::Scheduled(b)))) = (a, b) else { panic!() };
+    assert_eq!(a.timer.id, b.timer.id);
+    assert!(a.created && !b.created);
+    let c = h.request(Command::Schedule(keyed(2_000)));
+    assert!(matches!(h.take_reply(c), Some(Err(ApiError::Conflict { field, .. })) if field == "idempotencyKey"));
+    assert_eq!(h.store.timers().len(), 1);
+}
+
+#[test]
+fn the_store_refuses_a_fire_its_clock_says_is_early_and_the_engine_retries() {
+    let mut h = harness();
+    h.store_skew_ms = -30; // the store's clock runs 30 ms behind the engine's
+    let req = h.request(Command::Schedule(after(100)));
+    let id = created_id(h.take_reply(req));
+    h.advance(100);
+    assert!(h.store.fires().is_empty(), "refused: early by the store clock");
+    assert!(h.engine.stats().fires_rejected >= 1);
+    h.advance(40);
+    let fire = &h.store.fires()[&(id, 1)];
+    assert!(fire.fired_at_ms >= fire.due_ms, "never early by the store clock");
+}
+
+#[test]
+fn a_deposed_engine_stops_firing_and_refuses_writes() {
+    let mut h = harness();
+    let req = h.request(Command::Schedule(after(100)));
+    let _id = created_id(h.take_reply(req));
+    // Another writer opens the store: epoch 2 supersedes ours.
+    h.store.apply(T0, &StoreOp::Open { node_id: "intruder".into() });
+    h.advance(200);
+    assert!(h.store.fires().is_empty(), "a stale epoch cannot record a fire");
+    assert!(matches!(h.engine.leadership(), Leadership::Deposed { current_epoch: 2 }));
+    let req = h.request(Command::Schedule(after(100)));
+    assert!(matches!(h.take_reply(req), Some(Err(ApiError::Unavailable { .. }))));
+}
+
+#[test]
+fn a_failed_fire_commit_is_retried_without_a_duplicate() {
+    let mut h = harness();
+    let req = h.request(Command::Schedule(after(100)));
+    let id = created_id(h.take_reply(req));
+    h.fail_next_commit = true;
+    h.advance(100);
+    assert!(h.store.fires().is_empty());
+    h.advance(1_000);
+    assert_eq!(h.store.fires().len(), 1);
+    assert!(h.store.fires().contains_key(&(id, 1)));
+}
+
+#[test]
+fn timers_beyond_the_horizon_are_paged_in_as_time_advances() {
+    let mut h = harness();
+    let far = h.request(Command::Schedule(after(600_000)));
+    let far = created_id(h.take_reply(far));
+    assert_eq!(h.engine.due_len(), 0, "ten minutes out is beyond the 60 s horizon");
+    h.advance(590_000);
+    assert_eq!(h.engine.due_len(), 1, "paged in before it is due");
+    h.advance(10_000);
+    assert!(h.store.fires().contains_key(&(far, 1)));
+}
+
+#[test]
+fn after_a_restart_overdue_timers_fire_once_under_the_new_epoch() {
+    let mut h = harness();
+    let req = h.request(Command::Schedule(after(1_000)));
+    let id = created_id(h.take_reply(req));
+    // Crash, and stay down past the due time.
+    h.now.wall_ms += 5_000;
+    h.now.mono_ms += 5_000;
+    h.restart(99);
+    h.advance(10);
+    let fire = &h.store.fires()[&(id, 1)];
+    assert_eq!(fire.epoch, 2);
+    assert_eq!(h.store.fires().len(), 1);
+}
+
+#[test]
+fn interval_timers_fire_each_occurrence_and_coalesce_missed_ones() {
+    let mut h = harness();
+    let draft = TimerDraft { tenant_id: Some(tenant("acme")), every_ms: Some(1_000), ..Default::default() };
+    let req = h.request(Command::Schedule(draft));
+    let id = created_id(h.take_reply(req));
+    h.advance(3_000);
+    let occurrences: Vec<u32> = h.store.fires().keys().filter(|(t, _)| *t == id).map(|(_, o)| *o).collect();
+    assert_eq!(occurrences, vec![1, 2, 3]);
+    // Down for 10 s: fire_once coalesces the missed slots into one fire.
+    h.now.wall_ms += 10_000;
+    h.now.mono_ms += 10_000;
+    h.restart(5);
+    h.advance(1);
+    let count = h.store.fires().keys().filter(|(t, _)| *t == id).count();
+    assert_eq!(count, 4, "one catch-up fire, not ten");
+    let timer = &h.store.timers()[&id];
+    assert!(timer.next_due_ms > h.now.wall_ms);
+    assert_eq!(timer.next_occurrence, 5);
+}
+
+#[test]
+fn wall_clock_steps_do_not_cause_early_or_lost_fires() {
+    let mut h = harness();
+    let req = h.request(Command::Schedule(after(5_000)));
+    let id = created_id(h.take_reply(req));
+    h.step_wall(-60_000); // NTP steps the clock back a minute
+    h.store_skew_ms = 60_000; // the store's clock did not step
+    h.advance(5_000);
+    let fire = &h.store.fires()[&(id, 1)];
+    assert!(fire.fired_at_ms >= fire.due_ms);
+}
+
+#[test]
+fn fire_ops_carry_the_epoch_and_chain_for_recurring_timers() {
+    let mut h = harness();
+    let draft = TimerDraft { tenant_id: Some(tenant("acme")), every_ms: Some(100), ..Default::default() };
+    let req = h.request(Command::Schedule(draft));
+    let id = created_id(h.take_reply(req));
+    h.advance(100);
+    let fire = &h.store.fires()[&(id, 1)];
+    assert_eq!((fire.epoch, fire.node_id.as_str()), (1, "node-a"));
+    assert_eq!(h.store.timers()[&id].next_due_ms, fire.due_ms + 100);
+    let _ = AfterFire::Finished;
+    let _ = StoreReject::StateChanged;
+}
