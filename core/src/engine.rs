@@ -92,6 +92,7 @@ impl EngineConfig {
 
 /// What a client asks of the engine.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // Moved once per request; boxing would only add an allocation.
 pub enum Command {
     /// Create one timer.
     Schedule(TimerDraft),
@@ -153,6 +154,7 @@ pub enum Response {
 
 /// An input to the engine.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // Moved once per input; boxing would only add an allocation.
 pub enum Input {
     /// A client request.
     Request {
@@ -174,6 +176,7 @@ pub enum Input {
 
 /// An effect for the driver to carry out.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // Drained once per effect; boxing would only add an allocation.
 pub enum Effect {
     /// Run this store operation and report `StoreDone { io, .. }`.
     Store {
@@ -368,24 +371,23 @@ impl Engine {
     }
 
     /// The monotonic time (ms) at which the engine wants an `Input::Tick`.
+    ///
+    /// Never earlier than the moment something can happen: while a store
+    /// backoff runs, nothing is sent before it ends; while a commit is in
+    /// flight, due fires wait for its completion (an input), not for a tick.
     pub fn poll_timeout(&self) -> Option<u64> {
         let now = self.last_now;
-        let idle = now.mono_ms + self.config.idle_tick_ms;
-        let mut at = idle;
-        let blocked = now.mono_ms < self.backoff_until_mono;
-        if blocked {
-            at = at.min(self.backoff_until_mono);
+        let mut at = now.mono_ms + self.config.idle_tick_ms;
+        if now.mono_ms < self.backoff_until_mono {
+            return Some(self.backoff_until_mono);
         }
         if let Leadership::Leader { .. } = self.leadership {
-            if let Some(due) = self.due.first_due() {
-                let wait = due.saturating_sub(now.wall_ms).max(0) as u64;
-                let mut fire_at = now.mono_ms.saturating_add(wait);
-                fire_at = fire_at.max(self.fire_hold_until_mono);
-                at = at.min(fire_at);
+            if let (false, Some(due)) = (self.commit_inflight, self.due.first_due()) {
+                let fire_at = now.mono_ms.saturating_add(wall_wait_ms(now, due));
+                at = at.min(fire_at.max(self.fire_hold_until_mono));
             }
             if let Some(load_at) = self.next_load_wall() {
-                let wait = load_at.saturating_sub(now.wall_ms).max(0) as u64;
-                at = at.min(now.mono_ms.saturating_add(wait));
+                at = at.min(now.mono_ms.saturating_add(wall_wait_ms(now, load_at)));
             }
         }
         Some(at.max(now.mono_ms))
@@ -830,6 +832,11 @@ impl Engine {
             "queued creates are accounted to requests"
         );
     }
+}
+
+/// Milliseconds from `now` until wall time `at` (0 if already past).
+fn wall_wait_ms(now: Now, at: WallMs) -> u64 {
+    u64::try_from(at.saturating_sub(now.wall_ms)).unwrap_or(0)
 }
 
 fn unavailable(failure: &StoreFailure) -> ApiError {

@@ -221,6 +221,7 @@ impl DueTimer {
 
 /// A store's reply to a [`StoreOp`], variant by variant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // Moved once per operation; boxing would only add an allocation.
 pub enum StoreReply {
     /// To `Open`.
     Opened {

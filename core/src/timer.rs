@@ -75,8 +75,8 @@ pub enum MisfirePolicy {
     /// Coalesce every missed slot into one fire now (the default).
     #[default]
     FireOnce,
-    /// Fire every missed slot, each as its own occurrence, up to
-    /// [`MISFIRE_FIRE_ALL_CAP`] in one catch-up; older slots beyond the cap are skipped.
+    /// Fire every missed slot, each as its own occurrence, oldest first, up to
+    /// [`MISFIRE_FIRE_ALL_CAP`] in one catch-up; missed slots beyond the cap are skipped.
     FireAll,
     /// Fire nothing for slots later than the misfire grace; continue with the next future slot.
     Skip,

@@ -42,7 +42,10 @@ fn created_id(reply: Option<Result<Response, ApiError>>) -> minoots_core::TimerI
 fn start_opens_the_store_then_loads_the_horizon_as_leader() {
     let now = Now::new(T0, 0);
     let mut engine = Engine::new(config(), now);
-    assert_eq!(engine.poll_output(), Some(Effect::Store { io: 1, op: StoreOp::Open { node_id: "node-a".into() } }));
+    assert_eq!(
+        engine.poll_output(),
+        Some(Effect::Store { io: 1, op: StoreOp::Open { node_id: "node-a".into() } })
+    );
     assert_eq!(engine.poll_output(), None);
     assert_eq!(engine.leadership(), Leadership::Opening);
 
@@ -50,7 +53,10 @@ fn start_opens_the_store_then_loads_the_horizon_as_leader() {
     assert_eq!(engine.leadership(), Leadership::Leader { epoch: 7 });
     assert_eq!(
         engine.poll_output(),
-        Some(Effect::Store { io: 2, op: StoreOp::LoadDue { after: None, until_ms: T0 + 60_000, limit: 10_000 } })
+        Some(Effect::Store {
+            io: 2,
+            op: StoreOp::LoadDue { after: None, until_ms: T0 + 60_000, limit: 10_000 }
+        })
     );
     assert_eq!(engine.poll_output(), None);
 }
@@ -130,7 +136,10 @@ fn writes_arriving_during_a_commit_share_the_next_one() {
         Input::StoreDone { io: first, result: Err(minoots_core::StoreFailure("disk".into())) },
     );
     // The failed commit's caller is told to retry; the queued three go out together after the backoff.
-    assert!(matches!(engine.poll_output(), Some(Effect::Reply { req: 1, result: Err(ApiError::Unavailable { .. }) })));
+    assert!(matches!(
+        engine.poll_output(),
+        Some(Effect::Reply { req: 1, result: Err(ApiError::Unavailable { .. }) })
+    ));
     let later = Now::new(T0 + 50, 50);
     engine.handle_input(later, Input::Tick);
     let mut creates = None;
@@ -197,11 +206,21 @@ fn cancelling_a_fired_timer_is_a_conflict_and_other_tenants_see_nothing() {
     let req = h.request(Command::Schedule(after(10)));
     let id = created_id(h.take_reply(req));
     h.advance(20);
-    let req = h.request(Command::Cancel { tenant_id: tenant("acme"), timer_id: id, requested_by: String::new(), reason: None });
+    let req = h.request(Command::Cancel {
+        tenant_id: tenant("acme"),
+        timer_id: id,
+        requested_by: String::new(),
+        reason: None,
+    });
     assert!(matches!(h.take_reply(req), Some(Err(ApiError::Conflict { field, .. })) if field == "status"));
     let req = h.request(Command::Get { tenant_id: tenant("other"), timer_id: id });
     assert!(matches!(h.take_reply(req), Some(Err(ApiError::NotFound { .. }))));
-    let req = h.request(Command::Cancel { tenant_id: tenant("other"), timer_id: id, requested_by: String::new(), reason: None });
+    let req = h.request(Command::Cancel {
+        tenant_id: tenant("other"),
+        timer_id: id,
+        requested_by: String::new(),
+        reason: None,
+    });
     assert!(matches!(h.take_reply(req), Some(Err(ApiError::NotFound { .. }))));
     let req = h.request(Command::List(ListQuery {
         tenant_id: tenant("other"),
@@ -224,7 +243,9 @@ fn an_idempotent_retry_returns_the_same_timer_and_a_different_body_conflicts() {
     assert_eq!(a.timer.id, b.timer.id);
     assert!(a.created && !b.created);
     let c = h.request(Command::Schedule(keyed(2_000)));
-    assert!(matches!(h.take_reply(c), Some(Err(ApiError::Conflict { field, .. })) if field == "idempotencyKey"));
+    assert!(
+        matches!(h.take_reply(c), Some(Err(ApiError::Conflict { field, .. })) if field == "idempotencyKey")
+    );
     assert_eq!(h.store.timers().len(), 1);
 }
 
@@ -322,11 +343,23 @@ fn wall_clock_steps_do_not_cause_early_or_lost_fires() {
     let mut h = harness();
     let req = h.request(Command::Schedule(after(5_000)));
     let id = created_id(h.take_reply(req));
-    h.step_wall(-60_000); // NTP steps the clock back a minute
-    h.store_skew_ms = 60_000; // the store's clock did not step
+    // NTP steps this node's clock back a minute; the store's clock did not step.
+    h.step_wall(-60_000);
+    h.store_skew_ms = 60_000;
     h.advance(5_000);
+    assert!(h.store.fires().is_empty(), "due times are wall times: not due yet by this node's clock");
+    h.advance(60_000);
     let fire = &h.store.fires()[&(id, 1)];
     assert!(fire.fired_at_ms >= fire.due_ms);
+    assert_eq!(h.store.fires().len(), 1);
+
+    // A forward step makes overdue timers fire at the next wake-up (at most idle_tick_ms later).
+    let req = h.request(Command::Schedule(after(30_000)));
+    let id = created_id(h.take_reply(req));
+    h.step_wall(45_000);
+    h.store_skew_ms += -45_000;
+    h.advance(1_000);
+    assert!(h.store.fires().contains_key(&(id, 1)), "noticed within one idle tick");
 }
 
 #[test]
