@@ -143,7 +143,8 @@ impl Driver {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let (write_tx, write_rx) = mpsc::unbounded_channel::<(IoId, StoreOp)>();
         let (publish_tx, publish_rx) = mpsc::unbounded_channel::<Vec<OutboxEvent>>();
-        let writer = tokio::spawn(write_executor(self.store.clone(), write_rx, done_tx.clone(), self.metrics.clone()));
+        let writer =
+            tokio::spawn(write_executor(self.store.clone(), write_rx, done_tx.clone(), self.metrics.clone()));
         let relay = tokio::spawn(relay::run(self.store.clone(), publish_rx, events));
         let gauge = tokio::spawn(pending_gauge(self.store.clone(), self.metrics.clone()));
 
@@ -286,10 +287,14 @@ impl Driver {
         let due_index = self.engine.due_len();
         let queued_writes = self.engine.queued_writes();
         self.metrics.due_index.set(due_index as i64);
-        self.metrics.fires_rejected.inner().store(self.engine.stats().fires_rejected, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .fires_rejected
+            .inner()
+            .store(self.engine.stats().fires_rejected, std::sync::atomic::Ordering::Relaxed);
         let store_ok = self.store_ok;
         self.status.send_if_modified(|s| {
-            let next = NodeStatus { node_id: s.node_id.clone(), role, epoch, store_ok, due_index, queued_writes };
+            let next =
+                NodeStatus { node_id: s.node_id.clone(), role, epoch, store_ok, due_index, queued_writes };
             if *s == next {
                 false
             } else {

@@ -22,6 +22,7 @@ struct State {
     published_through: u64,
     keys: BTreeMap<String, (ApiKeyRecord, String)>,
     failing: bool,
+    latency_ms: u64,
 }
 
 /// The reference store in memory.
@@ -39,6 +40,11 @@ impl ModelStore {
     /// While `failing`, every operation fails (for outage tests).
     pub fn set_failing(&self, failing: bool) {
         self.lock().failing = failing;
+    }
+
+    /// Every operation takes this long before it applies (a slow disk or network).
+    pub fn set_latency_ms(&self, latency_ms: u64) {
+        self.lock().latency_ms = latency_ms;
     }
 
     /// A copy of the model (for assertions).
@@ -61,9 +67,14 @@ impl ModelStore {
 
 impl Store for ModelStore {
     fn execute(&self, op: StoreOp) -> BoxFuture<'_, Result<StoreReply, StoreFailure>> {
-        let now = self.clock.now().wall_ms;
-        let result = self.guard().map(|mut s| s.model.apply(now, &op));
-        Box::pin(async move { result })
+        let latency_ms = self.lock().latency_ms;
+        Box::pin(async move {
+            if latency_ms > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(latency_ms)).await;
+            }
+            let now = self.clock.now().wall_ms;
+            self.guard().map(|mut s| s.model.apply(now, &op))
+        })
     }
 
     fn outbox_unpublished(

@@ -54,7 +54,11 @@ pub async fn run(
     }
 }
 
-fn send(subscribers: &broadcast::Sender<Arc<OutboxEvent>>, rows: Vec<OutboxEvent>, mut last_sent: u64) -> u64 {
+fn send(
+    subscribers: &broadcast::Sender<Arc<OutboxEvent>>,
+    rows: Vec<OutboxEvent>,
+    mut last_sent: u64,
+) -> u64 {
     for row in rows {
         if row.seq <= last_sent {
             continue;
