@@ -412,6 +412,9 @@ impl Engine {
                 }
             }
             Command::Cancel { tenant_id, timer_id, requested_by, reason } => {
+                if let Err(e) = crate::validate::check_cancel_text(&requested_by, reason.as_deref()) {
+                    return self.reply(req, Err(e.into()));
+                }
                 if let Err(e) = self.admit_writes(1) {
                     return self.reply(req, Err(e));
                 }

@@ -81,20 +81,42 @@ impl fmt::Display for TenantId {
 #[derive(Debug, Clone)]
 pub struct IdGenerator {
     rng: ChaCha12Rng,
+    last: u128,
 }
 
 impl IdGenerator {
     /// A generator whose sequence is fixed by `seed`.
     pub fn from_seed(seed: u64) -> Self {
-        Self { rng: ChaCha12Rng::seed_from_u64(seed) }
+        Self { rng: ChaCha12Rng::seed_from_u64(seed), last: 0 }
     }
 
     /// The next id, stamped with `wall_ms` (clamped to the UUIDv7 range).
+    /// Ids from one generator strictly increase, also within one millisecond
+    /// or when the wall clock steps back (RFC 9562 §6.2, method 2: the
+    /// previous id's random bits plus one), so listing by id lists in
+    /// creation order.
     pub fn next_id(&mut self, wall_ms: WallMs) -> TimerId {
         let mut random = [0u8; 10];
         self.rng.fill_bytes(&mut random);
         let millis = wall_ms.clamp(0, (1i64 << 48) - 1) as u64;
-        TimerId(uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid())
+        let mut id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+        if id.as_u128() <= self.last {
+            id = Self::successor(self.last);
+        }
+        self.last = id.as_u128();
+        TimerId(id)
+    }
+
+    /// The smallest valid UUIDv7 greater than `previous`.
+    fn successor(previous: u128) -> uuid::Uuid {
+        // Version (bits 76..80) and variant (bits 62..64) are fixed; count in the rest.
+        const VERSION_MASK: u128 = 0xF << 76;
+        const VARIANT_MASK: u128 = 0b11 << 62;
+        const FIXED: u128 = VERSION_MASK | VARIANT_MASK;
+        let mut next = previous | FIXED; // set fixed bits so +1 carries over them
+        next = next.wrapping_add(1);
+        let value = (next & !FIXED) | (0x7 << 76) | (0b10 << 62);
+        uuid::Uuid::from_u128(value)
     }
 
     /// A random u64 from the same seeded stream (for jitter and the like).
@@ -117,6 +139,19 @@ mod tests {
         let later = a.next_id(2_000);
         assert!(later > first, "a later millisecond sorts after");
         assert!(first.shard() < VIRTUAL_SHARDS);
+    }
+
+    #[test]
+    fn ids_strictly_increase_within_a_millisecond_and_across_backward_steps() {
+        let mut ids = IdGenerator::from_seed(1);
+        let mut last = ids.next_id(5_000);
+        for wall_ms in [5_000, 5_000, 4_000, 5_000, 5_001] {
+            let id = ids.next_id(wall_ms);
+            assert!(id > last, "{id} after {last}");
+            assert_eq!(id.0.get_version_num(), 7);
+            assert_eq!(id.0.get_variant(), uuid::Variant::RFC4122);
+            last = id;
+        }
     }
 
     #[test]

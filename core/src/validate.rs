@@ -870,3 +870,16 @@ mod tests {
         }
     }
 }
+
+/// Rules for the free text of a cancel: `requestedBy` and `reason`, each at most
+/// [`crate::draft::MAX_TEXT_LEN`] characters.
+pub(crate) fn check_cancel_text(requested_by: &str, reason: Option<&str>) -> Result<(), ValidationError> {
+    let limit = crate::draft::MAX_TEXT_LEN;
+    if requested_by.chars().count() > limit {
+        return Err(ValidationError::new("requestedBy", format!("must be at most {limit} characters")));
+    }
+    if reason.is_some_and(|r| r.chars().count() > limit) {
+        return Err(ValidationError::new("reason", format!("must be at most {limit} characters")));
+    }
+    Ok(())
+}

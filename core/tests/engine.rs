@@ -375,3 +375,24 @@ fn fire_ops_carry_the_epoch_and_chain_for_recurring_timers() {
     let _ = AfterFire::Finished;
     let _ = StoreReject::StateChanged;
 }
+
+#[test]
+fn cancel_text_is_bounded_and_ids_list_in_creation_order() {
+    let mut h = harness();
+    let ids: Vec<_> = (0..20)
+        .map(|_| {
+            let req = h.request(Command::Schedule(after(60_000)));
+            created_id(h.take_reply(req))
+        })
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "ids created in one millisecond still sort in creation order");
+    let req = h.request(Command::Cancel {
+        tenant_id: tenant("acme"),
+        timer_id: ids[0],
+        requested_by: "x".repeat(257),
+        reason: None,
+    });
+    assert!(matches!(h.take_reply(req), Some(Err(ApiError::Invalid(e))) if e.field == "requestedBy"));
+}
