@@ -368,6 +368,19 @@ pub(crate) fn parse_instant(field: &str, text: &str) -> Result<WallMs, Validatio
         .map_err(|_| ValidationError::new(field, "must be an ISO-8601 instant like 2026-01-02T03:04:05Z"))
 }
 
+/// Rules for the free text of a cancel: `requestedBy` and `reason`, each at most
+/// [`crate::draft::MAX_TEXT_LEN`] characters.
+pub(crate) fn check_cancel_text(requested_by: &str, reason: Option<&str>) -> Result<(), ValidationError> {
+    let limit = crate::draft::MAX_TEXT_LEN;
+    if requested_by.chars().count() > limit {
+        return Err(ValidationError::new("requestedBy", format!("must be at most {limit} characters")));
+    }
+    if reason.is_some_and(|r| r.chars().count() > limit) {
+        return Err(ValidationError::new("reason", format!("must be at most {limit} characters")));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -869,17 +882,4 @@ mod tests {
             let _ = parse_instant("fireAt", &text);
         }
     }
-}
-
-/// Rules for the free text of a cancel: `requestedBy` and `reason`, each at most
-/// [`crate::draft::MAX_TEXT_LEN`] characters.
-pub(crate) fn check_cancel_text(requested_by: &str, reason: Option<&str>) -> Result<(), ValidationError> {
-    let limit = crate::draft::MAX_TEXT_LEN;
-    if requested_by.chars().count() > limit {
-        return Err(ValidationError::new("requestedBy", format!("must be at most {limit} characters")));
-    }
-    if reason.is_some_and(|r| r.chars().count() > limit) {
-        return Err(ValidationError::new("reason", format!("must be at most {limit} characters")));
-    }
-    Ok(())
 }
