@@ -35,6 +35,7 @@ use crate::draft::{MAX_BATCH, TimerDraft, validate};
 use crate::error::{ApiError, StoreFailure, StoreReject, ValidationError};
 use crate::event::OutboxEvent;
 use crate::ids::{IdGenerator, TenantId, TimerId};
+use crate::lease::LeaseConfig;
 use crate::schedule::plan_fires;
 use crate::store::{
     CancelOp, CommitBatch, CommitOutcome, Created, DueKey, DueTimer, FireOp, ListQuery, StoreOp, StoreReply,
@@ -47,11 +48,29 @@ pub type RequestId = u64;
 /// Identifies a store operation; chosen by the engine, echoed in `StoreDone`.
 pub type IoId = u64;
 
+/// How this engine obtains the right to fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeadershipMode {
+    /// The only writer of its store: `Open` bumps the epoch at start and the
+    /// engine leads until another writer opens the store.
+    Standalone,
+    /// One of several nodes sharing a store: leads while it holds the store's
+    /// lease (acquire, renew, step down before it can expire anywhere).
+    Lease(LeaseConfig),
+}
+
 /// Tunables. Defaults suit a single node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
     /// This node's id (recorded with fires).
     pub node_id: String,
+    /// Where clients reach this node (given to followers' callers as the leader hint).
+    pub address: String,
+    /// Standalone or lease-based leadership.
+    pub mode: LeadershipMode,
+    /// Deliberate bugs for the simulator's checker tests (never in production builds).
+    #[cfg(feature = "planted-bugs")]
+    pub plant: crate::plant::Plant,
     /// Seed for timer ids and jitter.
     pub seed: u64,
     /// Keep timers due within this far ahead in memory.
@@ -77,6 +96,10 @@ impl EngineConfig {
     pub fn new(node_id: impl Into<String>, seed: u64) -> Self {
         Self {
             node_id: node_id.into(),
+            address: String::new(),
+            mode: LeadershipMode::Standalone,
+            #[cfg(feature = "planted-bugs")]
+            plant: crate::plant::Plant::default(),
             seed,
             horizon_ms: 60_000,
             load_page: 10_000,
@@ -240,9 +263,9 @@ enum Inflight {
 
 #[derive(Debug, Clone, Copy)]
 enum ReadKind {
-    Get,
+    Get { timer_id: TimerId },
     List,
-    Fires,
+    Fires { timer_id: TimerId },
 }
 
 /// Who waits on which items of an in-flight commit.
@@ -250,8 +273,8 @@ enum ReadKind {
 struct CommitPlan {
     /// One entry per create request, in order: (request, number of creates, is batch).
     create_groups: Vec<(RequestId, usize, bool)>,
-    /// One request per cancel, in order.
-    cancel_reqs: Vec<RequestId>,
+    /// One request per cancel, in order, with the timer it names.
+    cancel_reqs: Vec<(RequestId, TimerId)>,
     /// The fire ops sent, to re-arm on failure.
     fires: Vec<(FireOp, DueTimer)>,
 }
@@ -422,7 +445,7 @@ impl Engine {
                 self.queue.cancels.push_back((req, op));
             }
             Command::Get { tenant_id, timer_id } => self.emit_store(
-                Inflight::Read { req, read: ReadKind::Get },
+                Inflight::Read { req, read: ReadKind::Get { timer_id } },
                 StoreOp::Get { tenant_id, timer_id },
             ),
             Command::List(mut query) => {
@@ -430,7 +453,7 @@ impl Engine {
                 self.emit_store(Inflight::Read { req, read: ReadKind::List }, StoreOp::List(query))
             }
             Command::ListFires { tenant_id, timer_id, after_occurrence, limit } => self.emit_store(
-                Inflight::Read { req, read: ReadKind::Fires },
+                Inflight::Read { req, read: ReadKind::Fires { timer_id } },
                 StoreOp::ListFires {
                     tenant_id,
                     timer_id,
@@ -582,7 +605,7 @@ impl Engine {
             self.reply(req, reply);
         }
 
-        for (req, result) in plan.cancel_reqs.into_iter().zip(outcome.cancels) {
+        for ((req, timer_id), result) in plan.cancel_reqs.into_iter().zip(outcome.cancels) {
             let reply = match result {
                 Ok(timer) => {
                     self.due.remove(timer.next_due_ms, timer.id);
@@ -601,6 +624,7 @@ impl Engine {
                     self.depose(current_epoch);
                     Err(not_leader())
                 }
+                Err(StoreReject::NotFound) => Err(not_found(timer_id)),
                 Err(e) => Err(reject_to_api(e, "timerId")),
             };
             self.reply(req, reply);
@@ -646,7 +670,7 @@ impl Engine {
         for (req, _, _) in plan.create_groups {
             self.reply(req, Err(unavailable(failure)));
         }
-        for req in plan.cancel_reqs {
+        for (req, _) in plan.cancel_reqs {
             self.reply(req, Err(unavailable(failure)));
         }
         // Outcome unknown: re-arm; the store's compare-and-set makes the retry safe.
@@ -674,14 +698,14 @@ impl Engine {
 
     fn on_read(&mut self, req: RequestId, read: ReadKind, reply: StoreReply) {
         let result = match (read, reply) {
-            (ReadKind::Get, StoreReply::Timer(Some(t))) => Ok(Response::Timer(t)),
-            (ReadKind::Get, StoreReply::Timer(None)) => Err(ApiError::NotFound { timer_id: String::new() }),
+            (ReadKind::Get { .. }, StoreReply::Timer(Some(t))) => Ok(Response::Timer(t)),
+            (ReadKind::Get { timer_id }, StoreReply::Timer(None)) => Err(not_found(timer_id)),
             (ReadKind::List, StoreReply::Timers { timers, more }) => {
                 let next_cursor = if more { timers.last().map(|t| t.id) } else { None };
                 Ok(Response::Timers { timers, next_cursor })
             }
-            (ReadKind::Fires, StoreReply::Fires(Some(fires))) => Ok(Response::Fires(fires)),
-            (ReadKind::Fires, StoreReply::Fires(None)) => Err(ApiError::NotFound { timer_id: String::new() }),
+            (ReadKind::Fires { .. }, StoreReply::Fires(Some(fires))) => Ok(Response::Fires(fires)),
+            (ReadKind::Fires { timer_id }, StoreReply::Fires(None)) => Err(not_found(timer_id)),
             (read, reply) => panic!("store replied {reply:?} to read {read:?}"),
         };
         self.reply(req, result);
@@ -727,8 +751,8 @@ impl Engine {
             plan.create_groups.push((req, count, is_batch));
         }
         while let Some((req, op)) = self.queue.cancels.pop_front() {
+            plan.cancel_reqs.push((req, op.timer_id));
             batch.cancels.push(op);
-            plan.cancel_reqs.push(req);
         }
     }
 
@@ -840,6 +864,10 @@ impl Engine {
 /// Milliseconds from `now` until wall time `at` (0 if already past).
 fn wall_wait_ms(now: Now, at: WallMs) -> u64 {
     u64::try_from(at.saturating_sub(now.wall_ms)).unwrap_or(0)
+}
+
+fn not_found(timer_id: TimerId) -> ApiError {
+    ApiError::NotFound { timer_id: timer_id.to_string() }
 }
 
 fn unavailable(failure: &StoreFailure) -> ApiError {

@@ -36,7 +36,13 @@ pub struct LeaseConfig {
 
 impl Default for LeaseConfig {
     fn default() -> Self {
-        Self { ttl_ms: 2_000, renew_every_ms: 500, drift_bound_ppm: 50_000, margin_ms: 100, acquire_retry_ms: 250 }
+        Self {
+            ttl_ms: 2_000,
+            renew_every_ms: 500,
+            drift_bound_ppm: 50_000,
+            margin_ms: 100,
+            acquire_retry_ms: 250,
+        }
     }
 }
 
@@ -57,7 +63,9 @@ impl LeaseConfig {
             return Err("lease drift bound must be below 50%");
         }
         if self.valid_until(0) <= self.renew_every_ms {
-            return Err("the lease must stay valid (ttl minus drift and margin) longer than the renew interval");
+            return Err(
+                "the lease must stay valid (ttl minus drift and margin) longer than the renew interval",
+            );
         }
         Ok(())
     }

@@ -16,14 +16,17 @@ pub mod error;
 pub mod event;
 pub mod harness;
 pub mod ids;
+pub mod lease;
 pub mod model;
+#[cfg(feature = "planted-bugs")]
+pub mod plant;
 pub mod schedule;
 pub mod store;
 pub mod time;
 pub mod timer;
 mod validate;
 
-pub use engine::{Command, Effect, Engine, EngineConfig, Input, Leadership, Response};
+pub use engine::{Command, Effect, Engine, EngineConfig, Input, Leadership, LeadershipMode, Response};
 pub use error::{ApiError, StoreFailure, StoreReject, ValidationError};
 pub use ids::{TenantId, TimerId};
 pub use time::{Now, WallMs};

@@ -1,1 +1,31 @@
-fn main() {}
+//! The `minoots` binary: `serve` runs a node; `migrate` prepares a store;
+//! `timers` and `bench` talk to a running server over gRPC; `keys` manages API
+//! keys in a local store. Every flag has an environment-variable equivalent.
+
+mod bench;
+mod cli;
+mod config;
+mod grpc_server;
+mod keys_cmd;
+mod serve;
+mod timers_cmd;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The gRPC listener of `minoots serve`: one tonic server carrying the timer
+//! API (`minoots.timer.v1.HorologyKernel`, [`KernelService`]), gRPC health
+//! (`grpc.health.v1`, SERVING for the whole server and for the kernel) and
+//! gRPC reflection (v1, from the proto crate's descriptor set), with a 4 MiB
+//! request limit. It owns only the assembly; the service lives in
+//! `minoots-node`, which also runs under the simulator. Real tokio only.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use minoots_node::NodeHandle;
+use minoots_node::grpc::KernelService;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+/// Why the gRPC server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcServeError {
+    /// The address could not be bound.
+    #[error("cannot bind the gRPC address {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The reflection descriptors did not decode (a build problem).
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Binds `addr` and serves gRPC until `shutdown` completes.
+#[allow(dead_code)] // `serve` binds its listeners itself; kept for callers that pass an address.
+pub async fn serve_grpc(
+    addr: SocketAddr,
+    handle: NodeHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GrpcServeError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| GrpcServeError::Bind { addr, source })?;
+    serve_grpc_listener(listener, handle, shutdown).await
+}
+
+/// Serves gRPC on an already bound listener (port 0 in tests) until
+/// `shutdown` completes, then drains open calls. Event streams end when the
+/// node stops, so stop the node before (or together with) `shutdown`.
+pub async fn serve_grpc_listener(
+    listener: TcpListener,
+    handle: NodeHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GrpcServeError> {
+    let kernel = KernelService::new(handle).into_server();
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_service_status("", ServingStatus::Serving).await;
+    health_reporter.set_service_status(minoots_proto::SERVICE_NAME, ServingStatus::Serving).await;
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(minoots_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let local = listener.local_addr().ok();
+    tracing::info!(addr = ?local, "gRPC listening");
+    Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(kernel)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use minoots_core::TenantId;
+    use minoots_core::auth::Role;
+    use minoots_node::model_store::ModelStore;
+    use minoots_node::{ApiKeyRecord, KeyStore, NodeConfig, SystemClock, hash_api_key, start_node};
+    use minoots_proto::horology_kernel_client::HorologyKernelClient;
+    use tonic::transport::Channel;
+    use tonic::{Code, Request};
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus as WireServing;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    const KEY: &str = "server-test-key";
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serves_kernel_health_and_reflection_and_stops_with_open_streams() {
+        let clock = Arc::new(SystemClock::new());
+        let store = Arc::new(ModelStore::new(clock.clone()));
+        let record = ApiKeyRecord {
+            id: "k1".into(),
+            tenant_id: TenantId::parse("tenant", "t1").expect("tenant"),
+            roles: [Role::TimerRead, Role::TimerWrite].into_iter().collect(),
+            label: "test".into(),
+            created_at_ms: 0,
+            revoked_at_ms: None,
+        };
+        store.insert_key(record, hash_api_key(KEY)).await.expect("key");
+        let (handle, node) = start_node(NodeConfig::new("n1", 1), store.clone(), store, clock);
+        assert!(
+            tokio::time::timeout(PATIENCE, handle.wait_for_role("leader")).await.expect("leader in time")
+        );
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_grpc_listener(listener, handle.clone(), async {
+            let _ = stop_rx.await;
+        }));
+        let channel =
+            Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+
+        // Health: the server and the kernel are SERVING.
+        let mut health = HealthClient::new(channel.clone());
+        for service in ["", minoots_proto::SERVICE_NAME] {
+            let reply = health.check(HealthCheckRequest { service: service.into() }).await.expect("health");
+            assert_eq!(reply.into_inner().status, WireServing::Serving as i32, "service {service:?}");
+        }
+
+        // Reflection lists the kernel and describes it.
+        let mut reflection = ServerReflectionClient::new(channel.clone());
+        let ask = |request| ServerReflectionRequest { host: String::new(), message_request: Some(request) };
+        let requests = futures::stream::iter([
+            ask(MessageRequest::ListServices(String::new())),
+            ask(MessageRequest::FileContainingSymbol(minoots_proto::SERVICE_NAME.into())),
+        ]);
+        let mut answers = reflection.server_reflection_info(requests).await.expect("reflection").into_inner();
+        match answers.message().await.expect("answer").and_then(|a| a.message_response) {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                assert!(list.service.iter().any(|s| s.name == minoots_proto::SERVICE_NAME), "{list:?}");
+            }
+            other => panic!("unexpected reflection answer: {other:?}"),
+        }
+        match answers.message().await.expect("answer").and_then(|a| a.message_response) {
+            Some(MessageResponse::FileDescriptorResponse(files)) => {
+                assert!(!files.file_descriptor_proto.is_empty())
+            }
+            other => panic!("unexpected reflection answer: {other:?}"),
+        }
+
+        // The kernel is mounted, authenticates, and refuses requests over 4 MiB.
+        let mut kernel = HorologyKernelClient::new(channel.clone());
+        let anonymous = kernel.list_timers(minoots_proto::TimerListRequest::default()).await;
+        assert_eq!(anonymous.map(|_| ()).map_err(|s| s.code()), Err(Code::Unauthenticated));
+        let mut huge = Request::new(minoots_proto::TimerScheduleRequest {
+            metadata_json: "x".repeat(5 * 1024 * 1024),
+            ..Default::default()
+        });
+        huge.metadata_mut().insert("x-api-key", KEY.parse().expect("key"));
+        let status = kernel.schedule_timer(huge).await.expect_err("over the limit");
+        assert!(matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted), "{status:?}");
+
+        // An open event stream ends when the node stops, so shutdown completes.
+        let mut watch = Request::new(minoots_proto::TimerEventStreamRequest::default());
+        watch.metadata_mut().insert("x-api-key", KEY.parse().expect("key"));
+        let mut events = kernel.stream_timer_events(watch).await.expect("stream").into_inner();
+        handle.shutdown();
+        let _ = tokio::time::timeout(PATIENCE, node).await.expect("node stops");
+        let end = tokio::time::timeout(PATIENCE, events.message()).await.expect("stream ends");
+        assert_eq!(end.map_err(|s| s.code()).map(|_| ()), Err(Code::Unavailable));
+        let _ = stop_tx.send(());
+        let served = tokio::time::timeout(PATIENCE, server).await.expect("server stops").expect("join");
+        assert!(served.is_ok(), "{served:?}");
+    }
+}

@@ -1,0 +1,106 @@
+//! `minoots keys create|list|revoke`: manage API keys directly in a local
+//! store (the data directory), also while a server runs on it (SQLite WAL).
+//! A key's secret is printed once at creation; only its SHA-256 is stored.
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use minoots_core::TenantId;
+use minoots_core::auth::Role;
+use minoots_node::{ApiKeyRecord, Clock, KeyStore, SystemClock, hash_api_key};
+use minoots_store::SqliteStore;
+use rand::RngCore;
+
+/// `minoots keys ...`
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    /// Directory holding the store.
+    #[arg(long, env = "MINOOTS_DATA_DIR", default_value = "./minoots-data", global = true)]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+/// Key commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create a key for a tenant and print its secret (shown only once).
+    Create {
+        /// The tenant the key acts for.
+        #[arg(long)]
+        tenant: String,
+        /// Comma-separated roles: timer.read, timer.write, timer.cancel, tenant.admin.
+        #[arg(long, value_delimiter = ',', default_value = "timer.read,timer.write,timer.cancel")]
+        roles: Vec<String>,
+        /// A label to recognise the key by.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this tenant's keys.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key by id; it stops working at once.
+    Revoke {
+        /// The key id (`key_…`).
+        id: String,
+    },
+}
+
+/// Runs a key command.
+pub async fn run(args: KeysArgs) -> Result<(), Box<dyn Error>> {
+    let clock = Arc::new(SystemClock::new());
+    let store = SqliteStore::open(&args.data_dir.join("minoots.db"), clock.clone()).await?;
+    let now_ms = clock.now().wall_ms;
+    match args.command {
+        KeysCommand::Create { tenant, roles, label } => {
+            let tenant_id = TenantId::parse("tenant", &tenant)?;
+            let roles = roles.iter().map(|r| Role::parse("roles", r.trim())).collect::<Result<_, _>>()?;
+            let secret = format!("mk_{}", random_hex(24));
+            let record = ApiKeyRecord {
+                id: format!("key_{}", random_hex(8)),
+                tenant_id,
+                roles,
+                label,
+                created_at_ms: now_ms,
+                revoked_at_ms: None,
+            };
+            store.insert_key(record.clone(), hash_api_key(&secret)).await?;
+            println!("id:     {}", record.id);
+            println!("tenant: {}", record.tenant_id);
+            println!("roles:  {}", roles_text(&record));
+            println!("secret: {secret}");
+            println!("(the secret is shown only now; send it as header x-api-key)");
+        }
+        KeysCommand::List { tenant } => {
+            let tenant = tenant.map(|t| TenantId::parse("tenant", &t)).transpose()?;
+            let keys = store.list_keys(tenant).await?;
+            println!("{:<22} {:<20} {:<8} {:<50} LABEL", "ID", "TENANT", "STATE", "ROLES");
+            for key in keys {
+                let state = if key.revoked_at_ms.is_some() { "revoked" } else { "active" };
+                println!("{:<22} {:<20} {:<8} {:<50} {}", key.id, key.tenant_id, state, roles_text(&key), key.label);
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            if store.revoke_key(id.clone(), now_ms).await? {
+                println!("revoked {id}");
+            } else {
+                return Err(format!("no active key with id {id}").into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn roles_text(key: &ApiKeyRecord) -> String {
+    key.roles.iter().map(Role::as_str).collect::<Vec<_>>().join(",")
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
