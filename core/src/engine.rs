@@ -35,10 +35,11 @@ use crate::draft::{MAX_BATCH, TimerDraft, validate};
 use crate::error::{ApiError, StoreFailure, StoreReject, ValidationError};
 use crate::event::OutboxEvent;
 use crate::ids::{IdGenerator, TenantId, TimerId};
-use crate::lease::LeaseConfig;
+use crate::lease::{LeaseConfig, LeaseHolder};
 use crate::schedule::plan_fires;
 use crate::store::{
-    CancelOp, CommitBatch, CommitOutcome, Created, DueKey, DueTimer, FireOp, ListQuery, StoreOp, StoreReply,
+    CancelOp, CommitBatch, CommitOutcome, Created, DueKey, DueTimer, FireOp, LEASE_SHARD, LeaseReply,
+    ListQuery, StoreOp, StoreReply,
 };
 use crate::time::{Now, WallMs};
 use crate::timer::{FireRecord, TimerRecord, TimerStatus};
@@ -71,7 +72,9 @@ pub struct EngineConfig {
     /// Deliberate bugs for the simulator's checker tests (never in production builds).
     #[cfg(feature = "planted-bugs")]
     pub plant: crate::plant::Plant,
-    /// Seed for timer ids and jitter.
+    /// Seed for timer ids and jitter. Every incarnation of every node needs
+    /// its own (draw it from OS randomness at start-up): ids are unique only
+    /// across distinct seeds.
     pub seed: u64,
     /// Keep timers due within this far ahead in memory.
     pub horizon_ms: i64,
@@ -224,7 +227,7 @@ pub enum Effect {
 }
 
 /// The engine's view of its own authority to fire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leadership {
     /// Waiting for the store to grant an epoch.
     Opening,
@@ -238,6 +241,24 @@ pub enum Leadership {
         /// The epoch the store reported.
         current_epoch: u64,
     },
+    /// Lease mode: another node leads (or nobody does yet). Writes are refused
+    /// with the leader's address as a hint; reads are served.
+    Follower {
+        /// The leader, as the store last reported it.
+        leader: Option<LeaseHolder>,
+    },
+}
+
+impl Leadership {
+    /// The name `/health` and metrics use.
+    pub fn role(&self) -> &'static str {
+        match self {
+            Leadership::Opening => "opening",
+            Leadership::Leader { .. } => "leader",
+            Leadership::Deposed { .. } => "deposed",
+            Leadership::Follower { .. } => "follower",
+        }
+    }
 }
 
 /// Counters for metrics and tests.
@@ -251,13 +272,19 @@ pub struct EngineStats {
     pub commits: u64,
     /// Store failures seen.
     pub store_failures: u64,
+    /// Times this engine became leader.
+    pub leaderships: u64,
+    /// Times it stepped down (lease lost, expired locally, or fenced out).
+    pub step_downs: u64,
 }
 
 #[derive(Debug)]
 enum Inflight {
     Open,
+    Acquire { sent_mono: u64 },
+    Renew { sent_mono: u64, epoch: u64 },
     Commit(CommitPlan),
-    Load,
+    Load { generation: u64 },
     Read { req: RequestId, read: ReadKind },
 }
 
@@ -268,11 +295,21 @@ enum ReadKind {
     Fires { timer_id: TimerId },
 }
 
+/// The creates of one request: they always commit together.
+#[derive(Debug, Clone, Copy)]
+struct CreateGroup {
+    req: RequestId,
+    count: usize,
+    batch: bool,
+    /// Already answered (only with the `ack_before_commit` planted bug).
+    acked: bool,
+}
+
 /// Who waits on which items of an in-flight commit.
 #[derive(Debug, Default)]
 struct CommitPlan {
-    /// One entry per create request, in order: (request, number of creates, is batch).
-    create_groups: Vec<(RequestId, usize, bool)>,
+    /// One entry per create request, in order.
+    create_groups: Vec<CreateGroup>,
     /// One request per cancel, in order, with the timer it names.
     cancel_reqs: Vec<(RequestId, TimerId)>,
     /// The fire ops sent, to re-arm on failure.
@@ -282,7 +319,7 @@ struct CommitPlan {
 #[derive(Debug, Default)]
 struct WriteQueue {
     creates: Vec<TimerRecord>,
-    create_groups: VecDeque<(RequestId, usize, bool)>,
+    create_groups: VecDeque<CreateGroup>,
     cancels: VecDeque<(RequestId, CancelOp)>,
 }
 
@@ -309,7 +346,23 @@ pub struct Engine {
     fire_hold_until_mono: u64,
     /// The `until_ms` of the load in flight.
     pending_load_until: Option<WallMs>,
+    lease: LeaseClock,
+    /// Bumped whenever the index is thrown away; loads carry it.
+    index_generation: u64,
     stats: EngineStats,
+}
+
+/// Lease-mode timing of this engine, on its monotonic clock.
+#[derive(Debug, Default)]
+struct LeaseClock {
+    /// While leader: act only before this.
+    valid_until_mono: u64,
+    /// While leader: send the next renewal at this time.
+    next_renew_mono: u64,
+    renew_inflight: bool,
+    /// While not leader: try to acquire at this time.
+    next_acquire_mono: u64,
+    acquire_inflight: bool,
 }
 
 const READ_LIMIT_MAX: u32 = 1_000;
@@ -319,6 +372,9 @@ pub const RETRY_AFTER_MS: u64 = 250;
 impl Engine {
     /// A new engine at `now`; it immediately asks the store to `Open`.
     pub fn new(config: EngineConfig, now: Now) -> Self {
+        if let LeadershipMode::Lease(lease) = config.mode {
+            assert!(lease.check().is_ok(), "invalid lease timing: {:?}", lease.check());
+        }
         let ids = IdGenerator::from_seed(config.seed);
         let mut engine = Self {
             config,
@@ -337,16 +393,23 @@ impl Engine {
             backoff_ms: 0,
             fire_hold_until_mono: 0,
             pending_load_until: None,
+            lease: LeaseClock::default(),
+            index_generation: 0,
             stats: EngineStats::default(),
         };
-        let node_id = engine.config.node_id.clone();
-        engine.emit_store(Inflight::Open, StoreOp::Open { node_id });
+        match engine.config.mode {
+            LeadershipMode::Standalone => {
+                let node_id = engine.config.node_id.clone();
+                engine.emit_store(Inflight::Open, StoreOp::Open { node_id });
+            }
+            LeadershipMode::Lease(_) => engine.pump(now),
+        }
         engine
     }
 
     /// Current leadership.
-    pub fn leadership(&self) -> Leadership {
-        self.leadership
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
     }
 
     /// Counters.
@@ -378,6 +441,7 @@ impl Engine {
             self.last_now.mono_ms
         );
         self.last_now = now;
+        self.expire_lease(now);
         match input {
             Input::Request { req, command } => self.on_request(now, req, command),
             Input::StoreDone { io, result } => self.on_store_done(now, io, result),
@@ -401,8 +465,20 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<u64> {
         let now = self.last_now;
         let mut at = now.mono_ms + self.config.idle_tick_ms;
+        if let LeadershipMode::Lease(_) = self.config.mode {
+            match self.leadership {
+                Leadership::Leader { .. } => {
+                    at = at.min(self.lease.valid_until_mono);
+                    if !self.lease.renew_inflight {
+                        at = at.min(self.lease.next_renew_mono);
+                    }
+                }
+                _ if !self.lease.acquire_inflight => at = at.min(self.lease.next_acquire_mono),
+                _ => {}
+            }
+        }
         if now.mono_ms < self.backoff_until_mono {
-            return Some(self.backoff_until_mono);
+            return Some(self.backoff_until_mono.min(at.max(now.mono_ms)).max(now.mono_ms));
         }
         if let Leadership::Leader { .. } = self.leadership {
             if let (false, Some(due)) = (self.commit_inflight, self.due.first_due()) {
@@ -508,6 +584,10 @@ impl Engine {
     }
 
     fn admit_writes(&self, count: usize) -> Result<(), ApiError> {
+        let leads = matches!(self.leadership, Leadership::Leader { .. });
+        if matches!(self.config.mode, LeadershipMode::Lease(_)) && !leads {
+            return Err(self.not_leader());
+        }
         if let Leadership::Deposed { .. } = self.leadership {
             return Err(ApiError::Unavailable {
                 reason: "this node lost its store epoch to another writer".into(),
@@ -525,7 +605,21 @@ impl Engine {
     }
 
     fn enqueue_creates(&mut self, req: RequestId, records: Vec<TimerRecord>, batch: bool) {
-        self.queue.create_groups.push_back((req, records.len(), batch));
+        #[allow(unused_mut)]
+        let mut acked = false;
+        #[cfg(feature = "planted-bugs")]
+        if self.config.plant.ack_before_commit {
+            // The planted bug: answer before the commit makes it durable.
+            let created = |t: &TimerRecord| Created { timer: t.clone(), created: true };
+            let reply = if batch {
+                Response::ScheduledBatch(records.iter().map(|t| Ok(created(t))).collect())
+            } else {
+                Response::Scheduled(created(&records[0]))
+            };
+            self.reply(req, Ok(reply));
+            acked = true;
+        }
+        self.queue.create_groups.push_back(CreateGroup { req, count: records.len(), batch, acked });
         self.queue.creates.extend(records);
     }
 
@@ -547,6 +641,8 @@ impl Engine {
                 let node_id = self.config.node_id.clone();
                 self.emit_store(Inflight::Open, StoreOp::Open { node_id });
             }
+            (Inflight::Acquire { sent_mono }, result) => self.on_acquired(now, sent_mono, result),
+            (Inflight::Renew { sent_mono, epoch }, result) => self.on_renewed(now, sent_mono, epoch, result),
             (Inflight::Commit(plan), Ok(StoreReply::Committed { outcome, events })) => {
                 self.commit_inflight = false;
                 self.stats.commits += 1;
@@ -561,12 +657,12 @@ impl Engine {
                 self.note_failure(now);
                 self.on_commit_failed(plan, &failure);
             }
-            (Inflight::Load, Ok(StoreReply::Loaded { timers, more })) => {
+            (Inflight::Load { generation }, Ok(StoreReply::Loaded { timers, more })) => {
                 self.load_inflight = false;
                 self.reset_backoff();
-                self.on_loaded(timers, more);
+                self.on_loaded(generation, timers, more);
             }
-            (Inflight::Load, Err(_)) => {
+            (Inflight::Load { .. }, Err(_)) => {
                 self.load_inflight = false;
                 self.note_failure(now);
             }
@@ -580,12 +676,12 @@ impl Engine {
     }
 
     fn on_committed(&mut self, now: Now, plan: CommitPlan, outcome: CommitOutcome) {
-        assert_eq!(outcome.creates.len(), plan.create_groups.iter().map(|g| g.1).sum::<usize>());
+        assert_eq!(outcome.creates.len(), plan.create_groups.iter().map(|g| g.count).sum::<usize>());
         assert_eq!(outcome.cancels.len(), plan.cancel_reqs.len());
         assert_eq!(outcome.fires.len(), plan.fires.len());
 
         let mut creates = outcome.creates.into_iter();
-        for (req, count, batch) in plan.create_groups {
+        for CreateGroup { req, count, batch, acked } in plan.create_groups {
             let results: Vec<Result<Created, ApiError>> = creates
                 .by_ref()
                 .take(count)
@@ -597,6 +693,9 @@ impl Engine {
                     Ok(created)
                 })
                 .collect();
+            if acked {
+                continue;
+            }
             let reply = if batch {
                 Ok(Response::ScheduledBatch(results))
             } else {
@@ -621,8 +720,8 @@ impl Engine {
                     }
                 }
                 Err(StoreReject::StaleEpoch { current_epoch }) => {
-                    self.depose(current_epoch);
-                    Err(not_leader())
+                    self.depose(now, current_epoch);
+                    Err(self.not_leader())
                 }
                 Err(StoreReject::NotFound) => Err(not_found(timer_id)),
                 Err(e) => Err(reject_to_api(e, "timerId")),
@@ -646,7 +745,7 @@ impl Engine {
                 }
                 Err(StoreReject::StaleEpoch { current_epoch }) => {
                     self.stats.fires_rejected += 1;
-                    self.depose(current_epoch);
+                    self.depose(now, current_epoch);
                 }
                 Err(StoreReject::TooEarly { .. }) => {
                     // The store's clock is behind ours: retry shortly, never early.
@@ -661,31 +760,44 @@ impl Engine {
                 }
             }
         }
-        for (_, next) in last_after {
-            self.arm_if_loaded(next);
-        }
-    }
-
-    fn on_commit_failed(&mut self, plan: CommitPlan, failure: &StoreFailure) {
-        for (req, _, _) in plan.create_groups {
-            self.reply(req, Err(unavailable(failure)));
-        }
-        for (req, _) in plan.cancel_reqs {
-            self.reply(req, Err(unavailable(failure)));
-        }
-        // Outcome unknown: re-arm; the store's compare-and-set makes the retry safe.
-        let mut seen = std::collections::BTreeSet::new();
-        for (op, planned) in plan.fires {
-            if seen.insert(op.timer_id) {
-                self.arm(planned);
+        if let Leadership::Leader { .. } = self.leadership {
+            for (_, next) in last_after {
+                self.arm_if_loaded(next);
             }
         }
     }
 
-    fn on_loaded(&mut self, timers: Vec<DueTimer>, more: bool) {
+    fn on_commit_failed(&mut self, plan: CommitPlan, failure: &StoreFailure) {
+        for group in plan.create_groups.into_iter().filter(|g| !g.acked) {
+            self.reply(group.req, Err(unavailable(failure)));
+        }
+        for (req, _) in plan.cancel_reqs {
+            self.reply(req, Err(unavailable(failure)));
+        }
+        // Outcome unknown: the commit may have applied (creates inside the
+        // horizon among them), so the index can no longer be trusted. Reload it
+        // from the store; fires retried from there are safe because the store
+        // compare-and-sets every occurrence.
+        let _ = plan.fires;
+        self.resync();
+    }
+
+    /// Forgets the in-memory index and pages it in again from the store; a
+    /// page already in flight is dropped when it lands.
+    fn resync(&mut self) {
+        self.due.clear();
+        self.loaded_through = None;
+        self.index_generation += 1;
+    }
+
+    fn on_loaded(&mut self, generation: u64, timers: Vec<DueTimer>, more: bool) {
         let Some(until) = self.pending_load_until.take() else {
             panic!("load reply without a load in flight");
         };
+        if !matches!(self.leadership, Leadership::Leader { .. }) || generation != self.index_generation {
+            // Stepped down or resynced while the page was in flight: drop it.
+            return;
+        }
         let last = timers.last().map(|t| (t.due_ms, t.timer_id));
         for t in timers {
             self.due.insert(t);
@@ -714,11 +826,12 @@ impl Engine {
     // ---- the pump: decide what to send next ------------------------------
 
     fn pump(&mut self, now: Now) {
+        self.pump_lease(now);
         if now.mono_ms < self.backoff_until_mono {
             return;
         }
         let Leadership::Leader { epoch } = self.leadership else {
-            if let Leadership::Deposed { .. } = self.leadership {
+            if let Leadership::Deposed { .. } | Leadership::Follower { .. } = self.leadership {
                 self.refuse_queued();
             }
             return;
@@ -742,13 +855,14 @@ impl Engine {
 
     fn take_queued(&mut self, batch: &mut CommitBatch, plan: &mut CommitPlan) {
         // Whole create requests only: a batch request never spans two commits.
-        while let Some(&(req, count, is_batch)) = self.queue.create_groups.front() {
-            if !batch.creates.is_empty() && batch.creates.len() + count > self.config.commit_creates_max {
+        while let Some(&group) = self.queue.create_groups.front() {
+            if !batch.creates.is_empty() && batch.creates.len() + group.count > self.config.commit_creates_max
+            {
                 break;
             }
             self.queue.create_groups.pop_front();
-            batch.creates.extend(self.queue.creates.drain(..count));
-            plan.create_groups.push((req, count, is_batch));
+            batch.creates.extend(self.queue.creates.drain(..group.count));
+            plan.create_groups.push(group);
         }
         while let Some((req, op)) = self.queue.cancels.pop_front() {
             plan.cancel_reqs.push((req, op.timer_id));
@@ -773,8 +887,9 @@ impl Engine {
         self.load_inflight = true;
         self.pending_load_until = Some(until);
         let after = self.loaded_through;
+        let generation = self.index_generation;
         self.emit_store(
-            Inflight::Load,
+            Inflight::Load { generation },
             StoreOp::LoadDue { after, until_ms: until, limit: self.config.load_page },
         );
     }
@@ -802,23 +917,154 @@ impl Engine {
         }
     }
 
-    fn depose(&mut self, current_epoch: u64) {
+    /// The store refused our epoch: someone else writes now.
+    fn depose(&mut self, now: Now, current_epoch: u64) {
+        match self.config.mode {
+            LeadershipMode::Standalone => {
+                if let Leadership::Leader { .. } = self.leadership {
+                    self.leadership = Leadership::Deposed { current_epoch };
+                    self.stats.step_downs += 1;
+                    self.resync();
+                }
+            }
+            LeadershipMode::Lease(_) => self.step_down(now, None),
+        }
+    }
+
+    /// Lease mode: stop acting as leader now.
+    fn step_down(&mut self, now: Now, leader: Option<LeaseHolder>) {
         if let Leadership::Leader { .. } = self.leadership {
-            self.leadership = Leadership::Deposed { current_epoch };
-            self.due.clear();
-            self.loaded_through = None;
+            self.stats.step_downs += 1;
+        }
+        self.leadership = Leadership::Follower { leader };
+        self.resync();
+        self.refuse_queued();
+        if let LeadershipMode::Lease(config) = self.config.mode {
+            self.lease.next_acquire_mono = now.mono_ms + config.acquire_retry_ms;
+        }
+    }
+
+    fn become_leader(&mut self, now: Now, epoch: u64, sent_mono: u64, config: LeaseConfig) {
+        self.leadership = Leadership::Leader { epoch };
+        self.stats.leaderships += 1;
+        self.lease.valid_until_mono = config.valid_until(sent_mono);
+        self.lease.next_renew_mono = sent_mono + config.renew_every_ms;
+        self.resync();
+        let _ = now;
+    }
+
+    /// Lease mode: step down once the locally computed validity has passed.
+    fn expire_lease(&mut self, now: Now) {
+        #[cfg(feature = "planted-bugs")]
+        if self.config.plant.early_stepdown_off {
+            return;
+        }
+        let leads = matches!(self.leadership, Leadership::Leader { .. });
+        if matches!(self.config.mode, LeadershipMode::Lease(_))
+            && leads
+            && now.mono_ms >= self.lease.valid_until_mono
+        {
+            self.step_down(now, None);
+        }
+    }
+
+    fn on_acquired(&mut self, now: Now, sent_mono: u64, result: Result<StoreReply, StoreFailure>) {
+        self.lease.acquire_inflight = false;
+        let LeadershipMode::Lease(config) = self.config.mode else {
+            panic!("a lease reply in standalone mode");
+        };
+        self.lease.next_acquire_mono = now.mono_ms + config.acquire_retry_ms;
+        match result {
+            Ok(StoreReply::Lease(LeaseReply::Granted { epoch })) => {
+                if config.valid_until(sent_mono) > now.mono_ms {
+                    self.become_leader(now, epoch, sent_mono, config);
+                }
+                // Otherwise the grant came back too late to act on: try again.
+            }
+            Ok(StoreReply::Lease(LeaseReply::Held { holder })) => {
+                self.leadership = Leadership::Follower { leader: Some(holder) };
+            }
+            Ok(other) => panic!("store replied {other:?} to AcquireLease"),
+            Err(_) => self.stats.store_failures += 1,
+        }
+    }
+
+    fn on_renewed(&mut self, now: Now, sent_mono: u64, epoch: u64, result: Result<StoreReply, StoreFailure>) {
+        self.lease.renew_inflight = false;
+        let LeadershipMode::Lease(config) = self.config.mode else {
+            panic!("a lease reply in standalone mode");
+        };
+        if self.leadership != (Leadership::Leader { epoch }) {
+            return; // a renewal of a tenure already over
+        }
+        match result {
+            Ok(StoreReply::Lease(LeaseReply::Renewed)) => {
+                self.lease.valid_until_mono = self.lease.valid_until_mono.max(config.valid_until(sent_mono));
+                self.lease.next_renew_mono = sent_mono + config.renew_every_ms;
+            }
+            Ok(StoreReply::Lease(LeaseReply::Lost { holder })) => self.step_down(now, holder),
+            Ok(other) => panic!("store replied {other:?} to RenewLease"),
+            Err(_) => {
+                // Keep trying until the lease runs out locally.
+                self.stats.store_failures += 1;
+                self.lease.next_renew_mono = now.mono_ms + (config.renew_every_ms / 4).max(1);
+            }
+        }
+    }
+
+    fn pump_lease(&mut self, now: Now) {
+        let LeadershipMode::Lease(config) = self.config.mode else { return };
+        let node_id = self.config.node_id.clone();
+        match self.leadership {
+            Leadership::Leader { epoch } => {
+                if !self.lease.renew_inflight && now.mono_ms >= self.lease.next_renew_mono {
+                    self.lease.renew_inflight = true;
+                    let op =
+                        StoreOp::RenewLease { shard: LEASE_SHARD, node_id, epoch, ttl_ms: config.ttl_ms };
+                    self.emit_store(Inflight::Renew { sent_mono: now.mono_ms, epoch }, op);
+                }
+            }
+            _ => {
+                if !self.lease.acquire_inflight && now.mono_ms >= self.lease.next_acquire_mono {
+                    self.lease.acquire_inflight = true;
+                    let op = StoreOp::AcquireLease {
+                        shard: LEASE_SHARD,
+                        node_id,
+                        address: self.config.address.clone(),
+                        ttl_ms: config.ttl_ms,
+                    };
+                    self.emit_store(Inflight::Acquire { sent_mono: now.mono_ms }, op);
+                }
+            }
         }
     }
 
     fn refuse_queued(&mut self) {
         let groups: Vec<_> = self.queue.create_groups.drain(..).collect();
         self.queue.creates.clear();
-        for (req, _, _) in groups {
-            self.reply(req, Err(not_leader()));
+        for group in groups.into_iter().filter(|g| !g.acked) {
+            let refusal = self.not_leader();
+            self.reply(group.req, Err(refusal));
         }
         let cancels: Vec<_> = self.queue.cancels.drain(..).collect();
         for (req, _) in cancels {
-            self.reply(req, Err(not_leader()));
+            let refusal = self.not_leader();
+            self.reply(req, Err(refusal));
+        }
+    }
+
+    /// The refusal a non-leader gives writes: retry, at the leader if known.
+    fn not_leader(&self) -> ApiError {
+        let leader = match &self.leadership {
+            Leadership::Follower { leader: Some(holder) } if !holder.address.is_empty() => {
+                Some(holder.address.clone())
+            }
+            _ => None,
+        };
+        ApiError::Unavailable {
+            reason: "this node is not the leader".into(),
+            retry_after_ms: RETRY_AFTER_MS,
+            leader,
         }
     }
 
@@ -850,12 +1096,12 @@ impl Engine {
     #[cfg(debug_assertions)]
     fn validate(&self) {
         let commits = self.inflight.values().filter(|w| matches!(w, Inflight::Commit(_))).count();
-        let loads = self.inflight.values().filter(|w| matches!(w, Inflight::Load)).count();
+        let loads = self.inflight.values().filter(|w| matches!(w, Inflight::Load { .. })).count();
         assert_eq!(commits, usize::from(self.commit_inflight), "commit in-flight flag matches");
         assert_eq!(loads, usize::from(self.load_inflight), "load in-flight flag matches");
         assert_eq!(
             self.queue.creates.len(),
-            self.queue.create_groups.iter().map(|g| g.1).sum::<usize>(),
+            self.queue.create_groups.iter().map(|g| g.count).sum::<usize>(),
             "queued creates are accounted to requests"
         );
     }
@@ -881,14 +1127,6 @@ fn unavailable(failure: &StoreFailure) -> ApiError {
     }
 }
 
-fn not_leader() -> ApiError {
-    ApiError::Unavailable {
-        reason: "this node is not the leader".into(),
-        retry_after_ms: RETRY_AFTER_MS,
-        leader: None,
-    }
-}
-
 fn reject_to_api(reject: StoreReject, field: &str) -> ApiError {
     match reject {
         StoreReject::IdempotencyMismatch => ApiError::Conflict {
@@ -896,7 +1134,11 @@ fn reject_to_api(reject: StoreReject, field: &str) -> ApiError {
             message: "was used before with a different request".into(),
         },
         StoreReject::NotFound => ApiError::NotFound { timer_id: String::new() },
-        StoreReject::StaleEpoch { .. } => not_leader(),
+        StoreReject::StaleEpoch { .. } => ApiError::Unavailable {
+            reason: "this node is not the leader".into(),
+            retry_after_ms: RETRY_AFTER_MS,
+            leader: None,
+        },
         other => ApiError::Conflict { field: field.into(), message: format!("store refused: {other}") },
     }
 }

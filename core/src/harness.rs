@@ -123,3 +123,168 @@ impl Harness {
         panic!("the engine kept producing effects for {ROUNDS_MAX} rounds");
     }
 }
+
+/// One node of a [`Cluster`].
+#[derive(Debug)]
+pub struct ClusterNode {
+    /// Its engine.
+    pub engine: Engine,
+    /// Effects emitted but not yet carried out (held while paused).
+    pub pending: std::collections::VecDeque<Effect>,
+    /// A paused node receives no input and carries out nothing (a GC pause).
+    pub paused: bool,
+    /// Replies it gave.
+    pub replies: BTreeMap<RequestId, Result<Response, ApiError>>,
+    /// While true, every store operation of this node fails (a partition from the store).
+    pub store_down: bool,
+    config: EngineConfig,
+}
+
+/// Several engines sharing one [`StoreModel`], with one true clock. Store
+/// operations apply when the node carries them out, at the true time (the
+/// store's clock); a paused node's operations wait — so a commit it emitted
+/// before a pause reaches the store only after it resumes, as with a real
+/// GC pause between building a request and sending it.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The nodes.
+    pub nodes: Vec<ClusterNode>,
+    /// The shared store.
+    pub store: StoreModel,
+    /// True time (every node's clock, and the store's).
+    pub now: Now,
+    next_req: RequestId,
+}
+
+impl Cluster {
+    /// Engines with these configs, started at `now`.
+    pub fn new(configs: Vec<EngineConfig>, now: Now) -> Self {
+        let nodes = configs
+            .into_iter()
+            .map(|config| ClusterNode {
+                engine: Engine::new(config.clone(), now),
+                pending: Default::default(),
+                paused: false,
+                replies: BTreeMap::new(),
+                store_down: false,
+                config,
+            })
+            .collect();
+        let mut cluster = Self { nodes, store: StoreModel::new(), now, next_req: 1 };
+        cluster.settle();
+        cluster
+    }
+
+    /// Sends a command to node `i`; returns its request id.
+    pub fn request(&mut self, i: usize, command: Command) -> RequestId {
+        let req = self.next_req;
+        self.next_req += 1;
+        self.nodes[i].engine.handle_input(self.now, Input::Request { req, command });
+        self.settle();
+        req
+    }
+
+    /// Pauses node `i`: it stops receiving input and carrying out effects.
+    pub fn pause(&mut self, i: usize) {
+        self.collect(i);
+        self.nodes[i].paused = true;
+    }
+
+    /// Resumes node `i`: it first carries out what it held, then sees the time.
+    pub fn resume(&mut self, i: usize) {
+        self.nodes[i].paused = false;
+        self.settle();
+        self.nodes[i].engine.handle_input(self.now, Input::Tick);
+        self.settle();
+    }
+
+    /// Crashes node `i` and starts a fresh engine in its place, with a new
+    /// id seed (as a real restart draws one: two incarnations sharing a seed
+    /// would mint the same timer ids).
+    pub fn restart(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.config.seed = node.config.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        node.engine = Engine::new(node.config.clone(), self.now);
+        node.pending.clear();
+        node.paused = false;
+        self.settle();
+    }
+
+    /// Advances true time by `ms`, ticking each running node at its deadlines.
+    pub fn advance(&mut self, ms: u64) {
+        let end = self.now.mono_ms + ms;
+        for _ in 0..ROUNDS_MAX {
+            let next = self
+                .nodes
+                .iter()
+                .filter(|n| !n.paused)
+                .filter_map(|n| n.engine.poll_timeout())
+                .min()
+                .unwrap_or(end)
+                .clamp(self.now.mono_ms, end);
+            let step = next - self.now.mono_ms;
+            self.now.mono_ms += step;
+            self.now.wall_ms += step as i64;
+            for i in 0..self.nodes.len() {
+                if !self.nodes[i].paused {
+                    self.nodes[i].engine.handle_input(self.now, Input::Tick);
+                }
+            }
+            self.settle();
+            if self.now.mono_ms >= end {
+                return;
+            }
+        }
+        panic!("advance({ms}) did not reach its end within {ROUNDS_MAX} rounds");
+    }
+
+    /// Indexes of the nodes that believe they lead.
+    pub fn leaders(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                matches!(self.nodes[i].engine.leadership(), crate::engine::Leadership::Leader { .. })
+            })
+            .collect()
+    }
+
+    fn collect(&mut self, i: usize) {
+        while let Some(effect) = self.nodes[i].engine.poll_output() {
+            self.nodes[i].pending.push_back(effect);
+        }
+    }
+
+    /// Carries out every running node's effects until none is left.
+    fn settle(&mut self) {
+        for _ in 0..ROUNDS_MAX {
+            let mut progressed = false;
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].paused {
+                    continue;
+                }
+                self.collect(i);
+                while let Some(effect) = self.nodes[i].pending.pop_front() {
+                    progressed = true;
+                    match effect {
+                        Effect::Store { io, op } => {
+                            let result = if self.nodes[i].store_down {
+                                Err(crate::error::StoreFailure("partitioned from the store".into()))
+                            } else {
+                                Ok(self.store.apply(self.now.wall_ms, &op))
+                            };
+                            self.nodes[i].engine.handle_input(self.now, Input::StoreDone { io, result });
+                        }
+                        Effect::Reply { req, result } => {
+                            self.nodes[i].replies.insert(req, result);
+                        }
+                        Effect::Publish { .. } => {}
+                    }
+                    self.collect(i);
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+        panic!("the cluster kept producing effects for {ROUNDS_MAX} rounds");
+    }
+}

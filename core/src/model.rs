@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use crate::error::StoreReject;
 use crate::event::{EventKind, OutboxEvent};
 use crate::ids::{TenantId, TimerId};
+use crate::lease::LeaseHolder;
 use crate::store::{
-    AfterFire, CancelOp, CommitBatch, CommitOutcome, Created, DueTimer, FireOp, Fired, ListQuery, StoreOp,
-    StoreReply,
+    AfterFire, CancelOp, CommitBatch, CommitOutcome, Created, DueTimer, FireOp, Fired, LEASE_SHARD,
+    LeaseReply, ListQuery, StoreOp, StoreReply,
 };
 use crate::time::WallMs;
 use crate::timer::{FireRecord, TimerRecord, TimerStatus};
@@ -21,12 +22,23 @@ use crate::timer::{FireRecord, TimerRecord, TimerStatus};
 /// An in-memory store with the reference semantics.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoreModel {
-    epoch: u64,
+    leases: BTreeMap<u32, Lease>,
     timers: BTreeMap<TimerId, TimerRecord>,
     idempotency: BTreeMap<(TenantId, String), TimerId>,
     fires: BTreeMap<(TimerId, u32), FireRecord>,
     outbox: Vec<OutboxEvent>,
     next_seq: u64,
+    #[cfg(feature = "planted-bugs")]
+    plant: crate::plant::Plant,
+}
+
+/// One lease row: who holds it, at which epoch, until when (store clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The holder.
+    pub holder: LeaseHolder,
+    /// Expiry, store clock (`WallMs::MAX` for standalone).
+    pub expires_at_ms: WallMs,
 }
 
 impl StoreModel {
@@ -35,9 +47,20 @@ impl StoreModel {
         Self::default()
     }
 
-    /// The current fencing epoch.
+    /// A store with deliberate bugs (simulator only).
+    #[cfg(feature = "planted-bugs")]
+    pub fn with_plant(plant: crate::plant::Plant) -> Self {
+        Self { plant, ..Self::default() }
+    }
+
+    /// The current fencing epoch of [`LEASE_SHARD`] (0 before any grant).
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.leases.get(&LEASE_SHARD).map_or(0, |l| l.holder.epoch)
+    }
+
+    /// Every lease row.
+    pub fn leases(&self) -> &BTreeMap<u32, Lease> {
+        &self.leases
     }
 
     /// Every recorded fire, by `(timer, occurrence)`.
@@ -58,10 +81,40 @@ impl StoreModel {
     /// Applies one operation at store time `store_now_ms`.
     pub fn apply(&mut self, store_now_ms: WallMs, op: &StoreOp) -> StoreReply {
         match op {
-            StoreOp::Open { .. } => {
-                self.epoch += 1;
-                StoreReply::Opened { epoch: self.epoch }
+            StoreOp::Open { node_id } => {
+                let epoch = self.epoch() + 1;
+                let holder = LeaseHolder { node_id: node_id.clone(), address: String::new(), epoch };
+                self.leases.insert(LEASE_SHARD, Lease { holder, expires_at_ms: WallMs::MAX });
+                StoreReply::Opened { epoch }
             }
+            StoreOp::AcquireLease { shard, node_id, address, ttl_ms } => {
+                let current = self.leases.get(shard);
+                let free =
+                    current.is_none_or(|l| l.expires_at_ms <= store_now_ms || &l.holder.node_id == node_id);
+                if !free {
+                    let holder = current.map(|l| l.holder.clone()).expect("held lease exists");
+                    return StoreReply::Lease(LeaseReply::Held { holder });
+                }
+                let epoch = current.map_or(0, |l| l.holder.epoch) + 1;
+                let holder = LeaseHolder { node_id: node_id.clone(), address: address.clone(), epoch };
+                let expires_at_ms = store_now_ms.saturating_add(clamp_ttl(*ttl_ms));
+                self.leases.insert(*shard, Lease { holder, expires_at_ms });
+                StoreReply::Lease(LeaseReply::Granted { epoch })
+            }
+            StoreOp::RenewLease { shard, node_id, epoch, ttl_ms } => match self.leases.get_mut(shard) {
+                Some(l)
+                    if &l.holder.node_id == node_id
+                        && l.holder.epoch == *epoch
+                        && l.expires_at_ms > store_now_ms =>
+                {
+                    l.expires_at_ms = l.expires_at_ms.max(store_now_ms.saturating_add(clamp_ttl(*ttl_ms)));
+                    StoreReply::Lease(LeaseReply::Renewed)
+                }
+                other => {
+                    let holder = other.filter(|l| l.expires_at_ms > store_now_ms).map(|l| l.holder.clone());
+                    StoreReply::Lease(LeaseReply::Lost { holder })
+                }
+            },
             StoreOp::Commit(batch) => self.commit(store_now_ms, batch),
             StoreOp::LoadDue { after, until_ms, limit } => {
                 let mut due: Vec<&TimerRecord> = self
@@ -123,12 +176,12 @@ impl StoreModel {
             let result = self.create(now, record, &mut events);
             outcome.creates.push(result);
         }
-        let fenced = batch.epoch == self.epoch;
+        let fenced = self.fenced(now, batch);
         for cancel in &batch.cancels {
             let result = if fenced {
                 self.cancel(now, cancel, &mut events)
             } else {
-                Err(StoreReject::StaleEpoch { current_epoch: self.epoch })
+                Err(StoreReject::StaleEpoch { current_epoch: self.epoch() })
             };
             outcome.cancels.push(result);
         }
@@ -136,11 +189,22 @@ impl StoreModel {
             let result = if fenced {
                 self.fire(now, batch, fire, &mut events)
             } else {
-                Err(StoreReject::StaleEpoch { current_epoch: self.epoch })
+                Err(StoreReject::StaleEpoch { current_epoch: self.epoch() })
             };
             outcome.fires.push(result);
         }
         StoreReply::Committed { outcome, events }
+    }
+
+    /// Whether the batch's writer holds the lease at its epoch, unexpired.
+    fn fenced(&self, now: WallMs, batch: &CommitBatch) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        if self.plant.no_fencing {
+            return true;
+        }
+        self.leases.get(&LEASE_SHARD).is_some_and(|l| {
+            l.holder.node_id == batch.node_id && l.holder.epoch == batch.epoch && l.expires_at_ms > now
+        })
     }
 
     fn create(
@@ -206,7 +270,11 @@ impl StoreModel {
         {
             return Err(StoreReject::StateChanged);
         }
-        if op.due_ms > now {
+        #[cfg(feature = "planted-bugs")]
+        let due_check = !self.plant.no_due_check;
+        #[cfg(not(feature = "planted-bugs"))]
+        let due_check = true;
+        if due_check && op.due_ms > now {
             return Err(StoreReject::TooEarly { store_now_ms: now });
         }
         match op.then {
@@ -258,4 +326,9 @@ impl StoreModel {
         self.outbox.push(event.clone());
         events.push(event);
     }
+}
+
+/// Lease grants longer than a day are clamped (a bound on every input).
+fn clamp_ttl(ttl_ms: u64) -> i64 {
+    ttl_ms.min(86_400_000) as i64
 }

@@ -5,9 +5,14 @@
 //! checks it).
 //!
 //! Semantics every store implements:
-//! - **Fencing.** `Commit.epoch` must equal the store's current epoch, or
-//!   every cancel and fire in the batch is rejected with `StaleEpoch`
-//!   (creates are not fenced: any node may insert a timer).
+//! - **Fencing.** A commit's cancels and fires apply only if the lease of
+//!   [`LEASE_SHARD`] is held by `Commit.node_id` at `Commit.epoch` and is
+//!   unexpired by the store's clock — checked in the same transaction, which
+//!   therefore serialises with any takeover. Otherwise each is rejected with
+//!   `StaleEpoch` (creates are not fenced).
+//! - **Leases.** `Open` takes the lease forever (standalone); `AcquireLease`
+//!   grants it when free, expired or already the asker's, bumping the epoch;
+//!   `RenewLease` extends it only for its current holder and epoch.
 //! - **Never early.** A fire whose `due_ms` is after the store's clock is
 //!   rejected with `TooEarly`.
 //! - **Compare-and-set.** A fire applies only if the timer is `scheduled` and
@@ -27,16 +32,43 @@ use std::collections::BTreeMap;
 use crate::error::StoreReject;
 use crate::event::OutboxEvent;
 use crate::ids::{TenantId, TimerId};
+use crate::lease::LeaseHolder;
 use crate::time::WallMs;
 use crate::timer::{FireRecord, TimerRecord, TimerStatus};
 
 /// One operation for the store. Each runs as one transaction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StoreOp {
-    /// Standalone start-up: become the only writer. Bumps and returns the epoch.
+    /// Standalone start-up: become the only writer. Takes the lease of
+    /// [`LEASE_SHARD`] forever and bumps its epoch, whoever held it.
     Open {
         /// Who opens it.
         node_id: String,
+    },
+    /// Lease mode: take the lease of `shard` if it is free, expired by the
+    /// store's clock, or already this node's (a restart). A grant bumps the
+    /// epoch and runs `ttl_ms` of store time.
+    AcquireLease {
+        /// Which lease.
+        shard: u32,
+        /// Who asks.
+        node_id: String,
+        /// Where clients reach it (the leader hint followers give out).
+        address: String,
+        /// Grant length, store clock.
+        ttl_ms: u64,
+    },
+    /// Lease mode: extend this node's lease by `ttl_ms` from the store's now,
+    /// if it is still this node's, at `epoch`, and unexpired.
+    RenewLease {
+        /// Which lease.
+        shard: u32,
+        /// Who asks.
+        node_id: String,
+        /// The epoch it holds.
+        epoch: u64,
+        /// Extension, store clock.
+        ttl_ms: u64,
     },
     /// Apply creates, cancels and fires together (group commit).
     Commit(CommitBatch),
@@ -68,6 +100,33 @@ pub enum StoreOp {
         after_occurrence: u32,
         /// Page size.
         limit: u32,
+    },
+}
+
+/// The lease every timer falls under in this version: one leader fires all
+/// timers. Timers carry their virtual shard already, so leases per shard can
+/// split the work later without a migration.
+pub const LEASE_SHARD: u32 = 0;
+
+/// A store's answer to a lease operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseReply {
+    /// The lease is the asker's, at this (new) epoch.
+    Granted {
+        /// The fencing token for this tenure.
+        epoch: u64,
+    },
+    /// Someone else holds an unexpired lease.
+    Held {
+        /// The holder.
+        holder: LeaseHolder,
+    },
+    /// The renewal applied.
+    Renewed,
+    /// The lease is no longer the asker's (expired, or taken over).
+    Lost {
+        /// The current holder, if any.
+        holder: Option<LeaseHolder>,
     },
 }
 
@@ -228,6 +287,8 @@ pub enum StoreReply {
         /// The new epoch (previous + 1).
         epoch: u64,
     },
+    /// To `AcquireLease` and `RenewLease`.
+    Lease(LeaseReply),
     /// To `Commit`.
     Committed {
         /// Per-item outcomes.

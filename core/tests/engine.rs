@@ -47,10 +47,10 @@ fn start_opens_the_store_then_loads_the_horizon_as_leader() {
         Some(Effect::Store { io: 1, op: StoreOp::Open { node_id: "node-a".into() } })
     );
     assert_eq!(engine.poll_output(), None);
-    assert_eq!(engine.leadership(), Leadership::Opening);
+    assert_eq!(engine.leadership(), &Leadership::Opening);
 
     engine.handle_input(now, Input::StoreDone { io: 1, result: Ok(StoreReply::Opened { epoch: 7 }) });
-    assert_eq!(engine.leadership(), Leadership::Leader { epoch: 7 });
+    assert_eq!(engine.leadership(), &Leadership::Leader { epoch: 7 });
     assert_eq!(
         engine.poll_output(),
         Some(Effect::Store {
@@ -272,7 +272,7 @@ fn a_deposed_engine_stops_firing_and_refuses_writes() {
     h.store.apply(T0, &StoreOp::Open { node_id: "intruder".into() });
     h.advance(200);
     assert!(h.store.fires().is_empty(), "a stale epoch cannot record a fire");
-    assert!(matches!(h.engine.leadership(), Leadership::Deposed { current_epoch: 2 }));
+    assert!(matches!(h.engine.leadership(), &Leadership::Deposed { current_epoch: 2 }));
     let req = h.request(Command::Schedule(after(100)));
     assert!(matches!(h.take_reply(req), Some(Err(ApiError::Unavailable { .. }))));
 }

@@ -88,6 +88,7 @@ pub fn start_node_with(
         node_id: config.node_id.clone(),
         role: "opening",
         epoch: None,
+        leader: None,
         store_ok: true,
         due_index: 0,
         queued_writes: 0,
@@ -227,7 +228,7 @@ impl Driver {
     ) {
         while let Some(effect) = self.engine.poll_output() {
             match effect {
-                Effect::Store { io, op } if is_read(&op) => {
+                Effect::Store { io, op } if runs_concurrently(&op) => {
                     let store = self.store.clone();
                     let done = done.clone();
                     let reads = self.reads.clone();
@@ -279,10 +280,15 @@ impl Driver {
     }
 
     fn publish_status(&self) {
-        let (role, epoch) = match self.engine.leadership() {
-            Leadership::Opening => ("opening", None),
-            Leadership::Leader { epoch } => ("leader", Some(epoch)),
-            Leadership::Deposed { current_epoch } => ("deposed", Some(current_epoch)),
+        let leadership = self.engine.leadership();
+        let role = leadership.role();
+        let (epoch, leader) = match leadership {
+            Leadership::Opening => (None, None),
+            Leadership::Leader { epoch } => (Some(*epoch), None),
+            Leadership::Deposed { current_epoch } => (Some(*current_epoch), None),
+            Leadership::Follower { leader } => {
+                (leader.as_ref().map(|l| l.epoch), leader.as_ref().map(|l| l.address.clone()))
+            }
         };
         let due_index = self.engine.due_len();
         let queued_writes = self.engine.queued_writes();
@@ -293,8 +299,15 @@ impl Driver {
             .store(self.engine.stats().fires_rejected, std::sync::atomic::Ordering::Relaxed);
         let store_ok = self.store_ok;
         self.status.send_if_modified(|s| {
-            let next =
-                NodeStatus { node_id: s.node_id.clone(), role, epoch, store_ok, due_index, queued_writes };
+            let next = NodeStatus {
+                node_id: s.node_id.clone(),
+                role,
+                epoch,
+                leader: leader.clone(),
+                store_ok,
+                due_index,
+                queued_writes,
+            };
             if *s == next {
                 false
             } else {
@@ -305,8 +318,17 @@ impl Driver {
     }
 }
 
-fn is_read(op: &StoreOp) -> bool {
-    matches!(op, StoreOp::Get { .. } | StoreOp::List(_) | StoreOp::ListFires { .. })
+/// Ops that need no ordering with commits and loads: reads, and lease
+/// acquisition and renewal (a renewal must never wait behind a big commit).
+fn runs_concurrently(op: &StoreOp) -> bool {
+    matches!(
+        op,
+        StoreOp::Get { .. }
+            | StoreOp::List(_)
+            | StoreOp::ListFires { .. }
+            | StoreOp::AcquireLease { .. }
+            | StoreOp::RenewLease { .. }
+    )
 }
 
 /// Runs writes and loads one at a time, in order, reporting each completion.

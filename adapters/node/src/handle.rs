@@ -20,10 +20,12 @@ pub(crate) type Call = (Command, oneshot::Sender<Result<Response, ApiError>>);
 pub struct NodeStatus {
     /// This node.
     pub node_id: String,
-    /// `opening`, `leader`, `deposed`, or `stopped`.
+    /// `opening`, `leader`, `follower`, `deposed`, or `stopped`.
     pub role: &'static str,
     /// Current fencing epoch, once known.
     pub epoch: Option<u64>,
+    /// The leader's address, when this node follows one.
+    pub leader: Option<String>,
     /// Whether the last store operation succeeded.
     pub store_ok: bool,
     /// Occurrences in memory.
