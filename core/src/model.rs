@@ -136,12 +136,15 @@ impl StoreModel {
                 if self.timer_in(tenant_id, timer_id).is_none() {
                     return StoreReply::Fires(None);
                 }
-                let fires = self
-                    .fires
-                    .range((*timer_id, after_occurrence.saturating_add(1))..=(*timer_id, u32::MAX))
-                    .take(*limit as usize)
-                    .map(|(_, f)| f.clone())
-                    .collect();
+                let fires = match after_occurrence.checked_add(1) {
+                    Some(first) => self
+                        .fires
+                        .range((*timer_id, first)..=(*timer_id, u32::MAX))
+                        .take(*limit as usize)
+                        .map(|(_, f)| f.clone())
+                        .collect(),
+                    None => Vec::new(),
+                };
                 StoreReply::Fires(Some(fires))
             }
         }

@@ -1,0 +1,147 @@
+//! Leases: who may cancel and fire (the fencing token is the lease's epoch).
+//! `Open` takes the lease of `LEASE_SHARD` forever (standalone mode);
+//! `AcquireLease` / `RenewLease` grant and extend it for a time of the
+//! store's clock (lease mode). Every decision mirrors
+//! `minoots_core::model::StoreModel`; each operation runs in one write
+//! transaction, and a commit reads the lease in its own transaction, so a
+//! takeover and a commit serialise.
+
+use minoots_core::StoreFailure;
+use minoots_core::WallMs;
+use minoots_core::lease::LeaseHolder;
+use minoots_core::store::{CommitBatch, LeaseReply, StoreReply};
+use sqlx::Row;
+use sqlx::sqlite::SqliteConnection;
+
+use crate::rows::{db_failure, epoch_from_sql, epoch_to_sql};
+
+const READ_LEASE: &str = "SELECT node_id, address, epoch, expires_at_ms FROM leases WHERE shard = ?1";
+
+const WRITE_LEASE: &str = "INSERT INTO leases (shard, node_id, address, epoch, expires_at_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5) \
+     ON CONFLICT (shard) DO UPDATE SET node_id = excluded.node_id, address = excluded.address, \
+     epoch = excluded.epoch, expires_at_ms = excluded.expires_at_ms";
+
+const EXTEND_LEASE: &str = "UPDATE leases SET expires_at_ms = ?2 WHERE shard = ?1";
+
+/// Lease grants longer than a day are clamped (as the model does).
+const MAX_TTL_MS: u64 = 86_400_000;
+
+/// One lease row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Lease {
+    pub holder: LeaseHolder,
+    /// Store clock; `WallMs::MAX` for a standalone (`Open`) lease.
+    pub expires_at_ms: WallMs,
+}
+
+impl Lease {
+    /// Whether `batch`'s writer holds this lease at its epoch, unexpired at `now`.
+    pub(crate) fn fences(&self, batch: &CommitBatch, now: WallMs) -> bool {
+        self.holder.node_id == batch.node_id && self.holder.epoch == batch.epoch && self.expires_at_ms > now
+    }
+}
+
+/// Reads the lease of `shard`.
+pub(crate) async fn read(conn: &mut SqliteConnection, shard: u32) -> Result<Option<Lease>, StoreFailure> {
+    let row = sqlx::query(READ_LEASE)
+        .bind(i64::from(shard))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| db_failure("reading a lease", e))?;
+    let Some(row) = row else { return Ok(None) };
+    let get_err = |e| db_failure("reading a lease", e);
+    Ok(Some(Lease {
+        holder: LeaseHolder {
+            node_id: row.try_get(0).map_err(get_err)?,
+            address: row.try_get(1).map_err(get_err)?,
+            epoch: epoch_from_sql(row.try_get(2).map_err(get_err)?)?,
+        },
+        expires_at_ms: row.try_get(3).map_err(get_err)?,
+    }))
+}
+
+async fn write(conn: &mut SqliteConnection, shard: u32, lease: &Lease) -> Result<(), StoreFailure> {
+    sqlx::query(WRITE_LEASE)
+        .bind(i64::from(shard))
+        .bind(lease.holder.node_id.clone())
+        .bind(lease.holder.address.clone())
+        .bind(epoch_to_sql(lease.holder.epoch)?)
+        .bind(lease.expires_at_ms)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| db_failure("writing a lease", e))?;
+    Ok(())
+}
+
+/// `Open`: take the lease of `shard` forever, bumping its epoch.
+pub(crate) async fn open(
+    conn: &mut SqliteConnection,
+    shard: u32,
+    node_id: &str,
+) -> Result<StoreReply, StoreFailure> {
+    let epoch = read(conn, shard).await?.map_or(0, |l| l.holder.epoch) + 1;
+    let holder = LeaseHolder { node_id: node_id.to_owned(), address: String::new(), epoch };
+    write(conn, shard, &Lease { holder, expires_at_ms: WallMs::MAX }).await?;
+    Ok(StoreReply::Opened { epoch })
+}
+
+/// `AcquireLease` at store time `now`.
+pub(crate) async fn acquire(
+    conn: &mut SqliteConnection,
+    now: WallMs,
+    shard: u32,
+    node_id: &str,
+    address: &str,
+    ttl_ms: u64,
+) -> Result<StoreReply, StoreFailure> {
+    let current = read(conn, shard).await?;
+    if let Some(lease) = &current
+        && lease.expires_at_ms > now
+        && lease.holder.node_id != node_id
+    {
+        return Ok(StoreReply::Lease(LeaseReply::Held { holder: lease.holder.clone() }));
+    }
+    let epoch = current.map_or(0, |l| l.holder.epoch) + 1;
+    let holder = LeaseHolder { node_id: node_id.to_owned(), address: address.to_owned(), epoch };
+    write(conn, shard, &Lease { holder, expires_at_ms: now.saturating_add(ttl(ttl_ms)) }).await?;
+    Ok(StoreReply::Lease(LeaseReply::Granted { epoch }))
+}
+
+/// `RenewLease` at store time `now`.
+pub(crate) async fn renew(
+    conn: &mut SqliteConnection,
+    now: WallMs,
+    shard: u32,
+    node_id: &str,
+    epoch: u64,
+    ttl_ms: u64,
+) -> Result<StoreReply, StoreFailure> {
+    let current = read(conn, shard).await?;
+    match current {
+        Some(lease)
+            if lease.holder.node_id == node_id
+                && lease.holder.epoch == epoch
+                && lease.expires_at_ms > now =>
+        {
+            let expires_at_ms = lease.expires_at_ms.max(now.saturating_add(ttl(ttl_ms)));
+            if expires_at_ms != lease.expires_at_ms {
+                sqlx::query(EXTEND_LEASE)
+                    .bind(i64::from(shard))
+                    .bind(expires_at_ms)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| db_failure("extending a lease", e))?;
+            }
+            Ok(StoreReply::Lease(LeaseReply::Renewed))
+        }
+        other => {
+            let holder = other.filter(|l| l.expires_at_ms > now).map(|l| l.holder);
+            Ok(StoreReply::Lease(LeaseReply::Lost { holder }))
+        }
+    }
+}
+
+fn ttl(ttl_ms: u64) -> i64 {
+    ttl_ms.min(MAX_TTL_MS) as i64
+}

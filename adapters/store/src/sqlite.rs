@@ -1,0 +1,505 @@
+//! [`SqliteStore`]: the standalone store, one SQLite file in WAL mode,
+//! implementing the driver's [`Store`] and [`KeyStore`] traits.
+//!
+//! - **Durability.** `journal_mode=WAL` with `synchronous=FULL`: every commit
+//!   fsyncs the WAL before it returns, so an acknowledged write survives power
+//!   loss. Group commit comes from the engine, which batches many requests
+//!   into one `Commit` (one transaction, one fsync).
+//! - **One writer.** Every write (Open and the lease operations, Commit,
+//!   outbox marking, key writes) and LoadDue run on a pool of exactly one
+//!   connection, each write as one `BEGIN IMMEDIATE` transaction: writes
+//!   serialise without `SQLITE_BUSY` retries, and the lease check of a commit
+//!   cannot interleave with a takeover.
+//! - **Readers.** Get, List, ListFires, the outbox backlog, the pending count
+//!   and key lookups use a separate small pool of `query_only` connections;
+//!   WAL lets them read the last committed state while a write is under way.
+//! - **Store clock.** Read from the injected [`Clock`] once per operation,
+//!   after the write lock is taken (so it is never older than the state it
+//!   judges).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use minoots_core::event::OutboxEvent;
+use minoots_core::store::{
+    CommitBatch, DueKey, DueTimer, LEASE_SHARD, ListQuery, Recurrence, StoreOp, StoreReply,
+};
+use minoots_core::{StoreFailure, TenantId, TimerId, WallMs};
+use minoots_node::clock::Clock;
+use minoots_node::store::Store;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::checkpoint::Checkpointer;
+use crate::commit;
+use crate::lease;
+use crate::rows::{
+    db_failure, event_from_text, fire_from_row, id_bytes, id_from_bytes, misfire_from_text, occurrence_from,
+    schedule_from_text, seq_from_sql, timer_from_row,
+};
+use crate::sql::{
+    COUNT_PENDING, LIST_FIRES, LOAD_DUE, MARK_PUBLISHED, OUTBOX_FIRST_RECENT, OUTBOX_FIRST_SEQ, OUTBOX_PRUNE,
+    OUTBOX_UNPUBLISHED, PUBLISHED_THROUGH, Sql, TIMER_EXISTS,
+};
+
+/// The migrations, embedded at compile time.
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// Why the store could not be opened or migrated.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The data directory could not be created.
+    #[error("creating the data directory {dir}: {source}")]
+    CreateDir {
+        /// The directory.
+        dir: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database could not be opened or configured.
+    #[error("opening the SQLite database {path}: {source}")]
+    Connect {
+        /// The database file.
+        path: String,
+        /// The SQLite error.
+        source: sqlx::Error,
+    },
+    /// A migration failed.
+    #[error("migrating the SQLite database {path}: {source}")]
+    Migrate {
+        /// The database file.
+        path: String,
+        /// The migration error.
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// Tuning of a [`SqliteStore`]; [`Default`] is what production uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteConfig {
+    /// Connections in the read pool.
+    pub readers: u32,
+    /// How long a connection waits on a lock held by another process before failing.
+    pub busy_timeout_ms: u64,
+    /// Published outbox rows older than this (store clock) are deleted.
+    pub outbox_keep_ms: i64,
+    /// At most this many published outbox rows are kept.
+    pub outbox_keep_published_rows: u64,
+    /// Outbox pruning runs on every this-many-th `outbox_mark_published`.
+    pub outbox_prune_every: u64,
+    /// Most rows one pruning pass deletes (bounds the pass's latency).
+    pub outbox_prune_max_rows: u64,
+    /// How often the background task checkpoints the WAL (0: no background
+    /// task; the writer checkpoints by itself at `wal_autocheckpoint_pages`).
+    pub checkpoint_interval_ms: u64,
+    /// WAL size (in pages of 4 KiB) at which the writer checkpoints inside a
+    /// commit. With the background task on, only a safety bound.
+    pub wal_autocheckpoint_pages: u32,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        Self {
+            readers: 4,
+            busy_timeout_ms: 5_000,
+            outbox_keep_ms: 3_600_000,
+            outbox_keep_published_rows: 100_000,
+            outbox_prune_every: 16,
+            outbox_prune_max_rows: 50_000,
+            checkpoint_interval_ms: 200,
+            wal_autocheckpoint_pages: 16_000,
+        }
+    }
+}
+
+/// The standalone store: one SQLite file.
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+    checkpointer: Option<Checkpointer>,
+    clock: Arc<dyn Clock>,
+    sql: Sql,
+    config: SqliteConfig,
+    marks: AtomicU64,
+}
+
+fn connect_options(path: &Path, config: &SqliteConfig) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_millis(config.busy_timeout_ms))
+        .foreign_keys(true)
+        .pragma("temp_store", "memory")
+        .pragma("wal_autocheckpoint", config.wal_autocheckpoint_pages.to_string())
+        .pragma("journal_size_limit", (64 * 1024 * 1024).to_string())
+        .row_buffer_size(1024)
+}
+
+fn path_text(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn create_parent(path: &Path) -> Result<(), OpenError> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
+            .map_err(|source| OpenError::CreateDir { dir: path_text(dir), source }),
+        _ => Ok(()),
+    }
+}
+
+async fn writer_pool(path: &Path, config: &SqliteConfig) -> Result<SqlitePool, OpenError> {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .test_before_acquire(false)
+        .connect_with(connect_options(path, config).create_if_missing(true).pragma("cache_size", "-65536"))
+        .await
+        .map_err(|source| OpenError::Connect { path: path_text(path), source })
+}
+
+/// Creates the database file (and its directory) if needed and applies every
+/// pending migration: what `minoots migrate` runs.
+pub async fn migrate(path: &Path) -> Result<(), OpenError> {
+    create_parent(path)?;
+    let config = SqliteConfig::default();
+    let pool = writer_pool(path, &config).await?;
+    let result =
+        MIGRATOR.run(&pool).await.map_err(|source| OpenError::Migrate { path: path_text(path), source });
+    pool.close().await;
+    result
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` and migrates it. The
+    /// store clock is `clock`.
+    pub async fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, OpenError> {
+        Self::open_with(path, clock, SqliteConfig::default()).await
+    }
+
+    /// [`SqliteStore::open`] with explicit tuning.
+    pub async fn open_with(
+        path: &Path,
+        clock: Arc<dyn Clock>,
+        config: SqliteConfig,
+    ) -> Result<Self, OpenError> {
+        create_parent(path)?;
+        let writer = writer_pool(path, &config).await?;
+        MIGRATOR.run(&writer).await.map_err(|source| OpenError::Migrate { path: path_text(path), source })?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(config.readers.max(1))
+            .min_connections(0)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_before_acquire(false)
+            .connect_with(
+                connect_options(path, &config).pragma("query_only", "ON").pragma("cache_size", "-16384"),
+            )
+            .await
+            .map_err(|source| OpenError::Connect { path: path_text(path), source })?;
+        let checkpointer = if config.checkpoint_interval_ms > 0 {
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .test_before_acquire(false)
+                .connect_with(connect_options(path, &config))
+                .await
+                .map_err(|source| OpenError::Connect { path: path_text(path), source })?;
+            Some(Checkpointer::start(pool, Duration::from_millis(config.checkpoint_interval_ms)))
+        } else {
+            None
+        };
+        Ok(Self { writer, readers, checkpointer, clock, sql: Sql::new(), config, marks: AtomicU64::new(0) })
+    }
+
+    /// Closes every connection (the last one checkpoints the WAL into the
+    /// database file). Dropping the store without closing it loses nothing
+    /// that was committed.
+    pub async fn close(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.stop().await;
+        }
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+
+    fn now_ms(&self) -> WallMs {
+        self.clock.now().wall_ms
+    }
+
+    /// Runs a lease operation in its own write transaction.
+    async fn lease_op(&self, op: &StoreOp) -> Result<StoreReply, StoreFailure> {
+        let mut tx = self.begin_write().await?;
+        let now = self.now_ms();
+        let reply = match op {
+            StoreOp::Open { node_id } => lease::open(&mut tx, LEASE_SHARD, node_id).await?,
+            StoreOp::AcquireLease { shard, node_id, address, ttl_ms } => {
+                lease::acquire(&mut tx, now, *shard, node_id, address, *ttl_ms).await?
+            }
+            StoreOp::RenewLease { shard, node_id, epoch, ttl_ms } => {
+                lease::renew(&mut tx, now, *shard, node_id, *epoch, *ttl_ms).await?
+            }
+            other => return Err(StoreFailure(format!("not a lease operation: {other:?}"))),
+        };
+        tx.commit().await.map_err(|e| db_failure("committing a lease", e))?;
+        Ok(reply)
+    }
+
+    async fn commit(&self, batch: &CommitBatch) -> Result<StoreReply, StoreFailure> {
+        let mut tx = self.begin_write().await?;
+        let now = self.now_ms();
+        let reply = commit::commit(&mut tx, &self.sql, now, batch).await?;
+        tx.commit().await.map_err(|e| db_failure("committing", e))?;
+        Ok(reply)
+    }
+
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreFailure> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| db_failure("starting a write transaction", e))
+    }
+
+    pub(crate) fn readers(&self) -> &SqlitePool {
+        &self.readers
+    }
+
+    async fn load_due(
+        &self,
+        after: Option<DueKey>,
+        until_ms: WallMs,
+        limit: u32,
+    ) -> Result<StoreReply, StoreFailure> {
+        let (after_due, after_id) = match after {
+            Some((due, id)) => (due, id_bytes(&id)),
+            None => (WallMs::MIN, Vec::new()),
+        };
+        let rows = sqlx::query(LOAD_DUE)
+            .bind(until_ms)
+            .bind(after_due)
+            .bind(after_id)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.writer)
+            .await
+            .map_err(|e| db_failure("loading due timers", e))?;
+        let more = rows.len() > limit as usize;
+        let timers = rows.iter().take(limit as usize).map(due_from_row).collect::<Result<_, _>>()?;
+        Ok(StoreReply::Loaded { timers, more })
+    }
+
+    async fn get(&self, tenant_id: &TenantId, timer_id: &TimerId) -> Result<StoreReply, StoreFailure> {
+        let row = sqlx::query(AssertSqlSafe(self.sql.get_timer.clone()))
+            .bind(id_bytes(timer_id))
+            .bind(tenant_id.as_str().to_owned())
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(|e| db_failure("reading a timer", e))?;
+        Ok(StoreReply::Timer(row.as_ref().map(timer_from_row).transpose()?))
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<StoreReply, StoreFailure> {
+        let encode = |what: &str, value: Result<String, serde_json::Error>| {
+            value.map_err(|e| StoreFailure(format!("encoding the {what} filter: {e}")))
+        };
+        let statuses = if query.statuses.is_empty() {
+            None
+        } else {
+            let names: Vec<&str> = query.statuses.iter().map(|s| s.as_str()).collect();
+            Some(encode("status", serde_json::to_string(&names))?)
+        };
+        let labels = if query.labels.is_empty() {
+            None
+        } else {
+            Some(encode("label", serde_json::to_string(&query.labels))?)
+        };
+        let limit = query.limit as usize;
+        let rows = sqlx::query(AssertSqlSafe(self.sql.list_timers.clone()))
+            .bind(query.tenant_id.as_str().to_owned())
+            .bind(query.after.as_ref().map(id_bytes).unwrap_or_default())
+            .bind(statuses)
+            .bind(labels)
+            .bind(i64::from(query.limit) + 1)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| db_failure("listing timers", e))?;
+        let more = rows.len() > limit;
+        let timers = rows.iter().take(limit).map(timer_from_row).collect::<Result<_, _>>()?;
+        Ok(StoreReply::Timers { timers, more })
+    }
+
+    async fn list_fires(
+        &self,
+        tenant_id: &TenantId,
+        timer_id: &TimerId,
+        after_occurrence: u32,
+        limit: u32,
+    ) -> Result<StoreReply, StoreFailure> {
+        let mut conn = self.readers.acquire().await.map_err(|e| db_failure("acquiring a reader", e))?;
+        let exists = sqlx::query(TIMER_EXISTS)
+            .bind(id_bytes(timer_id))
+            .bind(tenant_id.as_str().to_owned())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| db_failure("reading a timer", e))?;
+        if exists.is_none() {
+            return Ok(StoreReply::Fires(None));
+        }
+        let rows = sqlx::query(LIST_FIRES)
+            .bind(id_bytes(timer_id))
+            .bind(i64::from(after_occurrence))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| db_failure("listing fires", e))?;
+        let fires = rows.iter().map(fire_from_row).collect::<Result<_, _>>()?;
+        Ok(StoreReply::Fires(Some(fires)))
+    }
+
+    /// Deletes published outbox rows beyond the retention bounds (older than
+    /// `outbox_keep_ms`, or more than `outbox_keep_published_rows`), at most
+    /// `outbox_prune_max_rows` per call. Returns how many rows it deleted.
+    pub async fn prune_outbox(&self) -> Result<u64, StoreFailure> {
+        let mut tx = self.begin_write().await?;
+        let deleted = self.prune_in(&mut tx).await?;
+        tx.commit().await.map_err(|e| db_failure("committing the outbox pruning", e))?;
+        Ok(deleted)
+    }
+
+    async fn prune_in(&self, conn: &mut sqlx::SqliteConnection) -> Result<u64, StoreFailure> {
+        let cutoff_ms = self.now_ms().saturating_sub(self.config.outbox_keep_ms);
+        let published: i64 = sqlx::query_scalar(PUBLISHED_THROUGH)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| db_failure("reading the outbox watermark", e))?;
+        let first: Option<i64> = sqlx::query_scalar(OUTBOX_FIRST_SEQ)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| db_failure("reading the outbox start", e))?;
+        let Some(first) = first.filter(|f| *f <= published) else {
+            return Ok(0);
+        };
+        let first_recent: Option<i64> = sqlx::query_scalar(OUTBOX_FIRST_RECENT)
+            .bind(cutoff_ms)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| db_failure("reading the outbox age", e))?;
+        let keep_rows = i64::try_from(self.config.outbox_keep_published_rows).unwrap_or(i64::MAX);
+        let max_rows = i64::try_from(self.config.outbox_prune_max_rows).unwrap_or(i64::MAX);
+        let too_old_through = first_recent.map_or(published, |seq| seq - 1);
+        let too_many_through = published.saturating_sub(keep_rows);
+        let through =
+            too_old_through.max(too_many_through).min(published).min(first.saturating_add(max_rows - 1));
+        if through < first {
+            return Ok(0);
+        }
+        let result = sqlx::query(OUTBOX_PRUNE)
+            .bind(through)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db_failure("pruning the outbox", e))?;
+        Ok(result.rows_affected())
+    }
+
+    async fn mark_published(&self, up_to_seq: u64) -> Result<(), StoreFailure> {
+        let up_to = i64::try_from(up_to_seq).unwrap_or(i64::MAX);
+        let call = self.marks.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut tx = self.begin_write().await?;
+        sqlx::query(MARK_PUBLISHED)
+            .bind(up_to)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_failure("marking the outbox published", e))?;
+        if call.is_multiple_of(self.config.outbox_prune_every.max(1)) {
+            self.prune_in(&mut tx).await?;
+        }
+        tx.commit().await.map_err(|e| db_failure("committing the outbox watermark", e))
+    }
+
+    async fn unpublished(&self, after_seq: u64, limit: u32) -> Result<Vec<OutboxEvent>, StoreFailure> {
+        let rows = sqlx::query(OUTBOX_UNPUBLISHED)
+            .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| db_failure("reading the outbox", e))?;
+        rows.iter()
+            .map(|row| {
+                let text: String = row.try_get(0).map_err(|e| db_failure("reading an outbox row", e))?;
+                event_from_text(&text)
+            })
+            .collect()
+    }
+
+    async fn pending(&self) -> Result<u64, StoreFailure> {
+        let count: i64 = sqlx::query_scalar(COUNT_PENDING)
+            .fetch_one(&self.readers)
+            .await
+            .map_err(|e| db_failure("counting pending timers", e))?;
+        seq_from_sql(count)
+    }
+}
+
+fn due_from_row(row: &SqliteRow) -> Result<DueTimer, StoreFailure> {
+    let get_err = |e| db_failure("reading a due timer", e);
+    let id: Vec<u8> = row.try_get(0).map_err(get_err)?;
+    let occurrence: i64 = row.try_get(1).map_err(get_err)?;
+    let due_ms: i64 = row.try_get(2).map_err(get_err)?;
+    let schedule: String = row.try_get(3).map_err(get_err)?;
+    let misfire: String = row.try_get(4).map_err(get_err)?;
+    let schedule = schedule_from_text(&schedule)?;
+    let recurrence = if schedule.is_recurring() {
+        Some(Recurrence { schedule, misfire: misfire_from_text(&misfire)? })
+    } else {
+        None
+    };
+    Ok(DueTimer {
+        timer_id: id_from_bytes(&id)?,
+        occurrence: occurrence_from(occurrence)?,
+        due_ms,
+        recurrence,
+    })
+}
+
+impl Store for SqliteStore {
+    fn execute(&self, op: StoreOp) -> BoxFuture<'_, Result<StoreReply, StoreFailure>> {
+        Box::pin(async move {
+            match &op {
+                StoreOp::Open { .. } | StoreOp::AcquireLease { .. } | StoreOp::RenewLease { .. } => {
+                    self.lease_op(&op).await
+                }
+                StoreOp::Commit(batch) => self.commit(batch).await,
+                StoreOp::LoadDue { after, until_ms, limit } => self.load_due(*after, *until_ms, *limit).await,
+                StoreOp::Get { tenant_id, timer_id } => self.get(tenant_id, timer_id).await,
+                StoreOp::List(query) => self.list(query).await,
+                StoreOp::ListFires { tenant_id, timer_id, after_occurrence, limit } => {
+                    self.list_fires(tenant_id, timer_id, *after_occurrence, *limit).await
+                }
+            }
+        })
+    }
+
+    fn outbox_unpublished(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<OutboxEvent>, StoreFailure>> {
+        Box::pin(self.unpublished(after_seq, limit))
+    }
+
+    fn outbox_mark_published(&self, up_to_seq: u64) -> BoxFuture<'_, Result<(), StoreFailure>> {
+        Box::pin(self.mark_published(up_to_seq))
+    }
+
+    fn count_pending(&self) -> BoxFuture<'_, Result<u64, StoreFailure>> {
+        Box::pin(self.pending())
+    }
+}
