@@ -295,6 +295,16 @@ enum ReadKind {
     Fires { timer_id: TimerId },
 }
 
+/// What one commit did to one timer's fire ops.
+#[derive(Default)]
+struct FireOutcome {
+    /// The timer after the last op that applied.
+    after: Option<TimerRecord>,
+    /// The first op refused as early: by how much (store clock), and the
+    /// index entry it was planned from.
+    early: Option<(WallMs, DueTimer)>,
+}
+
 /// The creates of one request: they always commit together.
 #[derive(Debug, Clone, Copy)]
 struct CreateGroup {
@@ -680,23 +690,38 @@ impl Engine {
         assert_eq!(outcome.cancels.len(), plan.cancel_reqs.len());
         assert_eq!(outcome.fires.len(), plan.fires.len());
 
+        // What to arm, one entry per timer: creates propose, fire outcomes
+        // (applied later in the same transaction) override.
+        let mut to_arm: BTreeMap<TimerId, DueTimer> = BTreeMap::new();
         let mut creates = outcome.creates.into_iter();
         for CreateGroup { req, count, batch, acked } in plan.create_groups {
-            let results: Vec<Result<Created, ApiError>> = creates
-                .by_ref()
-                .take(count)
-                .map(|r| {
-                    let created = r.map_err(|e| reject_to_api(e, "idempotencyKey"))?;
-                    if created.created && created.timer.status == TimerStatus::Scheduled {
-                        self.arm_if_loaded(DueTimer::of(&created.timer));
+            let mut results: Vec<Result<Created, ApiError>> = Vec::with_capacity(count);
+            let mut fenced_out = false;
+            for result in creates.by_ref().take(count) {
+                results.push(match result {
+                    Ok(created) => {
+                        // Also when the key matched an existing timer: that create may have
+                        // applied from an earlier attempt whose reply was lost.
+                        if created.timer.status == TimerStatus::Scheduled {
+                            to_arm.insert(created.timer.id, DueTimer::of(&created.timer));
+                        }
+                        Ok(created)
                     }
-                    Ok(created)
-                })
-                .collect();
+                    Err(StoreReject::StaleEpoch { current_epoch }) => {
+                        fenced_out = true;
+                        self.depose(now, current_epoch);
+                        Err(self.not_leader())
+                    }
+                    Err(e) => Err(reject_to_api(e, "idempotencyKey")),
+                });
+            }
             if acked {
                 continue;
             }
-            let reply = if batch {
+            let reply = if fenced_out {
+                // Fencing refuses a whole commit: the request is retried as a whole elsewhere.
+                Err(self.not_leader())
+            } else if batch {
                 Ok(Response::ScheduledBatch(results))
             } else {
                 results.into_iter().next().expect("one create per single request").map(Response::Scheduled)
@@ -729,41 +754,54 @@ impl Engine {
             self.reply(req, reply);
         }
 
-        // A timer fired several times in one commit (fire_all) re-arms after its last op.
-        let mut last_after: BTreeMap<TimerId, DueTimer> = BTreeMap::new();
+        // Per timer, its state after the last op that applied decides what to
+        // arm next — exactly one entry, so no stale duplicate can linger.
+        let mut outcomes: BTreeMap<TimerId, FireOutcome> = BTreeMap::new();
         for ((op, planned), result) in plan.fires.into_iter().zip(outcome.fires) {
+            let entry = outcomes.entry(op.timer_id).or_default();
             match result {
                 Ok(fired) => {
                     if !op.skipped {
                         self.stats.fires_recorded += 1;
                     }
-                    if fired.timer.status == TimerStatus::Scheduled {
-                        last_after.insert(op.timer_id, DueTimer::of(&fired.timer));
-                    } else {
-                        last_after.remove(&op.timer_id);
+                    entry.after = Some(fired.timer);
+                }
+                Err(e) => {
+                    self.stats.fires_rejected += 1;
+                    match e {
+                        StoreReject::StaleEpoch { current_epoch } => self.depose(now, current_epoch),
+                        StoreReject::TooEarly { store_now_ms } if entry.early.is_none() => {
+                            entry.early = Some((op.due_ms.saturating_sub(store_now_ms), planned));
+                        }
+                        // Cancelled, fired elsewhere, gone, a stale index entry, or a later op
+                        // of a chain that stopped early: the applied state (if any) is in `after`.
+                        _ => {}
                     }
-                }
-                Err(StoreReject::StaleEpoch { current_epoch }) => {
-                    self.stats.fires_rejected += 1;
-                    self.depose(now, current_epoch);
-                }
-                Err(StoreReject::TooEarly { .. }) => {
-                    // The store's clock is behind ours: retry shortly, never early.
-                    self.stats.fires_rejected += 1;
-                    self.fire_hold_until_mono = now.mono_ms + self.config.store_backoff_min_ms;
-                    self.arm(planned);
-                }
-                Err(_) => {
-                    // Cancelled, fired elsewhere, or gone: nothing left to do here.
-                    self.stats.fires_rejected += 1;
-                    last_after.remove(&op.timer_id);
                 }
             }
         }
-        if let Leadership::Leader { .. } = self.leadership {
-            for (_, next) in last_after {
-                self.arm_if_loaded(next);
+        if !matches!(self.leadership, Leadership::Leader { .. }) {
+            return;
+        }
+        for (timer_id, outcome) in outcomes {
+            if let Some((early_by_ms, planned)) = outcome.early {
+                // The store's clock is behind ours: wait until it has reached the due time,
+                // then retry from the state the store holds now.
+                let wait_ms = u64::try_from(early_by_ms).unwrap_or(0).clamp(1, self.config.idle_tick_ms);
+                self.fire_hold_until_mono = self.fire_hold_until_mono.max(now.mono_ms + wait_ms);
+                let retry = outcome.after.as_ref().map_or(planned, DueTimer::of);
+                to_arm.remove(&timer_id);
+                self.arm(retry);
+            } else if let Some(timer) = outcome.after {
+                if timer.status == TimerStatus::Scheduled {
+                    to_arm.insert(timer_id, DueTimer::of(&timer));
+                } else {
+                    to_arm.remove(&timer_id);
+                }
             }
+        }
+        for (_, timer) in to_arm {
+            self.arm_if_loaded(timer);
         }
     }
 
@@ -847,6 +885,9 @@ impl Engine {
                 self.take_due(now, &mut batch, &mut plan);
             }
             if !batch.is_empty() {
+                if let LeadershipMode::Lease(_) = self.config.mode {
+                    batch.send_before_mono = Some(self.lease.valid_until_mono);
+                }
                 self.commit_inflight = true;
                 self.emit_store(Inflight::Commit(plan), StoreOp::Commit(batch));
             }

@@ -88,16 +88,21 @@ impl StoreModel {
                 StoreReply::Opened { epoch }
             }
             StoreOp::AcquireLease { shard, node_id, address, ttl_ms } => {
-                let current = self.leases.get(shard);
-                let free =
-                    current.is_none_or(|l| l.expires_at_ms <= store_now_ms || &l.holder.node_id == node_id);
-                if !free {
-                    let holder = current.map(|l| l.holder.clone()).expect("held lease exists");
-                    return StoreReply::Lease(LeaseReply::Held { holder });
+                let ttl = clamp_ttl(*ttl_ms);
+                if let Some(l) = self.leases.get_mut(shard).filter(|l| l.expires_at_ms > store_now_ms) {
+                    if &l.holder.node_id != node_id {
+                        return StoreReply::Lease(LeaseReply::Held { holder: l.holder.clone() });
+                    }
+                    // The holder asks again (a retry, or a request it gave up on arriving
+                    // late): the same tenure, extended — never a new epoch that would
+                    // silently depose the node that asked.
+                    l.holder.address = address.clone();
+                    l.expires_at_ms = l.expires_at_ms.max(store_now_ms.saturating_add(ttl));
+                    return StoreReply::Lease(LeaseReply::Granted { epoch: l.holder.epoch });
                 }
-                let epoch = current.map_or(0, |l| l.holder.epoch) + 1;
+                let epoch = self.leases.get(shard).map_or(0, |l| l.holder.epoch) + 1;
                 let holder = LeaseHolder { node_id: node_id.clone(), address: address.clone(), epoch };
-                let expires_at_ms = store_now_ms.saturating_add(clamp_ttl(*ttl_ms));
+                let expires_at_ms = store_now_ms.saturating_add(ttl);
                 self.leases.insert(*shard, Lease { holder, expires_at_ms });
                 StoreReply::Lease(LeaseReply::Granted { epoch })
             }
@@ -175,11 +180,15 @@ impl StoreModel {
     fn commit(&mut self, now: WallMs, batch: &CommitBatch) -> StoreReply {
         let mut outcome = CommitOutcome::default();
         let mut events = Vec::new();
+        let fenced = self.fenced(now, batch);
         for record in &batch.creates {
-            let result = self.create(now, record, &mut events);
+            let result = if fenced {
+                self.create(now, record, &mut events)
+            } else {
+                Err(StoreReject::StaleEpoch { current_epoch: self.epoch() })
+            };
             outcome.creates.push(result);
         }
-        let fenced = self.fenced(now, batch);
         for cancel in &batch.cancels {
             let result = if fenced {
                 self.cancel(now, cancel, &mut events)

@@ -5,13 +5,16 @@
 //! checks it).
 //!
 //! Semantics every store implements:
-//! - **Fencing.** A commit's cancels and fires apply only if the lease of
-//!   [`LEASE_SHARD`] is held by `Commit.node_id` at `Commit.epoch` and is
-//!   unexpired by the store's clock — checked in the same transaction, which
-//!   therefore serialises with any takeover. Otherwise each is rejected with
-//!   `StaleEpoch` (creates are not fenced).
+//! - **Fencing.** A commit's creates, cancels and fires apply only if the
+//!   lease of [`LEASE_SHARD`] is held by `Commit.node_id` at `Commit.epoch`
+//!   and is unexpired by the store's clock — checked in the same transaction,
+//!   which therefore serialises with any takeover. Otherwise each is rejected
+//!   with `StaleEpoch`. (Creates are fenced too: a deposed leader's delayed
+//!   create would otherwise land after the new leader loaded its index, and
+//!   never be armed.)
 //! - **Leases.** `Open` takes the lease forever (standalone); `AcquireLease`
-//!   grants it when free, expired or already the asker's, bumping the epoch;
+//!   grants it when free or expired, bumping the epoch, and extends it at the
+//!   same epoch when the asker already holds it;
 //!   `RenewLease` extends it only for its current holder and epoch.
 //! - **Never early.** A fire whose `due_ms` is after the store's clock is
 //!   rejected with `TooEarly`.
@@ -45,9 +48,11 @@ pub enum StoreOp {
         /// Who opens it.
         node_id: String,
     },
-    /// Lease mode: take the lease of `shard` if it is free, expired by the
-    /// store's clock, or already this node's (a restart). A grant bumps the
-    /// epoch and runs `ttl_ms` of store time.
+    /// Lease mode: take the lease of `shard` if it is free or expired by the
+    /// store's clock (a grant bumps the epoch and runs `ttl_ms` of store time),
+    /// or extend it at the same epoch if this node already holds it (a retry,
+    /// a late duplicate, or a quick restart — node ids must be unique among
+    /// running processes).
     AcquireLease {
         /// Which lease.
         shard: u32,
@@ -146,6 +151,10 @@ pub struct CommitBatch {
     pub cancels: Vec<CancelOp>,
     /// Fires.
     pub fires: Vec<FireOp>,
+    /// Lease mode: the writer's lease ends locally at this monotonic time. A
+    /// driver must not send the commit after it (it reports the commit as
+    /// failed, not applied, instead): a deposed leader never acts.
+    pub send_before_mono: Option<u64>,
 }
 
 impl CommitBatch {

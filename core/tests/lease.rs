@@ -132,13 +132,20 @@ fn a_leader_that_cannot_renew_steps_down_before_the_store_expires_its_lease() {
 }
 
 #[test]
-fn a_restarted_leader_retakes_the_lease_with_a_new_epoch() {
+fn a_restarted_leader_resumes_its_unexpired_lease_and_a_lapsed_one_gets_a_new_epoch() {
     let mut c = cluster(2);
     c.advance(10);
     c.restart(0);
     c.advance(10);
     assert_eq!(c.leaders(), vec![0]);
-    assert_eq!(c.store.epoch(), 2, "the same node gets a new epoch: its old incarnation is fenced");
+    assert_eq!(c.store.epoch(), 1, "its own unexpired lease: the same tenure, extended");
+
+    // Node 0 loses the store long enough for its lease to lapse: node 1 takes a new epoch,
+    // and the old one can no longer renew.
+    c.nodes[0].store_down = true;
+    c.advance(3_000);
+    assert_eq!(c.leaders(), vec![1]);
+    assert_eq!(c.store.epoch(), 2);
     let reply = c.store.clone().apply(
         c.now.wall_ms,
         &StoreOp::RenewLease { shard: LEASE_SHARD, node_id: "node-0".into(), epoch: 1, ttl_ms: 2_000 },

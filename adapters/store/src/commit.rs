@@ -88,20 +88,26 @@ pub(crate) async fn commit(
     };
     let mut outcome = CommitOutcome::default();
 
+    // Every item is fenced by the writer's lease (creates too).
+    let fenced = lease.as_ref().is_some_and(|l| l.fences(batch, now));
+    let stale = StoreReject::StaleEpoch { current_epoch: lease.as_ref().map_or(0, |l| l.holder.epoch) };
+
     // Creates: idempotency keys are looked up in one statement.
-    let mut by_key = state.load_keyed(conn, sql).await?;
-    for record in &batch.creates {
-        let result = state.create(record, &mut by_key)?;
-        outcome.creates.push(result);
+    if fenced {
+        let mut by_key = state.load_keyed(conn, sql).await?;
+        for record in &batch.creates {
+            let result = state.create(record, &mut by_key)?;
+            outcome.creates.push(result);
+        }
+    } else {
+        outcome.creates.extend(batch.creates.iter().map(|_| Err(stale.clone())));
     }
 
-    let fenced = lease.as_ref().is_some_and(|l| l.fences(batch, now));
     if fenced {
         let wanted: BTreeSet<TimerId> =
             batch.cancels.iter().map(|c| c.timer_id).chain(batch.fires.iter().map(|f| f.timer_id)).collect();
         state.load_ids(conn, sql, wanted).await?;
     }
-    let stale = StoreReject::StaleEpoch { current_epoch: lease.map_or(0, |l| l.holder.epoch) };
     for cancel in &batch.cancels {
         let result = if fenced { state.cancel(cancel) } else { Err(stale.clone()) };
         outcome.cancels.push(result);

@@ -102,6 +102,18 @@ pub(crate) async fn acquire(
     {
         return Ok(StoreReply::Lease(LeaseReply::Held { holder: lease.holder.clone() }));
     }
+    if let Some(lease) = &current
+        && lease.expires_at_ms > now
+    {
+        // The holder asks again (a retry, or a request it gave up on arriving
+        // late): the same tenure, extended — never a new epoch that would
+        // silently depose the node that asked.
+        let holder = LeaseHolder { address: address.to_owned(), ..lease.holder.clone() };
+        let epoch = holder.epoch;
+        let expires_at_ms = lease.expires_at_ms.max(now.saturating_add(ttl(ttl_ms)));
+        write(conn, shard, &Lease { holder, expires_at_ms }).await?;
+        return Ok(StoreReply::Lease(LeaseReply::Granted { epoch }));
+    }
     let epoch = current.map_or(0, |l| l.holder.epoch) + 1;
     let holder = LeaseHolder { node_id: node_id.to_owned(), address: address.to_owned(), epoch };
     write(conn, shard, &Lease { holder, expires_at_ms: now.saturating_add(ttl(ttl_ms)) }).await?;

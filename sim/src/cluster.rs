@@ -1,0 +1,313 @@
+//! The simulated cluster: the database node, N timer nodes (the real driver
+//! from `minoots-node` plus its gRPC `HorologyKernel` server) and a client
+//! node, wired on madsim's network, plus the shared [`World`] the supervisor,
+//! the database and every checker read.
+//!
+//! ```text
+//!   10.0.1.1 clients ──gRPC──▶ 10.0.0.i:50051  node n{i}: KernelService ─▶ driver ─▶ NetStore ──▶ 10.0.0.100 database
+//!                                             (SimClock i, local key table)                    (StoreModel in World)
+//! ```
+//!
+//! A node keeps nothing across a crash: its `init` closure builds a fresh
+//! driver, store connection and key table each time madsim (re)starts it.
+//! Only the database (in [`World`]) and the machine's clock survive.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, NodeHandle};
+use minoots_core::TenantId;
+use minoots_core::auth::Role;
+use minoots_core::engine::{EngineConfig, LeadershipMode};
+use minoots_core::model::StoreModel;
+use minoots_core::plant::Plant;
+use minoots_node::grpc::KernelService;
+use minoots_node::model_store::ModelStore;
+use minoots_node::{ApiKeyRecord, KeyStore, NodeConfig, hash_api_key};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::clock::{SimClock, true_us};
+use crate::db::{self, DB_IP, Database, NetStore};
+use crate::options::SeedPlan;
+use crate::oracle::{Oracle, Relayed};
+
+/// The API key every client uses (timer read, write and cancel).
+pub const API_KEY: &str = "sim-client-key";
+/// The tenant of that key.
+pub const TENANT: &str = "sim-tenant";
+/// The gRPC port of every node.
+pub const GRPC_PORT: u16 = 50_051;
+/// The client node's address.
+pub const CLIENT_IP: [u8; 4] = [10, 0, 1, 1];
+/// Requests waiting for a node's engine before callers are told to retry.
+const REQUEST_QUEUE: usize = 4_096;
+/// Events a node's subscribers may fall behind.
+const EVENT_BUFFER: usize = 8_192;
+
+/// Node `i`'s id (`n1`, `n2`, …).
+pub fn node_id(i: usize) -> String {
+    format!("n{}", i + 1)
+}
+
+/// Node `i`'s IP address.
+pub fn node_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, (i + 1) as u8))
+}
+
+/// Node `i`'s gRPC address, as leader hints spell it.
+pub fn node_addr(i: usize) -> String {
+    format!("{}:{GRPC_PORT}", node_ip(i))
+}
+
+/// The node index of an id like `n2`.
+pub fn node_index(id: &str) -> Option<usize> {
+    id.strip_prefix('n')?.parse::<usize>().ok()?.checked_sub(1)
+}
+
+/// A 64-bit mix (SplitMix64 finaliser) for deriving sub-seeds.
+pub fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// State shared by the supervisor, the database, the nodes and the checkers.
+/// Lock order: `db` before `oracle`, never the other way round.
+#[derive(Debug)]
+pub struct World {
+    /// The seed's plan.
+    pub plan: SeedPlan,
+    /// The planted bug, if any.
+    pub plant: Plant,
+    /// The database.
+    pub db: Mutex<Database>,
+    /// What was observed.
+    pub oracle: Mutex<Oracle>,
+    /// One clock per node machine.
+    pub clocks: Vec<Arc<SimClock>>,
+    incarnations: Mutex<Vec<u64>>,
+}
+
+impl World {
+    /// The world of `plan`, before anything runs.
+    pub fn new(plan: SeedPlan) -> Arc<World> {
+        let plant = plan.options.plant.as_deref().map_or_else(Plant::default, |name| {
+            Plant::parse(name).unwrap_or_else(|| panic!("unknown planted bug {name:?}"))
+        });
+        let clocks = plan.clocks.iter().map(|c| Arc::new(SimClock::new(c.offset_ms, c.drift_ppm))).collect();
+        let model = store_model(plant);
+        let db = Mutex::new(Database::new(model, plan.store_offset_ms));
+        let nodes = plan.options.nodes;
+        Arc::new(World {
+            plan,
+            plant,
+            db,
+            oracle: Mutex::new(Oracle::default()),
+            clocks,
+            incarnations: Mutex::new(vec![0; nodes]),
+        })
+    }
+
+    /// Appends to the observable history.
+    pub fn trace(&self, text: String) {
+        self.oracle.lock().expect("oracle lock").trace(text);
+    }
+
+    fn next_incarnation(&self, i: usize) -> u64 {
+        let mut incarnations = self.incarnations.lock().expect("incarnation lock");
+        incarnations[i] += 1;
+        incarnations[i]
+    }
+
+    /// The engine configuration of node `i`'s `incarnation`-th process.
+    fn engine_config(&self, i: usize, incarnation: u64) -> EngineConfig {
+        let seed = mix(mix(self.plan.seed, i as u64 + 1), incarnation);
+        let mut config = EngineConfig::new(node_id(i), seed);
+        config.address = node_addr(i);
+        config.mode = leadership_mode(&self.plan);
+        config.plant = self.plant;
+        config
+    }
+}
+
+fn store_model(plant: Plant) -> StoreModel {
+    StoreModel::with_plant(plant)
+}
+
+fn leadership_mode(plan: &SeedPlan) -> LeadershipMode {
+    LeadershipMode::Lease(plan.lease)
+}
+
+/// The running cluster's madsim nodes.
+pub struct Cluster {
+    /// Shared state.
+    pub world: Arc<World>,
+    db: NodeHandle,
+    nodes: Vec<NodeHandle>,
+    client: NodeHandle,
+}
+
+impl Cluster {
+    /// Creates the database, the timer nodes and the client node; they start at once.
+    pub fn start(world: Arc<World>) -> Cluster {
+        let handle = Handle::current();
+        let db_world = world.clone();
+        let db = handle
+            .create_node()
+            .name("db")
+            .ip(IpAddr::from(DB_IP))
+            .init(move || db::serve(db_world.clone()))
+            .build();
+        let nodes = (0..world.plan.options.nodes)
+            .map(|i| {
+                let node_world = world.clone();
+                handle
+                    .create_node()
+                    .name(node_id(i))
+                    .ip(node_ip(i))
+                    .init(move || run_node(node_world.clone(), i))
+                    .build()
+            })
+            .collect();
+        let client = handle.create_node().name("clients").ip(IpAddr::from(CLIENT_IP)).build();
+        Cluster { world, db, nodes, client }
+    }
+
+    /// The node the workload runs on.
+    pub fn client_node(&self) -> &NodeHandle {
+        &self.client
+    }
+
+    /// Number of timer nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no timer nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Appends to the observable history.
+    pub fn trace(&self, text: String) {
+        self.world.trace(text);
+    }
+
+    /// The node holding an unexpired lease at the database, if any.
+    pub fn leader(&self) -> Option<usize> {
+        let db = self.world.db.lock().expect("db lock");
+        let now = db.now_ms();
+        let lease = db.fencing_lease().filter(|l| l.expires_store_ms > now)?;
+        node_index(&lease.holder).filter(|i| *i < self.nodes.len())
+    }
+
+    /// Kills node `i`'s process (all its tasks and sockets).
+    pub fn kill(&self, i: usize) {
+        Handle::current().kill(self.nodes[i].id());
+    }
+
+    /// Starts node `i` afresh.
+    pub fn restart(&self, i: usize) {
+        Handle::current().restart(self.nodes[i].id());
+    }
+
+    /// Stops scheduling node `i`'s tasks.
+    pub fn pause(&self, i: usize) {
+        Handle::current().pause(self.nodes[i].id());
+    }
+
+    /// Resumes node `i`'s tasks.
+    pub fn resume(&self, i: usize) {
+        Handle::current().resume(self.nodes[i].id());
+    }
+
+    /// Cuts node `i` off from everyone (`on`) or reconnects it.
+    pub fn isolate(&self, i: usize, on: bool) {
+        let net = NetSim::current();
+        if on { net.clog_node(self.nodes[i].id()) } else { net.unclog_node(self.nodes[i].id()) }
+    }
+
+    /// Cuts the link between node `i` and the database, both ways (`on`), or restores it.
+    pub fn cut_db(&self, i: usize, on: bool) {
+        self.cut_link(self.nodes[i].id(), self.db.id(), on);
+    }
+
+    /// Cuts the link between the clients and node `i`, both ways (`on`), or restores it.
+    pub fn cut_clients(&self, i: usize, on: bool) {
+        self.cut_link(self.nodes[i].id(), self.client.id(), on);
+    }
+
+    fn cut_link(&self, a: madsim::task::NodeId, b: madsim::task::NodeId, on: bool) {
+        let net = NetSim::current();
+        if on {
+            net.clog_link(a, b);
+            net.clog_link(b, a);
+        } else {
+            net.unclog_link(a, b);
+            net.unclog_link(b, a);
+        }
+    }
+
+    /// Makes the database reachable or not.
+    pub fn db_reachable(&self, reachable: bool) {
+        let net = NetSim::current();
+        if reachable { net.unclog_node(self.db.id()) } else { net.clog_node(self.db.id()) }
+    }
+}
+
+/// One process of node `i`: a fresh driver on a fresh database connection,
+/// a subscriber recording every relayed event, and the gRPC server.
+async fn run_node(world: Arc<World>, i: usize) {
+    let incarnation = world.next_incarnation(i);
+    let clock = world.clocks[i].clone();
+    let store = Arc::new(NetStore::connect(world.clone(), node_id(i)).await);
+    let keys = Arc::new(ModelStore::new(clock.clone()));
+    let record = ApiKeyRecord {
+        id: "key-sim".into(),
+        tenant_id: TenantId::parse("tenant", TENANT).expect("the simulator's tenant id is valid"),
+        roles: [Role::TimerRead, Role::TimerWrite, Role::TimerCancel].into_iter().collect(),
+        label: "simulated clients".into(),
+        created_at_ms: 0,
+        revoked_at_ms: None,
+    };
+    keys.insert_key(record, hash_api_key(API_KEY)).await.expect("the local key table accepts the key");
+    let engine_config = world.engine_config(i, incarnation);
+    let node_config = NodeConfig {
+        node_id: node_id(i),
+        seed: engine_config.seed,
+        request_queue: REQUEST_QUEUE,
+        event_buffer: EVENT_BUFFER,
+    };
+    let (handle, _driver) =
+        minoots_node::driver::start_node_with(engine_config, node_config, store, keys, clock);
+    world.trace(format!("{}: process started (incarnation {incarnation})", node_id(i)));
+
+    let mut events = handle.subscribe();
+    let relay_world = world.clone();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    let mut oracle = relay_world.oracle.lock().expect("oracle lock");
+                    oracle.counters.events_relayed += 1;
+                    oracle.relayed.push(Relayed { node: i, event: (*event).clone(), true_us: true_us() });
+                }
+                Err(RecvError::Lagged(_)) => {
+                    relay_world.oracle.lock().expect("oracle lock").counters.relay_lags += 1;
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+
+    let addr = SocketAddr::new(node_ip(i), GRPC_PORT);
+    let served = tonic::transport::Server::builder()
+        .add_service(KernelService::new(handle).into_server())
+        .serve(addr)
+        .await;
+    if let Err(e) = served {
+        world.trace(format!("{}: gRPC server ended: {e}", node_id(i)));
+    }
+}

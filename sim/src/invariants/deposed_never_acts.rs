@@ -1,0 +1,51 @@
+//! **A deposed leader never acts.** Every fenced write (a commit carrying
+//! cancels or fires) that a node sent with epoch `e` left the node, in true
+//! time, before the database granted any later epoch of the shard. The
+//! store's fencing would reject it anyway; this checks the engine's own
+//! promise to step down before its lease can have expired anywhere (it is
+//! what catches `early-stepdown-off`: a leader paused past its lease that
+//! wakes up and fires).
+
+use super::{Property, Violation};
+use crate::db::Database;
+use crate::oracle::Oracle;
+
+/// Checks each send once: a later grant that already happened before it is
+/// a violation; one that happens after it never is.
+#[derive(Debug, Default)]
+pub struct DeposedNeverActs {
+    next: usize,
+}
+
+impl Property for DeposedNeverActs {
+    fn check(&mut self, _db: &Database, oracle: &Oracle, found: &mut Vec<Violation>) {
+        for send in &oracle.sends[self.next..] {
+            let newer =
+                oracle.grants.iter().find(|g| g.lease.epoch > send.epoch && g.true_us <= send.true_us);
+            if let Some(grant) = newer {
+                found.push(Violation {
+                    property: "deposed-never-acts",
+                    message: format!(
+                        "{} sent a fenced commit ({} fires, {} cancels) with epoch {} at {:.3}s, after epoch {} \
+                         was granted to {} at {:.3}s",
+                        send.node_id,
+                        send.fires,
+                        send.cancels,
+                        send.epoch,
+                        send.true_us as f64 / 1e6,
+                        grant.lease.epoch,
+                        grant.lease.holder,
+                        grant.true_us as f64 / 1e6
+                    ),
+                    subjects: vec![
+                        send.node_id.clone(),
+                        grant.lease.holder.clone(),
+                        format!("epoch {}", send.epoch),
+                        format!("epoch {}", grant.lease.epoch),
+                    ],
+                });
+            }
+        }
+        self.next = oracle.sends.len();
+    }
+}
