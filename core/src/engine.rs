@@ -888,6 +888,10 @@ impl Engine {
                 if let LeadershipMode::Lease(_) = self.config.mode {
                     batch.send_before_mono = Some(self.lease.valid_until_mono);
                 }
+                #[cfg(feature = "planted-bugs")]
+                if self.config.plant.early_stepdown_off {
+                    batch.send_before_mono = None; // the whole local-expiry rule is off
+                }
                 self.commit_inflight = true;
                 self.emit_store(Inflight::Commit(plan), StoreOp::Commit(batch));
             }

@@ -12,8 +12,9 @@ pub struct Plant {
     pub no_fencing: bool,
     /// The store records fires whatever its clock says.
     pub no_due_check: bool,
-    /// The leader ignores its locally computed lease validity and steps down
-    /// only when the store tells it (a GC pause then leaves two leaders).
+    /// The leader ignores its locally computed lease validity — it neither
+    /// steps down on it nor stamps its commits with it — and steps down only
+    /// when the store tells it (a GC pause then leaves two leaders acting).
     pub early_stepdown_off: bool,
     /// Schedules are acknowledged as soon as they are queued, before commit.
     pub ack_before_commit: bool,

@@ -22,11 +22,19 @@ pub struct Server {
 impl Server {
     /// Starts a server on `data_dir` with OS-assigned ports; waits until it is ready.
     pub fn start(data_dir: &Path) -> Server {
+        let dir = data_dir.to_string_lossy().into_owned();
+        Server::start_with(&["--data-dir", &dir], &[])
+    }
+
+    /// Starts `minoots serve` with OS-assigned ports on 127.0.0.1, warn-level
+    /// logs, and the extra `args` and environment `envs`; waits until it prints
+    /// its ready line.
+    pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_minoots"))
             .args(["serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
             .args(["--metrics-addr", "127.0.0.1:0", "--log-level", "warn"])
-            .arg("--data-dir")
-            .arg(data_dir)
+            .args(args)
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -56,6 +64,21 @@ impl Server {
     pub fn kill9(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, ...) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
     }
 }
 

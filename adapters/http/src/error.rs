@@ -151,6 +151,8 @@ impl From<ApiError> for HttpError {
                 Self::new(StatusCode::CONFLICT, "conflict", format!("{field}: {message}")).with_field(field)
             }
             ApiError::Unavailable { reason, retry_after_ms, leader } => {
+                // A cluster node's hint names its REST and gRPC URLs: give the REST one.
+                let leader = leader.map(|l| minoots_node::leader_endpoint(&l, "rest").to_owned());
                 Self { leader, ..Self::unavailable(reason, retry_after_ms) }
             }
             ApiError::Overloaded { reason, retry_after_ms } => Self {
@@ -227,6 +229,16 @@ mod tests {
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
         let response = e.into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn a_cluster_leader_hint_gives_the_rest_url() {
+        let e = HttpError::from(ApiError::Unavailable {
+            reason: "not leader".into(),
+            retry_after_ms: 250,
+            leader: Some("rest=http://127.0.0.1:4001 grpc=http://127.0.0.1:50052".into()),
+        });
+        assert_eq!(e.leader.as_deref(), Some("http://127.0.0.1:4001"));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! - `GET /healthz`: liveness — the process answers HTTP
 //!   (`{"status":"ok","service":"minoots"}`, MINOOTS's shape).
-//! - `GET /health`: readiness — the node's role, epoch, due-index size,
-//!   queued writes and whether its store works; 503 while the store fails.
+//! - `GET /health`: readiness — the node's role, the leader (cluster
+//!   followers), epoch, due-index size, queued writes and whether its store
+//!   (the database, in a cluster) works; 503 while the store fails.
 //! - `GET /metrics` (on the separate metrics address): the Prometheus
 //!   registry in the OpenMetrics text format that `prometheus-client` writes.
 
@@ -32,10 +33,13 @@ pub struct HealthView {
     pub status: &'static str,
     /// This node.
     pub node_id: String,
-    /// `opening`, `leader`, `deposed` or `stopped`.
+    /// `opening`, `leader`, `follower` (cluster), `deposed` or `stopped`.
     pub role: &'static str,
     /// Whether this node may fire.
     pub is_leader: bool,
+    /// Cluster followers: the leader's hint as the store reports it
+    /// (`rest=URL grpc=URL`); absent on the leader and in standalone mode.
+    pub leader: Option<String>,
     /// Current fencing epoch, once known.
     pub epoch: Option<u64>,
     /// Store status.
@@ -62,6 +66,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
         is_leader: s.role == "leader",
         node_id: s.node_id,
         role: s.role,
+        leader: s.leader,
         epoch: s.epoch,
         store: StoreHealth { ok: s.store_ok },
         due_index: s.due_index,

@@ -15,15 +15,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use minoots_core::engine::{Effect, Engine, EngineConfig, Input, IoId, Leadership, RequestId};
 use minoots_core::event::{EventKind, OutboxEvent};
 use minoots_core::store::{StoreOp, StoreReply};
 use minoots_core::{ApiError, Response, StoreFailure};
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use crate::clock::Clock;
+use crate::coordinator::Coordinator;
 use crate::handle::{Call, NodeHandle, NodeStatus};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
@@ -114,6 +117,9 @@ pub fn start_node_with(
         next_req: 1,
         reads: Arc::new(Semaphore::new(READS_IN_FLIGHT_MAX)),
         store_ok: true,
+        leader: watch::channel(false).0,
+        acting_epoch: Arc::new(AtomicU64::new(0)),
+        coordinator: Coordinator::new(config.node_id.clone()),
     };
     let join = tokio::spawn(driver.run(calls_rx, shutdown_rx, events_tx));
     (handle, join)
@@ -129,6 +135,13 @@ struct Driver {
     next_req: RequestId,
     reads: Arc<Semaphore>,
     store_ok: bool,
+    /// Whether the engine leads (the relay scans only while it does).
+    leader: watch::Sender<bool>,
+    /// The epoch the engine acts under, 0 when it does not lead. Updated after
+    /// every input, read by the write executor before it sends a commit.
+    acting_epoch: Arc<AtomicU64>,
+    /// Lease metrics and spans (cluster mode).
+    coordinator: Coordinator,
 }
 
 type Done = (IoId, Result<StoreReply, StoreFailure>);
@@ -144,11 +157,21 @@ impl Driver {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let (write_tx, write_rx) = mpsc::unbounded_channel::<(IoId, StoreOp)>();
         let (publish_tx, publish_rx) = mpsc::unbounded_channel::<Vec<OutboxEvent>>();
-        let writer =
-            tokio::spawn(write_executor(self.store.clone(), write_rx, done_tx.clone(), self.metrics.clone()));
-        let relay = tokio::spawn(relay::run(self.store.clone(), publish_rx, events));
+        let rescan = Arc::new(Notify::new());
+        let signals = relay::RelaySignals { leader: self.leader.subscribe(), rescan: rescan.clone() };
+        let writer = tokio::spawn(write_executor(
+            self.store.clone(),
+            self.clock.clone(),
+            self.acting_epoch.clone(),
+            write_rx,
+            done_tx.clone(),
+            self.metrics.clone(),
+            rescan,
+        ));
+        let relay = tokio::spawn(relay::run(self.store.clone(), publish_rx, signals, events));
         let gauge = tokio::spawn(pending_gauge(self.store.clone(), self.metrics.clone()));
 
+        self.publish_status();
         self.drain_effects(&write_tx, &done_tx, &publish_tx);
         loop {
             let sleep_ms = self.sleep_ms();
@@ -156,6 +179,7 @@ impl Driver {
                 biased;
                 Some((io, result)) = done_rx.recv() => {
                     self.store_ok = result.is_ok();
+                    self.coordinator.on_done(&self.metrics, io, &result, self.engine.leadership());
                     self.engine.handle_input(self.clock.now(), Input::StoreDone { io, result });
                 }
                 changed = shutdown.changed() => {
@@ -177,8 +201,9 @@ impl Driver {
                     self.engine.handle_input(self.clock.now(), Input::Tick);
                 }
             }
-            self.drain_effects(&write_tx, &done_tx, &publish_tx);
+            // Status first: the write executor reads the acting epoch it publishes.
             self.publish_status();
+            self.drain_effects(&write_tx, &done_tx, &publish_tx);
         }
 
         // Graceful shutdown: refuse new calls, let queued writes commit, then stop.
@@ -186,6 +211,7 @@ impl Driver {
         while let Ok(call) = calls.try_recv() {
             self.on_call(call);
         }
+        self.publish_status();
         self.drain_effects(&write_tx, &done_tx, &publish_tx);
         let flush = tokio::time::sleep(Duration::from_millis(SHUTDOWN_FLUSH_MS));
         tokio::pin!(flush);
@@ -194,6 +220,7 @@ impl Driver {
                 biased;
                 Some((io, result)) = done_rx.recv() => {
                     self.engine.handle_input(self.clock.now(), Input::StoreDone { io, result });
+                    self.publish_status();
                     self.drain_effects(&write_tx, &done_tx, &publish_tx);
                 }
                 _ = &mut flush => break,
@@ -232,11 +259,18 @@ impl Driver {
                     let store = self.store.clone();
                     let done = done.clone();
                     let reads = self.reads.clone();
-                    tokio::spawn(async move {
-                        let _permit = reads.acquire_owned().await;
-                        let result = store.execute(op).await;
-                        let _ = done.send((io, result));
-                    });
+                    // Lease operations run in their coordinator span and never
+                    // queue behind reads for a permit.
+                    let span = self.coordinator.on_sent(&self.metrics, io, &op);
+                    let is_lease = !span.is_none();
+                    tokio::spawn(
+                        async move {
+                            let _permit = if is_lease { None } else { reads.acquire_owned().await.ok() };
+                            let result = store.execute(op).await;
+                            let _ = done.send((io, result));
+                        }
+                        .instrument(span),
+                    );
                 }
                 Effect::Store { io, op } => {
                     if let StoreOp::Commit(batch) = &op {
@@ -282,6 +316,14 @@ impl Driver {
     fn publish_status(&self) {
         let leadership = self.engine.leadership();
         let role = leadership.role();
+        self.coordinator.on_role(&self.metrics, role);
+        let leads = matches!(leadership, Leadership::Leader { .. });
+        self.leader.send_if_modified(|l| std::mem::replace(l, leads) != leads);
+        let acting = match leadership {
+            Leadership::Leader { epoch } => *epoch,
+            _ => 0,
+        };
+        self.acting_epoch.store(acting, Ordering::SeqCst);
         let (epoch, leader) = match leadership {
             Leadership::Opening => (None, None),
             Leadership::Leader { epoch } => (Some(*epoch), None),
@@ -332,22 +374,47 @@ fn runs_concurrently(op: &StoreOp) -> bool {
 }
 
 /// Runs writes and loads one at a time, in order, reporting each completion.
+/// A commit is not sent (and is reported as failed) if, while it waited, its
+/// lease ran out or the engine stopped leading at its epoch — a deposed leader
+/// never acts, even with a commit it queued while it led. A failed commit asks
+/// the relay to scan, since it may have applied although no reply said so.
 async fn write_executor(
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    acting_epoch: Arc<AtomicU64>,
     mut ops: mpsc::UnboundedReceiver<(IoId, StoreOp)>,
     done: mpsc::UnboundedSender<Done>,
     metrics: Arc<Metrics>,
+    rescan: Arc<Notify>,
 ) {
     while let Some((io, op)) = ops.recv().await {
+        let refusal = match &op {
+            StoreOp::Commit(batch) if batch.epoch != acting_epoch.load(Ordering::SeqCst) => {
+                Some(format!("no longer leading at epoch {}; commit not sent", batch.epoch))
+            }
+            StoreOp::Commit(batch) if batch.send_before_mono.is_some_and(|d| clock.now().mono_ms >= d) => {
+                Some("the lease ended before the commit could be sent; not sent".to_owned())
+            }
+            _ => None,
+        };
         let is_commit = matches!(op, StoreOp::Commit(_));
-        let started = tokio::time::Instant::now();
-        let result = store.execute(op).await;
-        if is_commit {
-            metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
-        }
+        let result = if let Some(refusal) = refusal {
+            Err(StoreFailure(refusal))
+        } else {
+            #[allow(clippy::disallowed_methods)] // tokio's Instant: simulated under madsim.
+            let started = tokio::time::Instant::now();
+            let result = store.execute(op).await;
+            if is_commit {
+                metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+            }
+            result
+        };
         if let Err(failure) = &result {
             metrics.store_failures.inc();
             tracing::warn!(error = %failure, "store operation failed");
+            if is_commit {
+                rescan.notify_one();
+            }
         }
         if done.send((io, result)).is_err() {
             break;

@@ -17,7 +17,7 @@
 //! | `Invalid` | INVALID_ARGUMENT `"field: rule"` | `x-minoots-field` |
 //! | `NotFound` | NOT_FOUND | |
 //! | `Conflict` | FAILED_PRECONDITION (ALREADY_EXISTS for `idempotencyKey`) | `x-minoots-field` |
-//! | `Unavailable` | UNAVAILABLE, or FAILED_PRECONDITION when another node leads | `retry-after-ms`, `x-minoots-leader` |
+//! | `Unavailable` | UNAVAILABLE, or FAILED_PRECONDITION when another node leads | `retry-after-ms`, `x-minoots-leader` (the leader's gRPC URL) |
 //! | `Overloaded` | RESOURCE_EXHAUSTED | `retry-after-ms` |
 
 use std::collections::BTreeSet;
@@ -643,7 +643,8 @@ pub fn api_status(e: &ApiError) -> Status {
             let mut status = Status::new(code, e.to_string());
             set_metadata(status.metadata_mut(), RETRY_AFTER_HEADER, &retry_after_ms.to_string());
             if let Some(leader) = leader {
-                set_metadata(status.metadata_mut(), LEADER_HEADER, leader);
+                let endpoint = crate::handle::leader_endpoint(leader, "grpc");
+                set_metadata(status.metadata_mut(), LEADER_HEADER, endpoint);
             }
             status
         }

@@ -34,6 +34,18 @@ pub struct NodeStatus {
     pub queued_writes: usize,
 }
 
+/// The endpoint of `api` (`"rest"` or `"grpc"`) in a leader hint.
+///
+/// A node in a cluster advertises itself (the lease's `address`, given to
+/// callers of followers as the leader hint) as `rest=URL grpc=URL`; each API
+/// adapter hands out the URL of its own protocol. A hint in any other form
+/// is returned whole.
+pub fn leader_endpoint<'a>(hint: &'a str, api: &str) -> &'a str {
+    hint.split_whitespace()
+        .find_map(|part| part.strip_prefix(api).and_then(|rest| rest.strip_prefix('=')))
+        .unwrap_or(hint)
+}
+
 /// Why a request could not be authenticated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {

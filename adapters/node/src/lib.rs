@@ -10,10 +10,12 @@
 //! - [`relay`]: the outbox relay (committed events → subscribers → marked published).
 //! - [`grpc`]: the `minoots.timer.v1.HorologyKernel` service.
 //! - [`model_store`]: the reference `StoreModel` behind the [`Store`] trait.
+//! - [`coordinator`]: leadership metrics and spans (cluster mode).
 #![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod conformance;
+pub mod coordinator;
 pub mod driver;
 pub mod grpc;
 pub mod handle;
@@ -26,6 +28,6 @@ pub mod views;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use driver::{NodeConfig, start_node};
-pub use handle::{AuthError, NodeHandle, NodeStatus};
+pub use handle::{AuthError, NodeHandle, NodeStatus, leader_endpoint};
 pub use keys::{ApiKeyRecord, KeyStore, hash_api_key};
 pub use store::Store;

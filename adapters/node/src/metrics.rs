@@ -12,9 +12,17 @@
 //! | `minoots_store_commit_batch_size` | histogram | items (creates + cancels + fires) per commit |
 //! | `minoots_store_failures_total` | counter | store operations that failed |
 //! | `minoots_fires_rejected_total` | counter | fire ops the store refused (stale, early, changed) |
+//! | `kernel_coordinator_election_attempts_total` | counter | lease acquisitions sent (cluster mode) |
+//! | `kernel_coordinator_election_results_total{outcome}` | counter | their results: `granted`, `held`, `error` |
+//! | `kernel_coordinator_leadership_transitions_total` | counter | times this node became or stopped being the leader |
+//! | `kernel_coordinator_heartbeat_results_total{outcome}` | counter | lease renewals: `renewed`, `lost`, `error` |
+//!
+//! The `kernel_coordinator_*` names are MINOOTS's (its horology kernel's
+//! coordinator); see [`crate::coordinator`] for how they are counted.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -42,7 +50,18 @@ pub struct Metrics {
     pub store_failures: Counter,
     /// Refused fire ops.
     pub fires_rejected: Counter,
+    /// Lease acquisitions sent.
+    pub election_attempts: Counter,
+    /// Lease acquisition results, by `outcome`.
+    pub election_results: Family<OutcomeLabel, Counter>,
+    /// Changes into or out of the leader role.
+    pub leadership_transitions: Counter,
+    /// Lease renewal results, by `outcome`.
+    pub heartbeat_results: Family<OutcomeLabel, Counter>,
 }
+
+/// The `outcome` label of the coordinator's result counters.
+pub type OutcomeLabel = [(&'static str, &'static str); 1];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,8 +125,36 @@ impl Metrics {
             "Fire operations the store refused (stale epoch, early, changed)",
             fires_rejected.clone(),
         );
+        let election_attempts = Counter::default();
+        let election_results = Family::<OutcomeLabel, Counter>::default();
+        let leadership_transitions = Counter::default();
+        let heartbeat_results = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "kernel_coordinator_election_attempts",
+            "Lease acquisitions sent to the store (cluster mode)",
+            election_attempts.clone(),
+        );
+        registry.register(
+            "kernel_coordinator_election_results",
+            "Lease acquisition results by outcome (granted, held, error)",
+            election_results.clone(),
+        );
+        registry.register(
+            "kernel_coordinator_leadership_transitions",
+            "Times this node became or stopped being the leader",
+            leadership_transitions.clone(),
+        );
+        registry.register(
+            "kernel_coordinator_heartbeat_results",
+            "Lease renewal results by outcome (renewed, lost, error)",
+            heartbeat_results.clone(),
+        );
         Self {
             registry,
+            election_attempts,
+            election_results,
+            leadership_transitions,
+            heartbeat_results,
             scheduled,
             fired,
             cancelled,

@@ -9,6 +9,11 @@ use minoots_core::event::OutboxEvent;
 use minoots_core::store::{StoreOp, StoreReply};
 
 /// Durable storage for timers, fires and the outbox.
+///
+/// Outbox sequence numbers are assigned in commit order (a row with a smaller
+/// `seq` is visible no later than one with a larger `seq`): the relay marks
+/// everything up to the last row a scan returned, which is only safe if no
+/// smaller row can appear afterwards.
 pub trait Store: Send + Sync + 'static {
     /// Runs one operation as one transaction (see `minoots_core::store` for semantics).
     fn execute(&self, op: StoreOp) -> BoxFuture<'_, Result<StoreReply, StoreFailure>>;

@@ -4,7 +4,7 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::ServeArgs;
+use crate::config::{ServeArgs, StoreKind};
 use crate::keys_cmd::KeysArgs;
 
 /// MINOOTS: a durable timer service that fires every occurrence exactly once.
@@ -18,13 +18,22 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Run a node (standalone: embedded SQLite store in the data directory).
+    /// Run a node (standalone: embedded SQLite store in the data directory; cluster: `--store postgres`).
     Serve(Box<ServeArgs>),
     /// Create or upgrade the store schema, then exit.
     Migrate {
-        /// Directory holding the store.
+        /// Directory holding the store (SQLite).
         #[arg(long, env = "MINOOTS_DATA_DIR", default_value = "./minoots-data")]
         data_dir: PathBuf,
+        /// Store backend: `sqlite` (standalone) or `postgres` (cluster).
+        #[arg(long, env = "KERNEL_STORE", value_enum, default_value = "sqlite")]
+        store: StoreKind,
+        /// PostgreSQL URL; `DATABASE_URL` is read when this is unset.
+        #[arg(long, env = "KERNEL_DATABASE_URL")]
+        database_url: Option<String>,
+        /// PostgreSQL schema holding the tables (created if missing).
+        #[arg(long, env = "KERNEL_DATABASE_SCHEMA")]
+        database_schema: Option<String>,
     },
     /// Manage API keys in a local store.
     Keys(KeysArgs),
@@ -38,7 +47,23 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     match cli.command {
         Command::Serve(args) => crate::serve::serve(*args).await,
-        Command::Migrate { data_dir } => {
+        Command::Migrate { store: StoreKind::Postgres, database_url, database_schema, .. } => {
+            let url =
+                database_url.or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty())).ok_or(
+                    "--store postgres needs --database-url (or KERNEL_DATABASE_URL or DATABASE_URL)",
+                )?;
+            let config = minoots_store::PostgresConfig {
+                schema: database_schema,
+                ..minoots_store::PostgresConfig::new(url)
+            };
+            minoots_store::migrate_postgres(&config).await?;
+            println!(
+                "store is up to date: postgres{}",
+                config.schema.map(|s| format!(" (schema {s})")).unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::Migrate { data_dir, store: StoreKind::Sqlite, .. } => {
             std::fs::create_dir_all(&data_dir)?;
             let path = data_dir.join("minoots.db");
             let clock = Arc::new(minoots_node::SystemClock::new());

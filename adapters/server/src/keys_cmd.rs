@@ -1,5 +1,6 @@
 //! `minoots keys create|list|revoke`: manage API keys directly in a local
-//! store (the data directory), also while a server runs on it (SQLite WAL).
+//! store (the data directory), also while a server runs on it (SQLite WAL),
+//! or in a cluster's PostgreSQL database (`--store postgres`).
 //! A key's secret is printed once at creation; only its SHA-256 is stored.
 
 use std::error::Error;
@@ -9,7 +10,9 @@ use std::sync::Arc;
 use minoots_core::TenantId;
 use minoots_core::auth::Role;
 use minoots_node::{ApiKeyRecord, Clock, KeyStore, SystemClock, hash_api_key};
-use minoots_store::SqliteStore;
+use minoots_store::{PostgresConfig, PostgresStore, SqliteStore};
+
+use crate::config::StoreKind;
 use rand::RngCore;
 
 /// `minoots keys ...`
@@ -18,6 +21,15 @@ pub struct KeysArgs {
     /// Directory holding the store.
     #[arg(long, env = "MINOOTS_DATA_DIR", default_value = "./minoots-data", global = true)]
     pub data_dir: PathBuf,
+    /// Store backend: `sqlite` (the data directory) or `postgres` (a cluster's database).
+    #[arg(long, env = "KERNEL_STORE", value_enum, default_value = "sqlite", global = true)]
+    pub store: StoreKind,
+    /// PostgreSQL URL (`--store postgres`); `DATABASE_URL` is read when this is unset.
+    #[arg(long, env = "KERNEL_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// PostgreSQL schema holding the tables.
+    #[arg(long, env = "KERNEL_DATABASE_SCHEMA", global = true)]
+    pub database_schema: Option<String>,
     #[command(subcommand)]
     pub command: KeysCommand,
 }
@@ -53,7 +65,20 @@ pub enum KeysCommand {
 /// Runs a key command.
 pub async fn run(args: KeysArgs) -> Result<(), Box<dyn Error>> {
     let clock = Arc::new(SystemClock::new());
-    let store = SqliteStore::open(&args.data_dir.join("minoots.db"), clock.clone()).await?;
+    let store: Arc<dyn KeyStore> = match args.store {
+        StoreKind::Sqlite => {
+            Arc::new(SqliteStore::open(&args.data_dir.join("minoots.db"), clock.clone()).await?)
+        }
+        StoreKind::Postgres => {
+            let url = args
+                .database_url
+                .clone()
+                .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
+                .ok_or("--store postgres needs --database-url (or KERNEL_DATABASE_URL or DATABASE_URL)")?;
+            let config = PostgresConfig { schema: args.database_schema.clone(), ..PostgresConfig::new(url) };
+            Arc::new(PostgresStore::open(config).await?)
+        }
+    };
     let now_ms = clock.now().wall_ms;
     match args.command {
         KeysCommand::Create { tenant, roles, label } => {
@@ -81,7 +106,14 @@ pub async fn run(args: KeysArgs) -> Result<(), Box<dyn Error>> {
             println!("{:<22} {:<20} {:<8} {:<50} LABEL", "ID", "TENANT", "STATE", "ROLES");
             for key in keys {
                 let state = if key.revoked_at_ms.is_some() { "revoked" } else { "active" };
-                println!("{:<22} {:<20} {:<8} {:<50} {}", key.id, key.tenant_id, state, roles_text(&key), key.label);
+                println!(
+                    "{:<22} {:<20} {:<8} {:<50} {}",
+                    key.id,
+                    key.tenant_id,
+                    state,
+                    roles_text(&key),
+                    key.label
+                );
             }
         }
         KeysCommand::Revoke { id } => {

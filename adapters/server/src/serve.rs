@@ -1,13 +1,27 @@
 //! `minoots serve`: opens the store, seeds the development key on an empty
 //! store, starts the node, and serves REST, gRPC and metrics until SIGINT or
 //! SIGTERM; then shuts down gracefully (queued writes commit first).
+//!
+//! Standalone (`--store sqlite`, the default): a SQLite file in the data
+//! directory; the node is always the leader. Cluster (`--store postgres`):
+//! several nodes share one PostgreSQL database and lead by lease
+//! (`LeadershipMode::Lease`); every node answers reads, followers refuse
+//! writes with the leader's address. A cluster node started while its
+//! database is unreachable retries (with backoff, logging each failure)
+//! instead of exiting; once running, the engine backs off and retries by
+//! itself through database outages.
 
 use std::error::Error;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use minoots_core::auth::Role;
-use minoots_node::{ApiKeyRecord, KeyStore, NodeConfig, SystemClock, hash_api_key, start_node};
-use minoots_store::SqliteStore;
+use minoots_core::engine::{EngineConfig, LeadershipMode};
+use minoots_core::lease::LeaseConfig;
+use minoots_node::driver::start_node_with;
+use minoots_node::{ApiKeyRecord, KeyStore, NodeConfig, Store, SystemClock, hash_api_key, start_node};
+use minoots_store::{PostgresStore, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -21,25 +35,47 @@ pub const DEV_KEY: &str = "local-dev-key";
 /// Runs the server until a shutdown signal.
 pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     init_logging(&args.log_level, args.log_format);
-    let StoreKind::Sqlite = args.store;
-    std::fs::create_dir_all(&args.data_dir)
-        .map_err(|e| format!("cannot create data directory {}: {e}", args.data_dir.display()))?;
-    let db_path = args.data_dir.join("minoots.db");
     let clock = Arc::new(SystemClock::new());
-    let store = Arc::new(SqliteStore::open(&db_path, clock.clone()).await?);
-    if !args.no_dev_key {
-        seed_dev_key(&*store, &clock).await?;
+    let opened = match args.store {
+        StoreKind::Sqlite => open_sqlite(&args, clock.clone()).await?,
+        StoreKind::Postgres => match open_postgres(&args).await? {
+            Some(opened) => opened,
+            None => return Ok(()), // a shutdown signal while waiting for the database
+        },
+    };
+    let seeded = if args.no_dev_key { Ok(()) } else { seed_dev_key(&*opened.keys, &clock).await };
+    if let Err(e) = seeded {
+        match args.store {
+            StoreKind::Sqlite => return Err(e),
+            // Another node seeds it, or this node does at its next start.
+            StoreKind::Postgres => tracing::warn!(error = %e, "could not seed the development key"),
+        }
     }
 
-    let seed: u64 = rand::random();
-    let (handle, node_task) =
-        start_node(NodeConfig::new(args.node_id.clone(), seed), store.clone(), store.clone(), clock);
+    let http = TcpListener::bind(args.http_addr)
+        .await
+        .map_err(|e| format!("REST address {}: {e}", args.http_addr))?;
+    let grpc = TcpListener::bind(args.grpc_addr)
+        .await
+        .map_err(|e| format!("gRPC address {}: {e}", args.grpc_addr))?;
+    let metrics = TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|e| format!("metrics address {}: {e}", args.metrics_addr))?;
+    let (http_addr, grpc_addr, metrics_addr) =
+        (http.local_addr()?, grpc.local_addr()?, metrics.local_addr()?);
 
-    let http = TcpListener::bind(args.http_addr).await.map_err(|e| format!("REST address {}: {e}", args.http_addr))?;
-    let grpc = TcpListener::bind(args.grpc_addr).await.map_err(|e| format!("gRPC address {}: {e}", args.grpc_addr))?;
-    let metrics =
-        TcpListener::bind(args.metrics_addr).await.map_err(|e| format!("metrics address {}: {e}", args.metrics_addr))?;
-    let (http_addr, grpc_addr, metrics_addr) = (http.local_addr()?, grpc.local_addr()?, metrics.local_addr()?);
+    let seed: u64 = rand::random();
+    let node_config = NodeConfig::new(args.node_id.clone(), seed);
+    let (handle, node_task) = match opened.lease {
+        None => start_node(node_config, opened.store.clone(), opened.keys.clone(), clock),
+        Some(lease) => {
+            let mut engine = EngineConfig::new(args.node_id.clone(), seed);
+            engine.mode = LeadershipMode::Lease(lease);
+            engine.address = leader_hint(args.cluster.advertise_addr.as_deref(), http_addr, grpc_addr);
+            tracing::info!(node_id = %args.node_id, advertise = %engine.address, "cluster mode: leading by lease");
+            start_node_with(engine, node_config, opened.store.clone(), opened.keys.clone(), clock)
+        }
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
@@ -47,9 +83,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     };
     let http_config = minoots_http::HttpConfig { max_body_bytes: args.max_body_bytes, ..Default::default() };
     let api = minoots_http::api_router(handle.clone(), http_config);
-    let http_task = tokio::spawn(
-        axum::serve(http, api).with_graceful_shutdown(stopped(stop_rx.clone())).into_future(),
-    );
+    let http_task =
+        tokio::spawn(axum::serve(http, api).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
     let metrics_task = tokio::spawn(
         axum::serve(metrics, minoots_http::metrics_router(handle.clone()))
             .with_graceful_shutdown(stopped(stop_rx.clone()))
@@ -58,10 +93,26 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     let grpc_task =
         tokio::spawn(crate::grpc_server::serve_grpc_listener(grpc, handle.clone(), stopped(stop_rx.clone())));
 
-    handle.wait_for_role("leader").await;
-    tracing::info!(node_id = %args.node_id, store = %db_path.display(), "minoots is serving");
-    println!("minoots ready: rest=http://{http_addr} grpc=http://{grpc_addr} metrics=http://{metrics_addr}/metrics");
-    println!("store: sqlite {}", db_path.display());
+    match args.store {
+        StoreKind::Sqlite => {
+            handle.wait_for_role("leader").await;
+        }
+        StoreKind::Postgres => wait_for_first_lease_round(&handle).await,
+    }
+    let status = handle.status();
+    tracing::info!(node_id = %args.node_id, store = %opened.description, role = status.role, "minoots is serving");
+    println!(
+        "minoots ready: rest=http://{http_addr} grpc=http://{grpc_addr} metrics=http://{metrics_addr}/metrics"
+    );
+    println!("store: {}", opened.description);
+    if args.store == StoreKind::Postgres {
+        println!(
+            "cluster: node {} is {}{}",
+            args.node_id,
+            status.role,
+            status.leader.map(|l| format!(" (leader: {l})")).unwrap_or_default()
+        );
+    }
 
     wait_for_signal().await;
     tracing::info!("shutting down: refusing new requests, committing queued writes");
@@ -73,6 +124,105 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     let _ = grpc_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// An opened store, as the node sees it.
+struct Opened {
+    store: Arc<dyn Store>,
+    keys: Arc<dyn KeyStore>,
+    /// Lease timing in cluster mode; `None` standalone.
+    lease: Option<LeaseConfig>,
+    /// For logs and the start-up banner.
+    description: String,
+}
+
+async fn open_sqlite(args: &ServeArgs, clock: Arc<SystemClock>) -> Result<Opened, Box<dyn Error>> {
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", args.data_dir.display()))?;
+    let db_path = args.data_dir.join("minoots.db");
+    let store = Arc::new(SqliteStore::open(&db_path, clock).await?);
+    Ok(Opened {
+        store: store.clone(),
+        keys: store,
+        lease: None,
+        description: format!("sqlite {}", db_path.display()),
+    })
+}
+
+/// First delay between attempts to reach the database at start-up; doubles up to [`CONNECT_BACKOFF_MAX_MS`].
+const CONNECT_BACKOFF_MIN_MS: u64 = 250;
+/// Longest delay between attempts to reach the database at start-up.
+const CONNECT_BACKOFF_MAX_MS: u64 = 5_000;
+
+/// Connects to and migrates the cluster database, retrying with backoff
+/// while it is unreachable (a node started before its database does not
+/// crash-loop). `None` when a shutdown signal came first.
+async fn open_postgres(args: &ServeArgs) -> Result<Option<Opened>, Box<dyn Error>> {
+    let config = args.cluster.postgres_config()?;
+    let lease = args.cluster.lease_config()?;
+    let description = format!("postgres {}", redact_url(&config.url));
+    let mut backoff_ms = CONNECT_BACKOFF_MIN_MS;
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
+    let store = loop {
+        match PostgresStore::open(config.clone()).await {
+            Ok(store) => break store,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in_ms = backoff_ms, database = %description, "database unreachable at start-up; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+                    _ = &mut signal => return Ok(None),
+                }
+                backoff_ms = (backoff_ms * 2).min(CONNECT_BACKOFF_MAX_MS);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let store = Arc::new(store);
+    Ok(Some(Opened { store: store.clone(), keys: store, lease: Some(lease), description }))
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &credentials[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The leader hint this node advertises: its REST and gRPC URLs on the
+/// advertised host (default: the REST listener's IP, or 127.0.0.1 when it
+/// listens on every interface).
+fn leader_hint(advertise: Option<&str>, http: SocketAddr, grpc: SocketAddr) -> String {
+    let host = match advertise {
+        Some(host) if !host.is_empty() => host.to_owned(),
+        _ if http.ip().is_unspecified() => {
+            tracing::warn!(
+                "the REST address listens on every interface: set --advertise-addr so followers can point callers here"
+            );
+            "127.0.0.1".to_owned()
+        }
+        _ => http.ip().to_string(),
+    };
+    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+    format!("rest=http://{host}:{} grpc=http://{host}:{}", http.port(), grpc.port())
+}
+
+/// Waits until the node has either taken the lease or learnt that another node holds it.
+async fn wait_for_first_lease_round(handle: &minoots_node::NodeHandle) {
+    loop {
+        let role = handle.status().role;
+        if role != "opening" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Creates tenant `tenant-local` with key `local-dev-key` (all roles) when the store has no key yet.
@@ -95,7 +245,9 @@ async fn seed_dev_key(keys: &dyn KeyStore, clock: &SystemClock) -> Result<(), Bo
         "empty store: created development tenant and API key with all roles; \
          create real keys with `minoots keys create` and revoke key_local_dev before exposing this server"
     );
-    println!("development API key: {DEV_KEY} (tenant {DEV_TENANT}, all roles; revoke key_local_dev in production)");
+    println!(
+        "development API key: {DEV_KEY} (tenant {DEV_TENANT}, all roles; revoke key_local_dev in production)"
+    );
     Ok(())
 }
 

@@ -1,0 +1,648 @@
+//! [`PostgresStore`]: the cluster store. Several nodes share one PostgreSQL
+//! database; leases in it decide which node fires, judged by the database
+//! clock, and fencing inside every commit's transaction makes a deposed
+//! leader harmless. It implements the driver's [`Store`] and [`KeyStore`]
+//! traits with the reference semantics of `minoots_core::model::StoreModel`
+//! (the conformance suite checks it against a real server).
+//!
+//! - **Durability.** A commit returns after PostgreSQL's `COMMIT` (WAL
+//!   flushed with `synchronous_commit = on`, the server default). Group
+//!   commit comes from the engine, which batches many requests into one
+//!   `Commit`; every kind of row of a commit is written by one `UNNEST`
+//!   statement.
+//! - **Store clock.** [`ClockSource::Database`] (production): every lease
+//!   decision, the fencing check and the never-early check use
+//!   `clock_timestamp()` read inside the transaction after its locks.
+//!   [`ClockSource::Injected`] (tests): the same statements take the injected
+//!   clock's reading as a parameter instead.
+//! - **Pools.** Three, so that no kind of work waits behind another: *lease*
+//!   (acquire, renew: a renewal never queues behind a big commit or a burst
+//!   of reads), *writer* (commits and due loads, run one at a time by the
+//!   driver, plus outbox marks and key writes) and *readers* (get, list,
+//!   fires, outbox backlog, key lookups). Pools connect lazily: a node starts
+//!   while the database is down and recovers by itself when it comes back
+//!   (the engine backs off and retries failed operations).
+//! - **Session settings** (each connection): `idle_in_transaction_session_timeout`
+//!   (a paused or partitioned process cannot keep the lease row locked and
+//!   block a takeover for longer than that), `lock_timeout` and
+//!   `statement_timeout` (no operation waits forever), `application_name`.
+//!   Each operation also has a client-side deadline (`op_timeout_ms`).
+//! - **Circuit breaker and pool watch** (`guard`): after repeated failures,
+//!   commits, loads and reads fail fast for a while (lease operations keep
+//!   probing); a warning is logged when a pool's connections in use reach a
+//!   threshold.
+//! - **Schema.** Optionally in a named schema (`search_path`), created if
+//!   missing: several stores can share one database (the tests use one
+//!   schema per scenario).
+
+mod commit;
+mod guard;
+mod keys;
+mod lease;
+mod rows;
+mod sql;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use minoots_core::event::OutboxEvent;
+use minoots_core::store::{DueKey, DueTimer, LEASE_SHARD, ListQuery, Recurrence, StoreOp, StoreReply};
+use minoots_core::{StoreFailure, TenantId, TimerId, WallMs};
+use minoots_node::clock::Clock;
+use minoots_node::store::Store;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::postgres::rows::{fire_from_row, pg_failure, timer_from_row, u32_from};
+use crate::postgres::sql::{
+    COUNT_PENDING, GET_TIMER, LIST_FIRES, LIST_TIMERS, LOAD_DUE, MARK_PUBLISHED, OUTBOX_FIRST_RECENT,
+    OUTBOX_FIRST_SEQ, OUTBOX_PRUNE, OUTBOX_UNPUBLISHED, PUBLISHED_THROUGH, TIMER_EXISTS,
+};
+use crate::rows::{misfire_from_text, schedule_from_text, seq_from_sql};
+
+use guard::{Breaker, PoolWatch};
+pub use guard::{BreakerConfig, PoolWatchConfig};
+
+/// The migrations, embedded at compile time.
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// Where the store's "now" comes from.
+#[derive(Clone)]
+pub enum ClockSource {
+    /// The database's `clock_timestamp()` (production: one clock for every node).
+    Database,
+    /// This clock's wall reading, bound as a parameter where the database
+    /// clock would be read (tests: the conformance suite's manual clock).
+    Injected(Arc<dyn Clock>),
+}
+
+impl std::fmt::Debug for ClockSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClockSource::Database => f.write_str("Database"),
+            ClockSource::Injected(_) => f.write_str("Injected"),
+        }
+    }
+}
+
+/// Tuning of a [`PostgresStore`]; [`PostgresConfig::new`] gives production defaults.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// Connection URL (`postgres://user:password@host:port/database`).
+    pub url: String,
+    /// Schema for every table (created if missing); `None`: the server's default `search_path`.
+    pub schema: Option<String>,
+    /// The store clock.
+    pub clock: ClockSource,
+    /// Connections in the read pool.
+    pub readers: u32,
+    /// Connections in the writer pool (commits and loads, outbox marks, key writes).
+    pub writers: u32,
+    /// Connections in the lease pool.
+    pub lease_connections: u32,
+    /// How long an operation waits for a pooled connection (including connecting) before it fails.
+    pub acquire_timeout_ms: u64,
+    /// Client-side deadline of one operation (the outcome of a timed-out commit is unknown to the engine, which resynchronises).
+    pub op_timeout_ms: u64,
+    /// `statement_timeout` of every session.
+    pub statement_timeout_ms: u64,
+    /// `lock_timeout` of every session.
+    pub lock_timeout_ms: u64,
+    /// `idle_in_transaction_session_timeout` of every session: the longest a
+    /// stalled client (SIGSTOP, GC pause, partition) can hold row locks.
+    pub idle_in_transaction_timeout_ms: u64,
+    /// Published outbox rows older than this (store clock) are deleted.
+    pub outbox_keep_ms: i64,
+    /// At most this many published outbox rows are kept.
+    pub outbox_keep_published_rows: u64,
+    /// Outbox pruning runs on every this-many-th `outbox_mark_published`.
+    pub outbox_prune_every: u64,
+    /// Most rows one pruning pass deletes.
+    pub outbox_prune_max_rows: u64,
+    /// `application_name` of every session (shows in `pg_stat_activity`).
+    pub application_name: String,
+    /// The circuit breaker in front of commits, loads and reads.
+    pub breaker: BreakerConfig,
+    /// When to warn that a connection pool is nearly exhausted.
+    pub pool_watch: PoolWatchConfig,
+}
+
+impl PostgresConfig {
+    /// Production defaults for `url`, judged by the database clock.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: None,
+            clock: ClockSource::Database,
+            readers: 8,
+            writers: 2,
+            lease_connections: 2,
+            acquire_timeout_ms: 1_000,
+            op_timeout_ms: 10_000,
+            statement_timeout_ms: 10_000,
+            lock_timeout_ms: 5_000,
+            idle_in_transaction_timeout_ms: 1_000,
+            outbox_keep_ms: 3_600_000,
+            outbox_keep_published_rows: 100_000,
+            outbox_prune_every: 16,
+            outbox_prune_max_rows: 50_000,
+            application_name: "minoots".into(),
+            breaker: BreakerConfig::default(),
+            pool_watch: PoolWatchConfig::default(),
+        }
+    }
+}
+
+/// Why the store could not be opened or migrated.
+#[derive(Debug, thiserror::Error)]
+pub enum PgOpenError {
+    /// The URL or a setting is not valid.
+    #[error("invalid PostgreSQL configuration: {0}")]
+    Config(String),
+    /// The database could not be reached.
+    #[error("connecting to PostgreSQL: {0}")]
+    Connect(sqlx::Error),
+    /// A migration failed.
+    #[error("migrating the PostgreSQL database: {0}")]
+    Migrate(sqlx::migrate::MigrateError),
+}
+
+impl PgOpenError {
+    /// Whether retrying later may succeed (the database is unreachable or
+    /// starting), as opposed to a configuration or migration error.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PgOpenError::Connect(_) => true,
+            PgOpenError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => {
+                matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions, PgOpenError> {
+    let mut settings = vec![
+        ("statement_timeout".to_owned(), config.statement_timeout_ms.to_string()),
+        ("lock_timeout".to_owned(), config.lock_timeout_ms.to_string()),
+        ("idle_in_transaction_session_timeout".to_owned(), config.idle_in_transaction_timeout_ms.to_string()),
+    ];
+    if let Some(schema) = &config.schema {
+        check_schema_name(schema)?;
+        settings.push(("search_path".to_owned(), schema.clone()));
+    }
+    let options = PgConnectOptions::from_str(&config.url)
+        .map_err(|e| PgOpenError::Config(format!("database URL: {e}")))?
+        .application_name(&config.application_name)
+        .options(settings);
+    Ok(options)
+}
+
+/// Schema names are restricted to plain identifiers (they are spliced into SQL).
+fn check_schema_name(schema: &str) -> Result<(), PgOpenError> {
+    let valid = !schema.is_empty()
+        && schema.len() <= 63
+        && schema.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(PgOpenError::Config(format!(
+            "schema {schema:?}: use 1-63 lowercase letters, digits or '_', not starting with a digit"
+        )))
+    }
+}
+
+fn pool(options: &PgConnectOptions, config: &PostgresConfig, size: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(size.max(1))
+        .min_connections(0)
+        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms.max(1)))
+        .idle_timeout(Some(Duration::from_secs(300)))
+        // A connection broken by a database restart is noticed (and replaced) on acquire.
+        .test_before_acquire(true)
+        .connect_lazy_with(options.clone())
+}
+
+/// Connects once and applies every pending migration (creating the schema
+/// first, if one is configured): what `minoots migrate` runs, and what
+/// [`PostgresStore::open`] runs. Safe to run from several nodes at once
+/// (sqlx takes an advisory lock).
+pub async fn migrate_postgres(config: &PostgresConfig) -> Result<(), PgOpenError> {
+    let options = connect_options(config)?;
+    let timeout = Duration::from_millis(config.acquire_timeout_ms.max(1_000));
+    let mut conn = match tokio::time::timeout(timeout, sqlx::ConnectOptions::connect(&options)).await {
+        Ok(conn) => conn.map_err(PgOpenError::Connect)?,
+        Err(_) => return Err(PgOpenError::Connect(sqlx::Error::PoolTimedOut)),
+    };
+    let result = async {
+        if let Some(schema) = &config.schema {
+            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
+                .execute(&mut conn)
+                .await
+                .map_err(PgOpenError::Connect)?;
+        }
+        MIGRATOR.run(&mut conn).await.map_err(PgOpenError::Migrate)
+    }
+    .await;
+    let _ = sqlx::Connection::close(conn).await;
+    result
+}
+
+/// The cluster store: one PostgreSQL database shared by every node.
+pub struct PostgresStore {
+    lease_pool: PgPool,
+    writer: PgPool,
+    readers: PgPool,
+    config: PostgresConfig,
+    marks: AtomicU64,
+    breaker: Breaker,
+    pool_watch: PoolWatch,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").field("schema", &self.config.schema).finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Migrates the database, then builds the (lazily connecting) pools.
+    pub async fn open(config: PostgresConfig) -> Result<Self, PgOpenError> {
+        migrate_postgres(&config).await?;
+        Self::connect_lazy(config)
+    }
+
+    /// Builds the pools without touching the database (no migration): every
+    /// connection is made on first use.
+    pub fn connect_lazy(config: PostgresConfig) -> Result<Self, PgOpenError> {
+        let options = connect_options(&config)?;
+        Ok(Self {
+            lease_pool: pool(&options, &config, config.lease_connections),
+            writer: pool(&options, &config, config.writers),
+            readers: pool(&options, &config, config.readers),
+            breaker: Breaker::new(config.breaker),
+            pool_watch: PoolWatch::new(config.pool_watch),
+            config,
+            marks: AtomicU64::new(0),
+        })
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.lease_pool.close().await;
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+
+    /// The configuration the store runs with.
+    pub fn config(&self) -> &PostgresConfig {
+        &self.config
+    }
+
+    /// The injected clock's reading, or `None` in database-clock mode.
+    fn injected_now(&self) -> Option<WallMs> {
+        match &self.config.clock {
+            ClockSource::Database => None,
+            ClockSource::Injected(clock) => Some(clock.now().wall_ms),
+        }
+    }
+
+    /// The store clock now (a round trip in database-clock mode).
+    pub async fn store_now(&self) -> Result<WallMs, StoreFailure> {
+        let mut conn = self.readers.acquire().await.map_err(|e| pg_failure("acquiring a reader", e))?;
+        lease::store_now(&mut conn, self.injected_now()).await
+    }
+
+    pub(crate) fn readers(&self) -> &PgPool {
+        &self.readers
+    }
+
+    pub(crate) fn writer(&self) -> &PgPool {
+        &self.writer
+    }
+
+    async fn lease_op(&self, op: &StoreOp) -> Result<StoreReply, StoreFailure> {
+        let pool = if matches!(op, StoreOp::Open { .. }) { &self.writer } else { &self.lease_pool };
+        let mut tx = pool.begin().await.map_err(|e| pg_failure("starting a lease transaction", e))?;
+        let reply = match op {
+            StoreOp::Open { node_id } => lease::open(&mut tx, LEASE_SHARD, node_id).await?,
+            StoreOp::AcquireLease { shard, node_id, address, ttl_ms } => {
+                lease::acquire(&mut tx, self.injected_now(), *shard, node_id, address, *ttl_ms).await?
+            }
+            StoreOp::RenewLease { shard, node_id, epoch, ttl_ms } => {
+                lease::renew(&mut tx, self.injected_now(), *shard, node_id, *epoch, *ttl_ms).await?
+            }
+            other => return Err(StoreFailure(format!("not a lease operation: {other:?}"))),
+        };
+        tx.commit().await.map_err(|e| pg_failure("committing a lease", e))?;
+        Ok(reply)
+    }
+
+    async fn commit(&self, batch: &minoots_core::store::CommitBatch) -> Result<StoreReply, StoreFailure> {
+        let mut tx = self.writer.begin().await.map_err(|e| pg_failure("starting a commit", e))?;
+        let reply = commit::commit(&mut tx, || self.injected_now(), batch).await?;
+        tx.commit().await.map_err(|e| pg_failure("committing", e))?;
+        Ok(reply)
+    }
+
+    async fn load_due(
+        &self,
+        after: Option<DueKey>,
+        until_ms: WallMs,
+        limit: u32,
+    ) -> Result<StoreReply, StoreFailure> {
+        let (after_due, after_id) = match after {
+            Some((due, id)) => (due, id.0),
+            None => (WallMs::MIN, uuid::Uuid::nil()),
+        };
+        let rows = sqlx::query(LOAD_DUE)
+            .bind(until_ms)
+            .bind(after_due)
+            .bind(after_id)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.writer)
+            .await
+            .map_err(|e| pg_failure("loading due timers", e))?;
+        let more = rows.len() > limit as usize;
+        let timers = rows.iter().take(limit as usize).map(due_from_row).collect::<Result<_, _>>()?;
+        Ok(StoreReply::Loaded { timers, more })
+    }
+
+    /// The server's query plan (`EXPLAIN`, text) of the `LoadDue` statement
+    /// for a first page due by `until_ms`: a diagnostic showing that the due
+    /// scan is a range scan of the partial index `timers_due`, whatever the
+    /// number of pending timers beyond the horizon.
+    pub async fn explain_load_due(&self, until_ms: WallMs, limit: u32) -> Result<String, StoreFailure> {
+        let rows = sqlx::query(AssertSqlSafe(format!("EXPLAIN {LOAD_DUE}")))
+            .bind(until_ms)
+            .bind(WallMs::MIN)
+            .bind(uuid::Uuid::nil())
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| pg_failure("explaining the due scan", e))?;
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()
+            .map_err(|e| pg_failure("reading a query plan", e))?;
+        Ok(lines.join("\n"))
+    }
+
+    async fn get(&self, tenant_id: &TenantId, timer_id: &TimerId) -> Result<StoreReply, StoreFailure> {
+        let row = sqlx::query(AssertSqlSafe(GET_TIMER.as_str()))
+            .bind(timer_id.0)
+            .bind(tenant_id.as_str())
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(|e| pg_failure("reading a timer", e))?;
+        Ok(StoreReply::Timer(row.as_ref().map(timer_from_row).transpose()?))
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<StoreReply, StoreFailure> {
+        let statuses: Option<Vec<&str>> =
+            (!query.statuses.is_empty()).then(|| query.statuses.iter().map(|s| s.as_str()).collect());
+        let labels = if query.labels.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::to_string(&query.labels)
+                    .map_err(|e| StoreFailure(format!("encoding the label filter: {e}")))?,
+            )
+        };
+        if query.labels.iter().any(|(k, v)| k.contains('\0') || v.contains('\0')) {
+            // No stored label can hold U+0000 (see `rows::timer_has_nul`).
+            return Ok(StoreReply::Timers { timers: Vec::new(), more: false });
+        }
+        let limit = query.limit as usize;
+        let rows = sqlx::query(AssertSqlSafe(LIST_TIMERS.as_str()))
+            .bind(query.tenant_id.as_str())
+            .bind(query.after.map_or(uuid::Uuid::nil(), |a| a.0))
+            .bind(statuses)
+            .bind(labels)
+            .bind(i64::from(query.limit) + 1)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| pg_failure("listing timers", e))?;
+        let more = rows.len() > limit;
+        let timers = rows.iter().take(limit).map(timer_from_row).collect::<Result<_, _>>()?;
+        Ok(StoreReply::Timers { timers, more })
+    }
+
+    async fn list_fires(
+        &self,
+        tenant_id: &TenantId,
+        timer_id: &TimerId,
+        after_occurrence: u32,
+        limit: u32,
+    ) -> Result<StoreReply, StoreFailure> {
+        let mut conn = self.readers.acquire().await.map_err(|e| pg_failure("acquiring a reader", e))?;
+        let exists = sqlx::query(TIMER_EXISTS)
+            .bind(timer_id.0)
+            .bind(tenant_id.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| pg_failure("reading a timer", e))?;
+        if exists.is_none() {
+            return Ok(StoreReply::Fires(None));
+        }
+        let rows = sqlx::query(AssertSqlSafe(LIST_FIRES.as_str()))
+            .bind(timer_id.0)
+            .bind(i64::from(after_occurrence))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| pg_failure("listing fires", e))?;
+        let fires = rows.iter().map(fire_from_row).collect::<Result<_, _>>()?;
+        Ok(StoreReply::Fires(Some(fires)))
+    }
+
+    /// Deletes published outbox rows beyond the retention bounds, at most
+    /// `outbox_prune_max_rows` per call. Returns how many rows it deleted.
+    pub async fn prune_outbox(&self) -> Result<u64, StoreFailure> {
+        let mut conn = self.writer.acquire().await.map_err(|e| pg_failure("acquiring a writer", e))?;
+        let now = lease::store_now(&mut conn, self.injected_now()).await?;
+        let cutoff_ms = now.saturating_sub(self.config.outbox_keep_ms);
+        let published: i64 = sqlx::query_scalar(PUBLISHED_THROUGH)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| pg_failure("reading the outbox watermark", e))?;
+        let first: Option<i64> = sqlx::query_scalar(OUTBOX_FIRST_SEQ)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| pg_failure("reading the outbox start", e))?;
+        let Some(first) = first.filter(|f| *f <= published) else {
+            return Ok(0);
+        };
+        let first_recent: Option<i64> = sqlx::query_scalar(OUTBOX_FIRST_RECENT)
+            .bind(cutoff_ms)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| pg_failure("reading the outbox age", e))?;
+        let keep_rows = i64::try_from(self.config.outbox_keep_published_rows).unwrap_or(i64::MAX);
+        let max_rows = i64::try_from(self.config.outbox_prune_max_rows).unwrap_or(i64::MAX);
+        let too_old_through = first_recent.map_or(published, |seq| seq - 1);
+        let too_many_through = published.saturating_sub(keep_rows);
+        let through =
+            too_old_through.max(too_many_through).min(published).min(first.saturating_add(max_rows - 1));
+        if through < first {
+            return Ok(0);
+        }
+        let result = sqlx::query(OUTBOX_PRUNE)
+            .bind(through)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| pg_failure("pruning the outbox", e))?;
+        Ok(result.rows_affected())
+    }
+
+    async fn mark_published(&self, up_to_seq: u64) -> Result<(), StoreFailure> {
+        let up_to = i64::try_from(up_to_seq).unwrap_or(i64::MAX);
+        let call = self.marks.fetch_add(1, Ordering::Relaxed) + 1;
+        sqlx::query(MARK_PUBLISHED)
+            .bind(up_to)
+            .execute(&self.writer)
+            .await
+            .map_err(|e| pg_failure("marking the outbox published", e))?;
+        if call.is_multiple_of(self.config.outbox_prune_every.max(1)) {
+            self.prune_outbox().await?;
+        }
+        Ok(())
+    }
+
+    async fn unpublished(&self, after_seq: u64, limit: u32) -> Result<Vec<OutboxEvent>, StoreFailure> {
+        let rows = sqlx::query(OUTBOX_UNPUBLISHED)
+            .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| pg_failure("reading the outbox", e))?;
+        rows.iter()
+            .map(|row| {
+                let text: String = row.try_get(0).map_err(|e| pg_failure("reading an outbox row", e))?;
+                serde_json::from_str(&text).map_err(|e| crate::rows::corrupt("outbox event", e))
+            })
+            .collect()
+    }
+
+    async fn pending(&self) -> Result<u64, StoreFailure> {
+        let count: i64 = sqlx::query_scalar(COUNT_PENDING)
+            .fetch_one(&self.readers)
+            .await
+            .map_err(|e| pg_failure("counting pending timers", e))?;
+        seq_from_sql(count)
+    }
+
+    /// Runs `work` with the client-side deadline, behind the circuit breaker
+    /// unless it is a lease operation (`probe`), and records its outcome.
+    async fn deadline<T>(
+        &self,
+        what: &str,
+        probe: bool,
+        work: impl Future<Output = Result<T, StoreFailure>>,
+    ) -> Result<T, StoreFailure> {
+        if !probe {
+            self.breaker.check()?;
+        }
+        let result =
+            match tokio::time::timeout(Duration::from_millis(self.config.op_timeout_ms.max(1)), work).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreFailure(format!(
+                    "postgres {what}: no answer within {} ms",
+                    self.config.op_timeout_ms
+                ))),
+            };
+        self.breaker.record(result.is_ok());
+        result
+    }
+
+    /// Whether the circuit breaker is open (the database failed repeatedly just now).
+    pub fn circuit_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    fn watch_pool(&self, op: &StoreOp) {
+        let (name, pool, max) = match op {
+            StoreOp::AcquireLease { .. } | StoreOp::RenewLease { .. } => {
+                ("lease", &self.lease_pool, self.config.lease_connections)
+            }
+            StoreOp::Open { .. } | StoreOp::Commit(_) | StoreOp::LoadDue { .. } => {
+                ("writer", &self.writer, self.config.writers)
+            }
+            StoreOp::Get { .. } | StoreOp::List(_) | StoreOp::ListFires { .. } => {
+                ("readers", &self.readers, self.config.readers)
+            }
+        };
+        self.pool_watch.observe(name, pool, max.max(1));
+    }
+}
+
+fn due_from_row(row: &PgRow) -> Result<DueTimer, StoreFailure> {
+    let get_err = |e| pg_failure("reading a due timer", e);
+    let id: uuid::Uuid = row.try_get(0).map_err(get_err)?;
+    let occurrence: i64 = row.try_get(1).map_err(get_err)?;
+    let due_ms: i64 = row.try_get(2).map_err(get_err)?;
+    let schedule: String = row.try_get(3).map_err(get_err)?;
+    let misfire: String = row.try_get(4).map_err(get_err)?;
+    let schedule = schedule_from_text(&schedule)?;
+    let recurrence = if schedule.is_recurring() {
+        Some(Recurrence { schedule, misfire: misfire_from_text(&misfire)? })
+    } else {
+        None
+    };
+    Ok(DueTimer {
+        timer_id: TimerId(id),
+        occurrence: u32_from(occurrence, "occurrence")?,
+        due_ms,
+        recurrence,
+    })
+}
+
+impl Store for PostgresStore {
+    fn execute(&self, op: StoreOp) -> BoxFuture<'_, Result<StoreReply, StoreFailure>> {
+        Box::pin(async move {
+            self.watch_pool(&op);
+            let probe = matches!(
+                op,
+                StoreOp::Open { .. } | StoreOp::AcquireLease { .. } | StoreOp::RenewLease { .. }
+            );
+            let work = async {
+                match &op {
+                    StoreOp::Open { .. } | StoreOp::AcquireLease { .. } | StoreOp::RenewLease { .. } => {
+                        self.lease_op(&op).await
+                    }
+                    StoreOp::Commit(batch) => self.commit(batch).await,
+                    StoreOp::LoadDue { after, until_ms, limit } => {
+                        self.load_due(*after, *until_ms, *limit).await
+                    }
+                    StoreOp::Get { tenant_id, timer_id } => self.get(tenant_id, timer_id).await,
+                    StoreOp::List(query) => self.list(query).await,
+                    StoreOp::ListFires { tenant_id, timer_id, after_occurrence, limit } => {
+                        self.list_fires(tenant_id, timer_id, *after_occurrence, *limit).await
+                    }
+                }
+            };
+            self.deadline("operation", probe, work).await
+        })
+    }
+
+    fn outbox_unpublished(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<OutboxEvent>, StoreFailure>> {
+        Box::pin(self.deadline("reading the outbox", false, self.unpublished(after_seq, limit)))
+    }
+
+    fn outbox_mark_published(&self, up_to_seq: u64) -> BoxFuture<'_, Result<(), StoreFailure>> {
+        Box::pin(self.deadline("marking the outbox", false, self.mark_published(up_to_seq)))
+    }
+
+    fn count_pending(&self) -> BoxFuture<'_, Result<u64, StoreFailure>> {
+        Box::pin(self.deadline("counting pending timers", false, self.pending()))
+    }
+}
