@@ -1,7 +1,12 @@
 //! End-to-end tests: real `minoots` processes on private data directories
 //! and ports, driven over REST, gRPC and the CLI, killed with SIGKILL and
-//! restarted. Every assertion is about what a user could observe.
+//! restarted. Every assertion is about what a user could observe. The
+//! cluster tests (`cluster`) run three nodes on a private PostgreSQL server
+//! (`pg`, shared with the store's tests).
 
+mod cluster;
 mod crash;
+#[path = "../support/pg.rs"]
+mod pg;
 mod quickstart;
 mod support;
