@@ -388,12 +388,37 @@ fn epochs(verdict: &Verdict) -> BTreeMap<u64, BTreeSet<String>> {
     by_epoch
 }
 
+/// A real gRPC client (the `minoots` CLI) writing to a follower gets
+/// FAILED_PRECONDITION naming the leader's gRPC address and a retry hint.
+fn follower_refuses_grpc_writes_with_the_leader(cluster: &Cluster, leader: usize) {
+    let follower = (0..NODES).find(|&i| i != leader).expect("a follower");
+    let out = std::process::Command::new(crate::support::minoots_bin())
+        .args([
+            "timers",
+            "create",
+            "--in",
+            "1m",
+            "--server",
+            &cluster.node(follower).grpc,
+            "--api-key",
+            DEV_KEY,
+        ])
+        .output()
+        .expect("run minoots timers create");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a follower must refuse the write: {stderr}");
+    assert!(stderr.contains("FAILED_PRECONDITION"), "gRPC status: {stderr}");
+    assert!(stderr.contains("retry after"), "retry hint: {stderr}");
+    assert!(stderr.contains(&format!("leader: {}", cluster.node(leader).grpc)), "leader hint: {stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_leader_sigkill_loses_and_duplicates_nothing() {
     let kills = env_u64("MINOOTS_CLUSTER_KILLS", 4) as usize;
     let mut cluster = Cluster::start().await;
     let probe = client(500);
-    let (_, first_epoch) = cluster.wait_for_leader_above(&probe, 0).await;
+    let (first_leader, first_epoch) = cluster.wait_for_leader_above(&probe, 0).await;
+    follower_refuses_grpc_writes_with_the_leader(&cluster, first_leader);
     let (stop_tx, stop_rx) = watch::channel(false);
     let producer = spawn_load(&cluster.book, "kill", stop_rx);
 
@@ -551,6 +576,15 @@ async fn cluster_rides_out_a_database_restart() {
         verdict.early,
     );
     assert_exactly_once("postgres restart", &verdict);
+    // The store's guard is observable: breaker state and pool warnings are exported.
+    let metrics = &cluster.node(0).metrics;
+    for name in [
+        "minoots_store_circuit_open",
+        "minoots_store_circuit_opens_total",
+        "minoots_store_pool_exhaustion_warnings_total",
+    ] {
+        assert!(metric(&probe, metrics, name).await.is_some(), "{name} is exported");
+    }
     let url = &cluster.url;
     assert!(!url.is_empty());
 }

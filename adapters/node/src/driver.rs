@@ -41,6 +41,8 @@ const CALLS_PER_TURN_MAX: usize = 4_096;
 const SHUTDOWN_FLUSH_MS: u64 = 5_000;
 /// How often the pending-timers gauge is refreshed from the store.
 const PENDING_GAUGE_PERIOD_MS: u64 = 5_000;
+/// How often the store's guard gauges are refreshed.
+const GUARD_GAUGE_PERIOD_MS: u64 = 1_000;
 
 /// How to run a node.
 #[derive(Debug, Clone)]
@@ -422,12 +424,22 @@ async fn write_executor(
     }
 }
 
-/// Refreshes the pending-timers gauge from the store.
+/// Refreshes the store gauges: the pending count every `PENDING_GAUGE_PERIOD_MS`,
+/// the store's guard (circuit breaker, pool watch) every `GUARD_GAUGE_PERIOD_MS`.
 async fn pending_gauge(store: Arc<dyn Store>, metrics: Arc<Metrics>) {
+    let mut since_count_ms = PENDING_GAUGE_PERIOD_MS;
     loop {
-        if let Ok(count) = store.count_pending().await {
-            metrics.pending.set(count as i64);
+        if since_count_ms >= PENDING_GAUGE_PERIOD_MS {
+            since_count_ms = 0;
+            if let Ok(count) = store.count_pending().await {
+                metrics.pending.set(count as i64);
+            }
         }
-        tokio::time::sleep(Duration::from_millis(PENDING_GAUGE_PERIOD_MS)).await;
+        let guard = store.guard_stats();
+        metrics.circuit_open.set(i64::from(guard.circuit_open));
+        metrics.circuit_opens.inner().store(guard.circuit_opens, Ordering::Relaxed);
+        metrics.pool_exhaustion_warnings.inner().store(guard.pool_exhaustion_warnings, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(GUARD_GAUGE_PERIOD_MS)).await;
+        since_count_ms += GUARD_GAUGE_PERIOD_MS;
     }
 }

@@ -12,6 +12,9 @@
 //! | `minoots_store_commit_batch_size` | histogram | items (creates + cancels + fires) per commit |
 //! | `minoots_store_failures_total` | counter | store operations that failed |
 //! | `minoots_fires_rejected_total` | counter | fire ops the store refused (stale, early, changed) |
+//! | `minoots_store_circuit_open` | gauge | 1 while the store's circuit breaker is open (PostgreSQL) |
+//! | `minoots_store_circuit_opens_total` | counter | times the circuit breaker opened |
+//! | `minoots_store_pool_exhaustion_warnings_total` | counter | warnings that a connection pool was nearly exhausted |
 //! | `kernel_coordinator_election_attempts_total` | counter | lease acquisitions sent (cluster mode) |
 //! | `kernel_coordinator_election_results_total{outcome}` | counter | their results: `granted`, `held`, `error` |
 //! | `kernel_coordinator_leadership_transitions_total` | counter | times this node became or stopped being the leader |
@@ -50,6 +53,12 @@ pub struct Metrics {
     pub store_failures: Counter,
     /// Refused fire ops.
     pub fires_rejected: Counter,
+    /// 1 while the store's circuit breaker is open.
+    pub circuit_open: Gauge,
+    /// Times the circuit breaker opened.
+    pub circuit_opens: Counter,
+    /// Pool-exhaustion warnings.
+    pub pool_exhaustion_warnings: Counter,
     /// Lease acquisitions sent.
     pub election_attempts: Counter,
     /// Lease acquisition results, by `outcome`.
@@ -91,6 +100,9 @@ impl Metrics {
         let commit_batch = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0]);
         let store_failures = Counter::default();
         let fires_rejected = Counter::default();
+        let circuit_open = Gauge::default();
+        let circuit_opens = Counter::default();
+        let pool_exhaustion_warnings = Counter::default();
         registry.register("minoots_timers_scheduled", "Timers created", scheduled.clone());
         registry.register(
             "minoots_timers_fired",
@@ -149,6 +161,21 @@ impl Metrics {
             "Lease renewal results by outcome (renewed, lost, error)",
             heartbeat_results.clone(),
         );
+        registry.register(
+            "minoots_store_circuit_open",
+            "1 while the store's circuit breaker is open",
+            circuit_open.clone(),
+        );
+        registry.register(
+            "minoots_store_circuit_opens",
+            "Times the store's circuit breaker opened",
+            circuit_opens.clone(),
+        );
+        registry.register(
+            "minoots_store_pool_exhaustion_warnings",
+            "Warnings that a store connection pool was nearly exhausted",
+            pool_exhaustion_warnings.clone(),
+        );
         Self {
             registry,
             election_attempts,
@@ -165,6 +192,9 @@ impl Metrics {
             commit_batch,
             store_failures,
             fires_rejected,
+            circuit_open,
+            circuit_opens,
+            pool_exhaustion_warnings,
         }
     }
 

@@ -30,4 +30,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of timers in status `scheduled` (for the pending gauge).
     fn count_pending(&self) -> BoxFuture<'_, Result<u64, StoreFailure>>;
+
+    /// The state of the store's own protection against a failing or
+    /// overloaded database, for metrics. Stores without one report nothing.
+    fn guard_stats(&self) -> StoreGuardStats {
+        StoreGuardStats::default()
+    }
+}
+
+/// Counters of a store's circuit breaker and connection-pool watch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreGuardStats {
+    /// Whether the circuit breaker is open now.
+    pub circuit_open: bool,
+    /// Times the circuit breaker opened.
+    pub circuit_opens: u64,
+    /// Warnings that a connection pool was nearly exhausted.
+    pub pool_exhaustion_warnings: u64,
 }

@@ -46,13 +46,21 @@ pub(crate) struct Breaker {
     origin: tokio::time::Instant,
     failures: AtomicU32,
     open_until_ms: AtomicU64,
+    /// Times it opened (for metrics).
+    pub(crate) opens: AtomicU64,
 }
 
 impl Breaker {
     pub(crate) fn new(config: BreakerConfig) -> Self {
         #[allow(clippy::disallowed_methods)] // tokio's Instant: a monotonic origin.
         let origin = tokio::time::Instant::now();
-        Self { config, origin, failures: AtomicU32::new(0), open_until_ms: AtomicU64::new(0) }
+        Self {
+            config,
+            origin,
+            failures: AtomicU32::new(0),
+            open_until_ms: AtomicU64::new(0),
+            opens: AtomicU64::new(0),
+        }
     }
 
     /// Whether the breaker is open now.
@@ -91,6 +99,7 @@ impl Breaker {
             let until = mono_ms(&self.origin) + self.config.reset_ms;
             let previous = self.open_until_ms.swap(until, Ordering::Relaxed);
             if failures == self.config.failure_threshold || previous + self.config.reset_ms < until {
+                self.opens.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     failures,
                     reset_ms = self.config.reset_ms,
@@ -122,13 +131,15 @@ pub(crate) struct PoolWatch {
     config: PoolWatchConfig,
     origin: tokio::time::Instant,
     last_warned_ms: Mutex<Vec<(&'static str, u64)>>,
+    /// Warnings given (for metrics).
+    pub(crate) warnings: AtomicU64,
 }
 
 impl PoolWatch {
     pub(crate) fn new(config: PoolWatchConfig) -> Self {
         #[allow(clippy::disallowed_methods)] // tokio's Instant: a monotonic origin.
         let origin = tokio::time::Instant::now();
-        Self { config, origin, last_warned_ms: Mutex::new(Vec::new()) }
+        Self { config, origin, last_warned_ms: Mutex::new(Vec::new()), warnings: AtomicU64::new(0) }
     }
 
     /// Checks `pool` (called `name`, with at most `max` connections) before an operation uses it.
@@ -151,6 +162,7 @@ impl PoolWatch {
         };
         if slot.1 == 0 || now >= slot.1 + self.config.warn_interval_ms {
             slot.1 = now.max(1);
+            self.warnings.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 pool = name,
                 in_use,
@@ -181,6 +193,7 @@ mod tests {
         assert!(breaker.check().is_err(), "a failure while half-open opens it again");
         breaker.record(true);
         assert!(breaker.check().is_ok(), "a success (a lease probe) closes it");
+        assert_eq!(breaker.opens.load(Ordering::Relaxed), 2, "opened twice, counted for the metric");
         let disabled = Breaker::new(BreakerConfig { failure_threshold: 0, reset_ms: 1_000 });
         for _ in 0..10 {
             disabled.record(false);

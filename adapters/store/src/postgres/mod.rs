@@ -603,6 +603,14 @@ fn due_from_row(row: &PgRow) -> Result<DueTimer, StoreFailure> {
 }
 
 impl Store for PostgresStore {
+    fn guard_stats(&self) -> minoots_node::StoreGuardStats {
+        minoots_node::StoreGuardStats {
+            circuit_open: self.breaker.is_open(),
+            circuit_opens: self.breaker.opens.load(std::sync::atomic::Ordering::Relaxed),
+            pool_exhaustion_warnings: self.pool_watch.warnings.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     fn execute(&self, op: StoreOp) -> BoxFuture<'_, Result<StoreReply, StoreFailure>> {
         Box::pin(async move {
             self.watch_pool(&op);
