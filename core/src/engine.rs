@@ -816,7 +816,6 @@ impl Engine {
         // horizon among them), so the index can no longer be trusted. Reload it
         // from the store; fires retried from there are safe because the store
         // compare-and-sets every occurrence.
-        let _ = plan.fires;
         self.resync();
     }
 
@@ -989,13 +988,12 @@ impl Engine {
         }
     }
 
-    fn become_leader(&mut self, now: Now, epoch: u64, sent_mono: u64, config: LeaseConfig) {
+    fn become_leader(&mut self, epoch: u64, sent_mono: u64, config: LeaseConfig) {
         self.leadership = Leadership::Leader { epoch };
         self.stats.leaderships += 1;
         self.lease.valid_until_mono = config.valid_until(sent_mono);
         self.lease.next_renew_mono = sent_mono + config.renew_every_ms;
         self.resync();
-        let _ = now;
     }
 
     /// Lease mode: step down once the locally computed validity has passed.
@@ -1022,7 +1020,7 @@ impl Engine {
         match result {
             Ok(StoreReply::Lease(LeaseReply::Granted { epoch })) => {
                 if config.valid_until(sent_mono) > now.mono_ms {
-                    self.become_leader(now, epoch, sent_mono, config);
+                    self.become_leader(epoch, sent_mono, config);
                 }
                 // Otherwise the grant came back too late to act on: try again.
             }

@@ -4,10 +4,10 @@
 
 use minoots_core::draft::TimerDraft;
 use minoots_core::engine::{Command, Effect, Engine, EngineConfig, Input, Leadership, Response};
-use minoots_core::error::{ApiError, StoreReject};
+use minoots_core::error::ApiError;
 use minoots_core::event::EventKind;
 use minoots_core::harness::Harness;
-use minoots_core::store::{AfterFire, ListQuery, StoreOp, StoreReply};
+use minoots_core::store::{ListQuery, StoreOp, StoreReply};
 use minoots_core::timer::TimerStatus;
 use minoots_core::{Now, TenantId};
 
@@ -372,8 +372,6 @@ fn fire_ops_carry_the_epoch_and_chain_for_recurring_timers() {
     let fire = &h.store.fires()[&(id, 1)];
     assert_eq!((fire.epoch, fire.node_id.as_str()), (1, "node-a"));
     assert_eq!(h.store.timers()[&id].next_due_ms, fire.due_ms + 100);
-    let _ = AfterFire::Finished;
-    let _ = StoreReject::StateChanged;
 }
 
 #[test]
