@@ -81,3 +81,83 @@ pub struct LeaseHolder {
     /// Its epoch.
     pub epoch: u64,
 }
+
+/// Lease grants longer than a day are clamped (a bound on every input).
+pub const LEASE_TTL_MAX_MS: u64 = 86_400_000;
+
+/// One lease row, as every store keeps it, and the rules every store applies
+/// to it — written once here so the model and the SQL stores cannot drift.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The holder, with its epoch.
+    pub holder: LeaseHolder,
+    /// Expiry, store clock (`WallMs::MAX` for a standalone `Open` lease).
+    pub expires_at_ms: crate::time::WallMs,
+}
+
+impl Lease {
+    /// The fencing rule: `batch`'s writer holds this lease at its epoch, unexpired at `now`.
+    pub fn fences(&self, batch: &crate::store::CommitBatch, now: crate::time::WallMs) -> bool {
+        self.holder.node_id == batch.node_id && self.holder.epoch == batch.epoch && self.expires_at_ms > now
+    }
+
+    /// `AcquireLease` at store time `now` against the `current` row: the row
+    /// to write (if any) and the reply. A free or expired lease is granted at
+    /// a new epoch; the holder asking again — a retry, or a request it gave up
+    /// on arriving late — keeps its epoch and is extended (a new epoch would
+    /// silently depose the node that asked); anyone else gets `Held`.
+    pub fn acquire(
+        current: Option<&Lease>,
+        now: crate::time::WallMs,
+        node_id: &str,
+        address: &str,
+        ttl_ms: u64,
+    ) -> (Option<Lease>, crate::store::LeaseReply) {
+        use crate::store::LeaseReply;
+        let until = now.saturating_add(clamp_ttl(ttl_ms));
+        match current.filter(|l| l.expires_at_ms > now) {
+            Some(l) if l.holder.node_id != node_id => (None, LeaseReply::Held { holder: l.holder.clone() }),
+            Some(l) => {
+                let holder = LeaseHolder { address: address.to_owned(), ..l.holder.clone() };
+                let epoch = holder.epoch;
+                (
+                    Some(Lease { holder, expires_at_ms: l.expires_at_ms.max(until) }),
+                    LeaseReply::Granted { epoch },
+                )
+            }
+            None => {
+                let epoch = current.map_or(0, |l| l.holder.epoch) + 1;
+                let holder = LeaseHolder { node_id: node_id.to_owned(), address: address.to_owned(), epoch };
+                (Some(Lease { holder, expires_at_ms: until }), LeaseReply::Granted { epoch })
+            }
+        }
+    }
+
+    /// `RenewLease` at store time `now` against the `current` row: the row to
+    /// write (only when its expiry moves; a renewal never shortens a lease)
+    /// and the reply. Only the holder, at its epoch, before expiry, renews.
+    pub fn renew(
+        current: Option<&Lease>,
+        now: crate::time::WallMs,
+        node_id: &str,
+        epoch: u64,
+        ttl_ms: u64,
+    ) -> (Option<Lease>, crate::store::LeaseReply) {
+        use crate::store::LeaseReply;
+        match current {
+            Some(l) if l.holder.node_id == node_id && l.holder.epoch == epoch && l.expires_at_ms > now => {
+                let expires_at_ms = l.expires_at_ms.max(now.saturating_add(clamp_ttl(ttl_ms)));
+                let row = (expires_at_ms != l.expires_at_ms).then(|| Lease { expires_at_ms, ..l.clone() });
+                (row, LeaseReply::Renewed)
+            }
+            other => {
+                let holder = other.filter(|l| l.expires_at_ms > now).map(|l| l.holder.clone());
+                (None, LeaseReply::Lost { holder })
+            }
+        }
+    }
+}
+
+fn clamp_ttl(ttl_ms: u64) -> i64 {
+    ttl_ms.min(LEASE_TTL_MAX_MS) as i64
+}

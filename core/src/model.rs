@@ -14,7 +14,7 @@ use crate::ids::{TenantId, TimerId};
 use crate::lease::LeaseHolder;
 use crate::store::{
     AfterFire, CancelOp, CommitBatch, CommitOutcome, Created, DueTimer, FireOp, Fired, LEASE_SHARD,
-    LeaseReply, ListQuery, StoreOp, StoreReply,
+    ListQuery, StoreOp, StoreReply,
 };
 use crate::time::WallMs;
 use crate::timer::{FireRecord, TimerRecord, TimerStatus};
@@ -32,14 +32,7 @@ pub struct StoreModel {
     plant: crate::plant::Plant,
 }
 
-/// One lease row: who holds it, at which epoch, until when (store clock).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    /// The holder.
-    pub holder: LeaseHolder,
-    /// Expiry, store clock (`WallMs::MAX` for standalone).
-    pub expires_at_ms: WallMs,
-}
+pub use crate::lease::Lease;
 
 impl StoreModel {
     /// An empty store at epoch 0.
@@ -88,38 +81,21 @@ impl StoreModel {
                 StoreReply::Opened { epoch }
             }
             StoreOp::AcquireLease { shard, node_id, address, ttl_ms } => {
-                let ttl = clamp_ttl(*ttl_ms);
-                if let Some(l) = self.leases.get_mut(shard).filter(|l| l.expires_at_ms > store_now_ms) {
-                    if &l.holder.node_id != node_id {
-                        return StoreReply::Lease(LeaseReply::Held { holder: l.holder.clone() });
-                    }
-                    // The holder asks again (a retry, or a request it gave up on arriving
-                    // late): the same tenure, extended — never a new epoch that would
-                    // silently depose the node that asked.
-                    l.holder.address = address.clone();
-                    l.expires_at_ms = l.expires_at_ms.max(store_now_ms.saturating_add(ttl));
-                    return StoreReply::Lease(LeaseReply::Granted { epoch: l.holder.epoch });
+                let (row, reply) =
+                    Lease::acquire(self.leases.get(shard), store_now_ms, node_id, address, *ttl_ms);
+                if let Some(row) = row {
+                    self.leases.insert(*shard, row);
                 }
-                let epoch = self.leases.get(shard).map_or(0, |l| l.holder.epoch) + 1;
-                let holder = LeaseHolder { node_id: node_id.clone(), address: address.clone(), epoch };
-                let expires_at_ms = store_now_ms.saturating_add(ttl);
-                self.leases.insert(*shard, Lease { holder, expires_at_ms });
-                StoreReply::Lease(LeaseReply::Granted { epoch })
+                StoreReply::Lease(reply)
             }
-            StoreOp::RenewLease { shard, node_id, epoch, ttl_ms } => match self.leases.get_mut(shard) {
-                Some(l)
-                    if &l.holder.node_id == node_id
-                        && l.holder.epoch == *epoch
-                        && l.expires_at_ms > store_now_ms =>
-                {
-                    l.expires_at_ms = l.expires_at_ms.max(store_now_ms.saturating_add(clamp_ttl(*ttl_ms)));
-                    StoreReply::Lease(LeaseReply::Renewed)
+            StoreOp::RenewLease { shard, node_id, epoch, ttl_ms } => {
+                let (row, reply) =
+                    Lease::renew(self.leases.get(shard), store_now_ms, node_id, *epoch, *ttl_ms);
+                if let Some(row) = row {
+                    self.leases.insert(*shard, row);
                 }
-                other => {
-                    let holder = other.filter(|l| l.expires_at_ms > store_now_ms).map(|l| l.holder.clone());
-                    StoreReply::Lease(LeaseReply::Lost { holder })
-                }
-            },
+                StoreReply::Lease(reply)
+            }
             StoreOp::Commit(batch) => self.commit(store_now_ms, batch),
             StoreOp::LoadDue { after, until_ms, limit } => {
                 let mut due: Vec<&TimerRecord> = self
@@ -214,9 +190,7 @@ impl StoreModel {
         if self.plant.no_fencing {
             return true;
         }
-        self.leases.get(&LEASE_SHARD).is_some_and(|l| {
-            l.holder.node_id == batch.node_id && l.holder.epoch == batch.epoch && l.expires_at_ms > now
-        })
+        self.leases.get(&LEASE_SHARD).is_some_and(|l| l.fences(batch, now))
     }
 
     fn create(
@@ -338,9 +312,4 @@ impl StoreModel {
         self.outbox.push(event.clone());
         events.push(event);
     }
-}
-
-/// Lease grants longer than a day are clamped (a bound on every input).
-fn clamp_ttl(ttl_ms: u64) -> i64 {
-    ttl_ms.min(86_400_000) as i64
 }

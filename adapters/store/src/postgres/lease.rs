@@ -15,8 +15,8 @@
 //! forever) so that two first acquisitions lock the same row; it reads as "no
 //! lease".
 
-use minoots_core::lease::LeaseHolder;
-use minoots_core::store::{CommitBatch, LeaseReply, StoreReply};
+use minoots_core::lease::{Lease, LeaseHolder};
+use minoots_core::store::StoreReply;
 use minoots_core::{StoreFailure, WallMs};
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
@@ -27,24 +27,6 @@ use crate::postgres::sql::{
     WRITE_LEASE,
 };
 use crate::rows::{epoch_from_sql, epoch_to_sql};
-
-/// Lease grants longer than a day are clamped (as the model does).
-const MAX_TTL_MS: u64 = 86_400_000;
-
-/// One granted lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Lease {
-    pub holder: LeaseHolder,
-    /// Store clock; `WallMs::MAX` for a standalone (`Open`) lease.
-    pub expires_at_ms: WallMs,
-}
-
-impl Lease {
-    /// Whether `batch`'s writer holds this lease at its epoch, unexpired at `now`.
-    pub(crate) fn fences(&self, batch: &CommitBatch, now: WallMs) -> bool {
-        self.holder.node_id == batch.node_id && self.holder.epoch == batch.epoch && self.expires_at_ms > now
-    }
-}
 
 /// How a lease operation locks the row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,28 +137,11 @@ pub(crate) async fn acquire(
 ) -> Result<StoreReply, StoreFailure> {
     let current = lock_for_takeover(conn, shard).await?;
     let now = store_now(conn, injected_now).await?;
-    if let Some(lease) = &current
-        && lease.expires_at_ms > now
-        && lease.holder.node_id != node_id
-    {
-        return Ok(StoreReply::Lease(LeaseReply::Held { holder: lease.holder.clone() }));
+    let (row, reply) = Lease::acquire(current.as_ref(), now, node_id, address, ttl_ms);
+    if let Some(row) = row {
+        write(conn, shard, &row).await?;
     }
-    if let Some(lease) = &current
-        && lease.expires_at_ms > now
-    {
-        // The holder asks again (a retry, or a request it gave up on arriving
-        // late): the same tenure, extended — never a new epoch that would
-        // silently depose the node that asked.
-        let holder = LeaseHolder { address: address.to_owned(), ..lease.holder.clone() };
-        let epoch = holder.epoch;
-        let expires_at_ms = lease.expires_at_ms.max(now.saturating_add(ttl(ttl_ms)));
-        write(conn, shard, &Lease { holder, expires_at_ms }).await?;
-        return Ok(StoreReply::Lease(LeaseReply::Granted { epoch }));
-    }
-    let epoch = current.map_or(0, |l| l.holder.epoch) + 1;
-    let holder = LeaseHolder { node_id: node_id.to_owned(), address: address.to_owned(), epoch };
-    write(conn, shard, &Lease { holder, expires_at_ms: now.saturating_add(ttl(ttl_ms)) }).await?;
-    Ok(StoreReply::Lease(LeaseReply::Granted { epoch }))
+    Ok(StoreReply::Lease(reply))
 }
 
 /// `RenewLease`.
@@ -190,30 +155,14 @@ pub(crate) async fn renew(
 ) -> Result<StoreReply, StoreFailure> {
     let current = read(conn, shard, Lock::Renewal).await?;
     let now = store_now(conn, injected_now).await?;
-    match current {
-        Some(lease)
-            if lease.holder.node_id == node_id
-                && lease.holder.epoch == epoch
-                && lease.expires_at_ms > now =>
-        {
-            let expires_at_ms = lease.expires_at_ms.max(now.saturating_add(ttl(ttl_ms)));
-            if expires_at_ms != lease.expires_at_ms {
-                sqlx::query(EXTEND_LEASE)
-                    .bind(i64::from(shard))
-                    .bind(expires_at_ms)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| pg_failure("extending a lease", e))?;
-            }
-            Ok(StoreReply::Lease(LeaseReply::Renewed))
-        }
-        other => {
-            let holder = other.filter(|l| l.expires_at_ms > now).map(|l| l.holder);
-            Ok(StoreReply::Lease(LeaseReply::Lost { holder }))
-        }
+    let (row, reply) = Lease::renew(current.as_ref(), now, node_id, epoch, ttl_ms);
+    if let Some(row) = row {
+        sqlx::query(EXTEND_LEASE)
+            .bind(i64::from(shard))
+            .bind(row.expires_at_ms)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| pg_failure("extending a lease", e))?;
     }
-}
-
-fn ttl(ttl_ms: u64) -> i64 {
-    ttl_ms.min(MAX_TTL_MS) as i64
+    Ok(StoreReply::Lease(reply))
 }
