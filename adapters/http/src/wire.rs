@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use minoots_core::auth::Principal;
-use minoots_core::draft::{MAX_TEXT_LEN, TimerDraft, parse_duration_text, parse_instant};
+use minoots_core::draft::{TimerDraft, parse_duration_text, parse_instant};
 use minoots_core::{TenantId, ValidationError};
 use serde::Deserialize;
 
@@ -167,18 +167,10 @@ pub enum CreateError {
 }
 
 impl CancelBody {
-    /// The tenant, canceller and reason, checked (`reason` and `requestedBy`
-    /// follow the draft's text limit).
+    /// The tenant, canceller and reason (their text limits are the engine's
+    /// cancel rules, applied to every transport alike).
     pub fn resolve(self, caller: &Principal) -> Result<(TenantId, String, Option<String>), CreateError> {
         let tenant = caller.scope(self.tenant_id.as_deref()).map_err(CreateError::Forbidden)?;
-        for (field, text) in [("requestedBy", &self.requested_by), ("reason", &self.reason)] {
-            if text.as_ref().is_some_and(|t| t.chars().count() > MAX_TEXT_LEN) {
-                return Err(CreateError::Invalid(ValidationError::new(
-                    field,
-                    format!("must be at most {MAX_TEXT_LEN} characters"),
-                )));
-            }
-        }
         let requested_by = self.requested_by.unwrap_or_else(|| caller.key_id.clone());
         Ok((tenant, requested_by, self.reason))
     }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 use minoots_core::auth::{Forbidden, Principal, Role};
-use minoots_core::draft::{MAX_BATCH, MAX_TEXT_LEN, TimerDraft, parse_duration_text, parse_instant};
+use minoots_core::draft::{MAX_BATCH, TimerDraft, parse_duration_text, parse_instant};
 use minoots_core::event::{EventKind, OutboxEvent};
 use minoots_core::store::{Created, ListQuery};
 use minoots_core::time::format_wall_ms;
@@ -140,8 +140,6 @@ impl HorologyKernel for KernelService {
         let req = request.into_inner();
         let tenant_id = scope(&principal, &req.tenant_id)?;
         let timer_id = parse_timer_id(&req.timer_id)?;
-        check_text("requestedBy", &req.requested_by).map_err(|e| invalid(&e))?;
-        check_text("reason", &req.reason).map_err(|e| invalid(&e))?;
         let command = Command::Cancel {
             tenant_id,
             timer_id,
@@ -485,13 +483,6 @@ fn parse_json(field: &str, text: &str) -> Result<Option<serde_json::Value>, Vali
 
 fn parse_timer_id(text: &str) -> Result<TimerId, Status> {
     TimerId::parse("timerId", text).map_err(|e| invalid(&e))
-}
-
-fn check_text(field: &str, text: &str) -> Result<(), ValidationError> {
-    if text.chars().count() > MAX_TEXT_LEN {
-        return Err(ValidationError::new(field, format!("must be at most {MAX_TEXT_LEN} characters")));
-    }
-    Ok(())
 }
 
 fn non_empty(text: String) -> Option<String> {
