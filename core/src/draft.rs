@@ -115,8 +115,13 @@ pub struct ValidTimer {
 /// - `startAt` / `endAt` / `maxOccurrences` / `misfirePolicy` only with `every` or `cron`;
 ///   `endAt` ≥ first slot; `maxOccurrences` ≥ 1.
 /// - text lengths, label count/key/value rules, JSON sizes, idempotency key length.
-pub fn validate(draft: &TimerDraft, now: Now) -> Result<ValidTimer, ValidationError> {
-    crate::validate::validate(draft, now)
+/// - `actionBundle`: see [`crate::action::parse_bundle`] (checked against the operator's `actions` policy).
+pub fn validate(
+    draft: &TimerDraft,
+    now: Now,
+    actions: &crate::action::ActionPolicy,
+) -> Result<ValidTimer, ValidationError> {
+    crate::validate::validate(draft, now, actions)
 }
 
 /// Parses a duration: a JSON number of milliseconds, or a string

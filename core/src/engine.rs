@@ -92,6 +92,8 @@ pub struct EngineConfig {
     pub store_backoff_min_ms: u64,
     /// Longest retry delay after store failures.
     pub store_backoff_max_ms: u64,
+    /// Which action kinds the operator allows (checked when a timer is scheduled).
+    pub actions: crate::action::ActionPolicy,
 }
 
 impl EngineConfig {
@@ -112,6 +114,7 @@ impl EngineConfig {
             idle_tick_ms: 1_000,
             store_backoff_min_ms: 10,
             store_backoff_max_ms: 2_000,
+            actions: crate::action::ActionPolicy::default(),
         }
     }
 }
@@ -555,7 +558,7 @@ impl Engine {
         let batch = drafts.len() > 1;
         let mut valid = Vec::with_capacity(drafts.len());
         for (i, draft) in drafts.iter().enumerate() {
-            match validate(draft, now) {
+            match validate(draft, now, &self.config.actions) {
                 Ok(v) => valid.push(v),
                 Err(e) if batch => return Err(e.prefixed(&format!("timers[{i}].")).into()),
                 Err(e) => return Err(e.into()),

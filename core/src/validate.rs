@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::io;
 
+use crate::action::{ActionPolicy, parse_bundle};
 use crate::draft::{
     MAX_FUTURE_MS, MAX_IDEMPOTENCY_KEY_LEN, MAX_JSON_BYTES, MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_LEN,
     MAX_LABELS, MAX_TEXT_LEN, MIN_EVERY_MS, TimerDraft, ValidTimer,
@@ -28,7 +29,11 @@ const MAX_FUTURE_MS_U64: u64 = MAX_FUTURE_MS as u64;
 const ONLY_RECURRING: &str = "is only allowed with every or cron";
 const TOO_FAR_AHEAD: &str = "must be at most 10 years in the future";
 
-pub(crate) fn validate(draft: &TimerDraft, now: Now) -> Result<ValidTimer, ValidationError> {
+pub(crate) fn validate(
+    draft: &TimerDraft,
+    now: Now,
+    actions: &ActionPolicy,
+) -> Result<ValidTimer, ValidationError> {
     let tenant_id = draft.tenant_id.clone().ok_or_else(|| ValidationError::new("tenantId", "is required"))?;
     let (schedule, first_due_ms) = check_schedule(draft, now)?;
     let misfire = match draft.misfire_policy.as_deref() {
@@ -42,6 +47,9 @@ pub(crate) fn validate(draft: &TimerDraft, now: Now) -> Result<ValidTimer, Valid
     check_labels(&draft.labels)?;
     check_json_size("metadata", draft.metadata.as_ref())?;
     check_json_size("actionBundle", draft.action_bundle.as_ref())?;
+    if let Some(bundle) = draft.action_bundle.as_ref().filter(|b| !b.is_null()) {
+        parse_bundle(bundle, actions)?;
+    }
     check_json_size("agentBinding", draft.agent_binding.as_ref())?;
     if let Some(key) = &draft.idempotency_key {
         let chars = key.chars().count();
@@ -389,6 +397,11 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
+    /// Validation under the default (closed) action policy.
+    fn validate(draft: &TimerDraft, now: Now) -> Result<ValidTimer, ValidationError> {
+        super::validate(draft, now, &ActionPolicy::default())
+    }
+
     fn utc(year: i32, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> WallMs {
         Utc.with_ymd_and_hms(year, month, day, hour, minute, second)
             .single()
@@ -677,7 +690,7 @@ mod tests {
         let rule = "must be at most 65536 bytes as JSON";
         let at_limit = TimerDraft {
             metadata: of_bytes(MAX_JSON_BYTES),
-            action_bundle: of_bytes(MAX_JSON_BYTES),
+            // A bundle must also parse (see `action`); only its size is checked here.
             agent_binding: of_bytes(MAX_JSON_BYTES),
             ..draft()
         };

@@ -279,6 +279,7 @@ async fn run_node(world: Arc<World>, i: usize) {
         seed: engine_config.seed,
         request_queue: REQUEST_QUEUE,
         event_buffer: EVENT_BUFFER,
+        event_sink: None,
     };
     let (handle, _driver) =
         minoots_node::driver::start_node_with(engine_config, node_config, store, keys, clock);

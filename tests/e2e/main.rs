@@ -4,6 +4,7 @@
 //! cluster tests (`cluster`) run three nodes on a private PostgreSQL server
 //! (`pg`, shared with the store's tests).
 
+mod actions;
 mod cluster;
 mod crash;
 #[path = "../support/pg.rs"]

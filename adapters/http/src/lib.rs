@@ -13,6 +13,7 @@
 //! |---|---|
 //! | `POST /api/timers`, `POST /api/timers/batch`, `GET /api/timers`, `GET /api/timers/{id}`, `GET /api/timers/{id}/fires`, `POST /api/timers/{id}/cancel` | [`timers`] |
 //! | `GET /api/timers/stream` | [`stream`] |
+//! | `GET /api/timers/{id}/deliveries`, `GET /api/dlq`, `GET /api/dlq/{id}`, `POST /api/dlq/{id}/replay`, `POST /api/dlq/replay` | [`deliveries`] |
 //! | `GET /healthz`, `GET /health`, `GET /metrics` | [`health`] |
 //! | `GET /api/openapi.json` | [`openapi`] |
 //!
@@ -20,6 +21,7 @@
 #![cfg(not(madsim))]
 #![forbid(unsafe_code)]
 
+pub mod deliveries;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -42,17 +44,19 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub use error::HttpError;
 
 /// REST settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// Largest request body accepted (413 above). Default 1 MiB.
     pub max_body_bytes: usize,
     /// Interval of keep-alive comments on event streams. Default 15 s.
     pub sse_keep_alive: Duration,
+    /// Delivery history and the DLQ (`None`: those routes answer 404).
+    pub actions: Option<minoots_actions::ActionStore>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, sse_keep_alive: Duration::from_secs(15) }
+        Self { max_body_bytes: 1024 * 1024, sse_keep_alive: Duration::from_secs(15), actions: None }
     }
 }
 
@@ -76,6 +80,11 @@ fn api_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, "/api/timers/{id}", get(timers::get)),
         (Method::GET, "/api/timers/{id}/fires", get(timers::fires)),
         (Method::POST, "/api/timers/{id}/cancel", post(timers::cancel)),
+        (Method::GET, "/api/timers/{id}/deliveries", get(deliveries::history)),
+        (Method::GET, "/api/dlq", get(deliveries::list)),
+        (Method::POST, "/api/dlq/replay", post(deliveries::replay_all)),
+        (Method::GET, "/api/dlq/{id}", get(deliveries::show)),
+        (Method::POST, "/api/dlq/{id}/replay", post(deliveries::replay)),
         (Method::GET, "/api/openapi.json", get(openapi::document)),
         (Method::GET, "/healthz", get(health::healthz)),
         (Method::GET, "/health", get(health::health)),

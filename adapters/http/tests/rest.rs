@@ -67,7 +67,8 @@ async fn start_with(config: HttpConfig, event_buffer: usize) -> Server {
     add_key(&keys, ACME_READ, "key_acme_read", "acme", &[Role::TimerRead]).await;
     add_key(&keys, ACME_ADMIN, "key_acme_admin", "acme", &[Role::TenantAdmin]).await;
     add_key(&keys, GLOBEX, "key_globex_all", "globex", &all).await;
-    let node = NodeConfig { node_id: "n1".into(), seed: 7, request_queue: 10_000, event_buffer };
+    let node =
+        NodeConfig { node_id: "n1".into(), seed: 7, request_queue: 10_000, event_buffer, event_sink: None };
     let (handle, _task) = start_node(node, store.clone(), keys.clone(), clock);
     assert!(handle.wait_for_role("leader").await, "node became leader");
 

@@ -30,7 +30,7 @@ use crate::coordinator::Coordinator;
 use crate::handle::{Call, NodeHandle, NodeStatus};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
-use crate::relay;
+use crate::relay::{self, EventSink};
 use crate::store::Store;
 
 /// Most store reads running at once.
@@ -55,12 +55,15 @@ pub struct NodeConfig {
     pub request_queue: usize,
     /// Events a subscriber may fall behind before it is told it lagged.
     pub event_buffer: usize,
+    /// Where committed events go durably before they are marked published
+    /// (NATS JetStream, the in-process action intake); `None`: nowhere.
+    pub event_sink: Option<Arc<dyn EventSink>>,
 }
 
 impl NodeConfig {
     /// Defaults for `node_id` with id seed `seed`.
     pub fn new(node_id: impl Into<String>, seed: u64) -> Self {
-        Self { node_id: node_id.into(), seed, request_queue: 65_536, event_buffer: 65_536 }
+        Self { node_id: node_id.into(), seed, request_queue: 65_536, event_buffer: 65_536, event_sink: None }
     }
 
     fn engine_config(&self) -> EngineConfig {
@@ -122,6 +125,7 @@ pub fn start_node_with(
         leader: watch::channel(false).0,
         acting_epoch: Arc::new(AtomicU64::new(0)),
         coordinator: Coordinator::new(config.node_id.clone()),
+        sink: config.event_sink.clone(),
     };
     let join = tokio::spawn(driver.run(calls_rx, shutdown_rx, events_tx));
     (handle, join)
@@ -144,6 +148,8 @@ struct Driver {
     acting_epoch: Arc<AtomicU64>,
     /// Lease metrics and spans (cluster mode).
     coordinator: Coordinator,
+    /// The relay's durable sink.
+    sink: Option<Arc<dyn EventSink>>,
 }
 
 type Done = (IoId, Result<StoreReply, StoreFailure>);
@@ -170,7 +176,13 @@ impl Driver {
             self.metrics.clone(),
             rescan,
         ));
-        let relay = tokio::spawn(relay::run(self.store.clone(), publish_rx, signals, events));
+        let outputs = relay::RelayOutputs {
+            subscribers: events,
+            sink: self.sink.clone(),
+            metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
+        };
+        let relay = tokio::spawn(relay::run(self.store.clone(), publish_rx, signals, outputs));
         let gauge = tokio::spawn(pending_gauge(self.store.clone(), self.metrics.clone()));
 
         self.publish_status();

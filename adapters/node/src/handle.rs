@@ -130,6 +130,11 @@ impl NodeHandle {
         &self.metrics
     }
 
+    /// The node's metrics, shared (for components that count into the same registry).
+    pub fn metrics_arc(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// The key store (for key management commands).
     pub fn keys(&self) -> &Arc<dyn KeyStore> {
         &self.keys

@@ -30,4 +30,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use driver::{NodeConfig, start_node};
 pub use handle::{AuthError, NodeHandle, NodeStatus, leader_endpoint};
 pub use keys::{ApiKeyRecord, KeyStore, hash_api_key};
+pub use relay::EventSink;
 pub use store::{Store, StoreGuardStats};

@@ -15,6 +15,11 @@
 //! | `minoots_store_circuit_open` | gauge | 1 while the store's circuit breaker is open (PostgreSQL) |
 //! | `minoots_store_circuit_opens_total` | counter | times the circuit breaker opened |
 //! | `minoots_store_pool_exhaustion_warnings_total` | counter | warnings that a connection pool was nearly exhausted |
+//! | `minoots_outbox_pending` | gauge | outbox rows after the published watermark (as this node's relay knows them) |
+//! | `minoots_outbox_publish_lag_seconds` | histogram | sink acceptance (JetStream ack, action intake) − event time |
+//! | `minoots_action_attempt_total{kind,outcome}` | counter | action attempts: `succeeded`, `retry`, `failed` (dead-lettered), by action kind |
+//! | `minoots_action_duration_seconds` | histogram | duration of one action attempt |
+//! | `minoots_action_dead_lettered_total` | counter | deliveries moved to the dead-letter queue |
 //! | `kernel_coordinator_election_attempts_total` | counter | lease acquisitions sent (cluster mode) |
 //! | `kernel_coordinator_election_results_total{outcome}` | counter | their results: `granted`, `held`, `error` |
 //! | `kernel_coordinator_leadership_transitions_total` | counter | times this node became or stopped being the leader |
@@ -67,7 +72,20 @@ pub struct Metrics {
     pub leadership_transitions: Counter,
     /// Lease renewal results, by `outcome`.
     pub heartbeat_results: Family<OutcomeLabel, Counter>,
+    /// Outbox rows after the published watermark.
+    pub outbox_pending: Gauge,
+    /// Sink acceptance minus event time, seconds.
+    pub outbox_publish_lag: Histogram,
+    /// Action attempts by `kind` and `outcome`.
+    pub action_attempts: Family<ActionLabels, Counter>,
+    /// Duration of one action attempt, seconds.
+    pub action_duration: Histogram,
+    /// Deliveries dead-lettered.
+    pub action_dead_lettered: Counter,
 }
+
+/// The `kind` and `outcome` labels of the action attempt counter.
+pub type ActionLabels = [(&'static str, &'static str); 2];
 
 /// The `outcome` label of the coordinator's result counters.
 pub type OutcomeLabel = [(&'static str, &'static str); 1];
@@ -176,8 +194,43 @@ impl Metrics {
             "Warnings that a store connection pool was nearly exhausted",
             pool_exhaustion_warnings.clone(),
         );
+        let outbox_pending = Gauge::default();
+        let outbox_publish_lag = Histogram::new(latency_buckets);
+        let action_attempts = Family::<ActionLabels, Counter>::default();
+        let action_duration = Histogram::new(latency_buckets);
+        let action_dead_lettered = Counter::default();
+        registry.register(
+            "minoots_outbox_pending",
+            "Outbox rows after the published watermark",
+            outbox_pending.clone(),
+        );
+        registry.register(
+            "minoots_outbox_publish_lag_seconds",
+            "Time from an event to its acceptance by the sink (JetStream ack or action intake)",
+            outbox_publish_lag.clone(),
+        );
+        registry.register(
+            "minoots_action_attempt",
+            "Action attempts by kind and outcome (succeeded, retry, failed)",
+            action_attempts.clone(),
+        );
+        registry.register(
+            "minoots_action_duration_seconds",
+            "Duration of one action attempt",
+            action_duration.clone(),
+        );
+        registry.register(
+            "minoots_action_dead_lettered",
+            "Deliveries moved to the dead-letter queue",
+            action_dead_lettered.clone(),
+        );
         Self {
             registry,
+            outbox_pending,
+            outbox_publish_lag,
+            action_attempts,
+            action_duration,
+            action_dead_lettered,
             election_attempts,
             election_results,
             leadership_transitions,

@@ -1,4 +1,5 @@
-//! The outbox relay: committed outbox rows → subscribers → marked published.
+//! The outbox relay: committed outbox rows → subscribers (and a durable
+//! sink) → marked published.
 //!
 //! Every create, cancel and fire writes its event row in the same transaction
 //! as the change. The relay sends the rows its engine hands it after each
@@ -10,6 +11,13 @@
 //! watermark from ever skipping a row, whichever node wrote it (stores assign
 //! sequence numbers in commit order, see [`crate::Store`]).
 //!
+//! With an [`EventSink`] (NATS JetStream, or the in-process action intake) a
+//! row is marked published only once the sink accepted it and every row
+//! before it: a sink outage leaves rows in the outbox, and they drain in
+//! `seq` order after recovery. Live rows go to the sink directly only while
+//! the sink is caught up (a complete scan since this node began to lead and
+//! no failure since), so a timer's events reach the sink in order.
+//!
 //! Delivery to subscribers is at least once: a row can be sent again after a
 //! crash or a failover; its `seq` lets consumers drop repeats.
 
@@ -17,9 +25,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use minoots_core::event::OutboxEvent;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
+use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Rows read per scan page.
@@ -32,6 +43,22 @@ const SCAN_EVERY_MS: u64 = 200;
 const SCAN_IDLE_EVERY_MS: u64 = 5_000;
 /// Most sent-but-unscanned sequence numbers remembered (beyond, rows may be sent twice).
 const SENT_MAX: usize = 200_000;
+/// Most live commit batches gathered into one sink call.
+const LIVE_BATCHES_MAX: usize = 64;
+/// First pause before the sink is tried again after a failure; doubles up to the next.
+const SINK_RETRY_MIN_MS: u64 = 250;
+/// Longest pause between sink attempts while it fails.
+const SINK_RETRY_MAX_MS: u64 = 5_000;
+
+/// A durable destination for committed events.
+pub trait EventSink: std::fmt::Debug + Send + Sync + 'static {
+    /// Publishes `rows` (in `seq` order) and returns how many *leading* rows
+    /// it durably accepted; fewer than `rows.len()` means it failed on the
+    /// next one (and accepted none after it in a way that could reorder one
+    /// timer's events). Sinks must tolerate repeats: a row can be offered
+    /// again after a crash, a failover or a failed mark.
+    fn publish<'a>(&'a self, rows: &'a [OutboxEvent]) -> BoxFuture<'a, usize>;
+}
 
 /// What tells the relay to scan.
 #[derive(Clone)]
@@ -42,28 +69,59 @@ pub struct RelaySignals {
     pub rescan: Arc<Notify>,
 }
 
+/// What the relay sends to and reports with.
+pub struct RelayOutputs {
+    /// In-process subscribers (SSE, gRPC streams).
+    pub subscribers: broadcast::Sender<Arc<OutboxEvent>>,
+    /// The durable sink, if any; without one, rows are marked once scanned.
+    pub sink: Option<Arc<dyn EventSink>>,
+    /// For `minoots_outbox_*`.
+    pub metrics: Arc<Metrics>,
+    /// For the publish lag.
+    pub clock: Arc<dyn Clock>,
+}
+
 /// Runs until `committed` closes.
 pub async fn run(
     store: Arc<dyn Store>,
     mut committed: mpsc::UnboundedReceiver<Vec<OutboxEvent>>,
     mut signals: RelaySignals,
-    subscribers: broadcast::Sender<Arc<OutboxEvent>>,
+    outputs: RelayOutputs,
 ) {
-    let mut relay = Relay { store, subscribers, sent: BTreeSet::new(), scanned_through: 0, dirty: true };
+    let mut relay = Relay {
+        store,
+        outputs,
+        sent: BTreeSet::new(),
+        sink_accepted: BTreeSet::new(),
+        sink_live: false,
+        sink_retry_at: None,
+        sink_retry_ms: SINK_RETRY_MIN_MS,
+        scanned_through: 0,
+        highest_seen: 0,
+        dirty: true,
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(SCAN_EVERY_MS));
     let mut idle_ticks = 0u64;
     loop {
         tokio::select! {
             biased;
             rows = committed.recv() => {
-                let Some(rows) = rows else { break };
-                relay.send_live(rows);
+                let Some(mut rows) = rows else { break };
+                for _ in 1..LIVE_BATCHES_MAX {
+                    match committed.try_recv() {
+                        Ok(more) => rows.extend(more),
+                        Err(_) => break,
+                    }
+                }
+                let leader = *signals.leader.borrow();
+                relay.send_live(rows, leader).await;
             }
             changed = signals.leader.changed() => {
                 if changed.is_err() {
                     break;
                 }
                 relay.dirty = true; // a new tenure: pick up what the last leader left
+                relay.sink_live = false; // and reach the sink in order again
             }
             _ = signals.rescan.notified() => relay.dirty = true,
             _ = tick.tick() => {
@@ -77,45 +135,99 @@ pub async fn run(
         }
     }
     // Drain what is left, then a last scan so a clean shutdown leaves nothing unmarked.
+    let leader = *signals.leader.borrow();
     while let Ok(rows) = committed.try_recv() {
-        relay.send_live(rows);
+        relay.send_live(rows, leader).await;
     }
-    if *signals.leader.borrow() {
+    if leader {
+        relay.sink_retry_at = None;
         relay.scan().await;
     }
 }
 
 struct Relay {
     store: Arc<dyn Store>,
-    subscribers: broadcast::Sender<Arc<OutboxEvent>>,
-    /// Rows sent since they were last covered by a scan.
+    outputs: RelayOutputs,
+    /// Rows broadcast since they were last covered by a mark.
     sent: BTreeSet<u64>,
+    /// Rows the sink accepted since they were last covered by a mark.
+    sink_accepted: BTreeSet<u64>,
+    /// Live rows may go straight to the sink (caught up, no failure since).
+    sink_live: bool,
+    /// After a sink failure: do not try it again before this (tokio instant).
+    sink_retry_at: Option<tokio::time::Instant>,
+    /// The next pause after a sink failure.
+    sink_retry_ms: u64,
     /// Every row up to here was sent by a scan or before it: a live copy
     /// arriving later is not sent again.
     scanned_through: u64,
+    /// The largest `seq` seen (for the pending gauge).
+    highest_seen: u64,
     /// Rows were sent (or may exist) that no scan has covered yet.
     dirty: bool,
 }
 
 impl Relay {
-    fn send_live(&mut self, rows: Vec<OutboxEvent>) {
+    async fn send_live(&mut self, rows: Vec<OutboxEvent>, leader: bool) {
+        let mut fresh = Vec::with_capacity(rows.len());
         for row in rows {
             if row.seq <= self.scanned_through {
                 continue; // a scan got there first
             }
+            self.highest_seen = self.highest_seen.max(row.seq);
             if self.sent.len() >= SENT_MAX {
                 self.sent.pop_first();
             }
             if self.sent.insert(row.seq) {
-                self.send(row);
+                self.broadcast(&row);
+                fresh.push(row);
             }
         }
         self.dirty = true;
+        self.update_pending();
+        if leader && self.sink_live && !fresh.is_empty() {
+            let accepted = self.offer_to_sink(&fresh).await;
+            if accepted < fresh.len() {
+                self.sink_live = false; // the scan takes over, in order
+            }
+        }
     }
 
-    fn send(&self, row: OutboxEvent) {
+    fn broadcast(&self, row: &OutboxEvent) {
         // No subscriber is not an error: the row stays in the outbox history.
-        let _ = self.subscribers.send(Arc::new(row));
+        let _ = self.outputs.subscribers.send(Arc::new(row.clone()));
+    }
+
+    /// Offers rows to the sink; returns how many leading rows it accepted.
+    async fn offer_to_sink(&mut self, rows: &[OutboxEvent]) -> usize {
+        let Some(sink) = self.outputs.sink.clone() else { return rows.len() };
+        if self.sink_retry_at.is_some_and(|at| tokio::time::Instant::now() < at) {
+            return 0;
+        }
+        let accepted = sink.publish(rows).await.min(rows.len());
+        let now_ms = self.outputs.clock.now().wall_ms;
+        for row in &rows[..accepted] {
+            self.sink_accepted.insert(row.seq);
+            let lag_ms = now_ms.saturating_sub(row.occurred_at_ms).max(0);
+            self.outputs.metrics.outbox_publish_lag.observe(lag_ms as f64 / 1_000.0);
+        }
+        if self.sink_accepted.len() > SENT_MAX {
+            self.sink_accepted.pop_first();
+        }
+        if accepted < rows.len() {
+            self.sink_retry_at =
+                Some(tokio::time::Instant::now() + Duration::from_millis(self.sink_retry_ms));
+            self.sink_retry_ms = (self.sink_retry_ms * 2).min(SINK_RETRY_MAX_MS);
+        } else {
+            self.sink_retry_at = None;
+            self.sink_retry_ms = SINK_RETRY_MIN_MS;
+        }
+        accepted
+    }
+
+    fn update_pending(&self) {
+        let pending = self.highest_seen.saturating_sub(self.scanned_through);
+        self.outputs.metrics.outbox_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     /// Sends unpublished rows not sent yet, and marks what it covered published.
@@ -130,27 +242,55 @@ impl Relay {
                 }
             };
             let Some(last) = rows.last().map(|r| r.seq) else {
-                self.dirty = false;
+                self.caught_up();
                 return;
             };
+            self.highest_seen = self.highest_seen.max(last);
             let full = rows.len() == SCAN_PAGE as usize;
-            for row in rows {
-                if !self.sent.remove(&row.seq) {
-                    self.send(row);
+            for row in &rows {
+                if !self.sent.contains(&row.seq) {
+                    if self.sent.len() >= SENT_MAX {
+                        self.sent.pop_first();
+                    }
+                    self.sent.insert(row.seq);
+                    self.broadcast(row);
                 }
             }
-            if let Err(e) = self.store.outbox_mark_published(last).await {
-                // The rows stay unpublished and are scanned (and sent) again: at least once.
+            let through = if self.outputs.sink.is_some() {
+                // The leading rows the sink already has, then offer the rest.
+                let known = rows.iter().take_while(|r| self.sink_accepted.contains(&r.seq)).count();
+                let accepted = known + self.offer_to_sink(&rows[known..]).await;
+                if accepted == 0 {
+                    self.update_pending();
+                    return;
+                }
+                rows[accepted - 1].seq
+            } else {
+                last
+            };
+            if let Err(e) = self.store.outbox_mark_published(through).await {
+                // The rows stay unpublished and are scanned (and offered) again: at least once.
                 tracing::warn!(error = %e, "marking outbox rows published failed");
                 return;
             }
-            self.sent = self.sent.split_off(&(last + 1));
-            self.scanned_through = self.scanned_through.max(last);
+            self.sent = self.sent.split_off(&(through + 1));
+            self.sink_accepted = self.sink_accepted.split_off(&(through + 1));
+            self.scanned_through = self.scanned_through.max(through);
+            self.update_pending();
+            if through < last {
+                return; // the sink failed part-way: try again at a later tick
+            }
             after = last;
             if !full {
-                self.dirty = false;
+                self.caught_up();
                 return;
             }
         }
+    }
+
+    fn caught_up(&mut self) {
+        self.dirty = false;
+        self.sink_live = true;
+        self.update_pending();
     }
 }

@@ -39,6 +39,10 @@ pub enum Command {
     Keys(KeysArgs),
     /// Create, inspect, list, cancel and watch timers on a running server (gRPC).
     Timers(crate::timers_cmd::TimersArgs),
+    /// The dead-letter queue of a running server: list, show, replay (REST).
+    Dlq(crate::dlq_cmd::DlqArgs),
+    /// Run only the action runner: consume fire events from NATS JetStream and deliver their actions.
+    Orchestrator(Box<crate::orchestrator::OrchestratorArgs>),
     /// Load-generate against a running server: schedule rate, ack latency, fire lateness, RSS.
     Bench(Box<crate::bench::BenchArgs>),
 }
@@ -74,5 +78,7 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         Command::Keys(args) => crate::keys_cmd::run(args).await,
         Command::Timers(args) => crate::timers_cmd::run(args).await,
         Command::Bench(args) => crate::bench::run(*args).await,
+        Command::Dlq(args) => crate::dlq_cmd::run(args).await,
+        Command::Orchestrator(args) => crate::orchestrator::run(*args).await,
     }
 }

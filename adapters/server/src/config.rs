@@ -135,6 +135,8 @@ pub struct ServeArgs {
     pub store: StoreKind,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub actions: ActionArgs,
     /// This node's id (recorded with every fire it makes).
     #[arg(long, env = "KERNEL_NODE_ID", default_value = "node-1")]
     pub node_id: String,
@@ -163,4 +165,125 @@ pub fn init_logging(level: &str, format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// Events and actions: NATS JetStream, the action runner, signing keys and
+/// what the operator allows.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ActionArgs {
+    /// NATS server URL(s); when set, events go to JetStream and the action runner consumes them from there.
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+    /// JetStream stream for timer events (subjects `minoots.timer.{tenant}.{event}`).
+    #[arg(long, env = "NATS_JETSTREAM_STREAM", default_value = "MINOOTS_TIMER")]
+    pub nats_stream: String,
+    /// How long the event stream keeps messages (0: forever).
+    #[arg(long, env = "NATS_JETSTREAM_MAX_AGE_MS", default_value_t = 7 * 24 * 3_600_000)]
+    pub nats_max_age_ms: u64,
+    /// JetStream duplicate window (re-publishes within it are dropped by `Nats-Msg-Id`).
+    #[arg(long, env = "NATS_JETSTREAM_DUPLICATE_WINDOW_MS", default_value_t = 120_000)]
+    pub nats_duplicate_window_ms: u64,
+    /// JetStream stream for dead letters (subjects `minoots.dlq.{tenant}`).
+    #[arg(long, env = "NATS_DLQ_STREAM", default_value = "MINOOTS_DLQ")]
+    pub nats_dlq_stream: String,
+    /// The action runner's durable JetStream consumer.
+    #[arg(long, env = "NATS_JETSTREAM_CONSUMER", default_value = "ACTION_ORCHESTRATOR")]
+    pub nats_consumer: String,
+    /// Unacknowledged events the consumer may hold.
+    #[arg(long, env = "NATS_MAX_ACK_PENDING", default_value_t = 1_000)]
+    pub nats_max_ack_pending: i64,
+    /// Redeliver an event not acknowledged within this long.
+    #[arg(long, env = "NATS_ACK_WAIT_MS", default_value_t = 30_000)]
+    pub nats_ack_wait_ms: u64,
+    /// Most deliveries of one event to the consumer (-1: unlimited).
+    #[arg(long, env = "NATS_MAX_DELIVER", default_value_t = -1, allow_negative_numbers = true)]
+    pub nats_max_deliver: i64,
+    /// Do not run the action runner in this process (events are still published).
+    #[arg(long, env = "MINOOTS_NO_ACTION_RUNNER")]
+    pub no_action_runner: bool,
+    /// Deliveries the runner runs at once.
+    #[arg(long, env = "ACTION_RUNNER_CONCURRENCY", default_value_t = 64)]
+    pub action_concurrency: usize,
+    /// Default webhook timeout.
+    #[arg(long, env = "ACTION_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+    /// JSON file of webhook signing keys (`{"default": {"current", "next"?}, "tenants": {...}}`);
+    /// standalone default: `signing-keys.json` in the data directory, generated when missing.
+    #[arg(long, env = "MINOOTS_SIGNING_KEYS_FILE")]
+    pub signing_keys_file: Option<PathBuf>,
+    /// One signing key for every tenant (at least 16 bytes); overrides the keys file.
+    #[arg(long, env = "MINOOTS_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<String>,
+    /// The next signing key during a rotation (requests carry both signatures).
+    #[arg(long, env = "MINOOTS_SIGNING_KEY_NEXT", hide_env_values = true)]
+    pub signing_key_next: Option<String>,
+    /// Programs `command` actions may run (comma-separated exact names or paths; empty: commands off).
+    #[arg(long, env = "ACTION_COMMAND_ALLOW", value_delimiter = ',')]
+    pub command_allow: Vec<String>,
+    /// Default command timeout.
+    #[arg(long, env = "ACTION_COMMAND_TIMEOUT_MS", default_value_t = 30_000)]
+    pub command_timeout_ms: u64,
+    /// Directory `file` actions write under (unset: file actions off).
+    #[arg(long, env = "ACTION_FILE_BASE_DIR")]
+    pub file_base_dir: Option<PathBuf>,
+    /// Where `workflow_event` and `agent_prompt` actions are POSTed (signed).
+    #[arg(long, env = "ACTION_AGENT_WEBHOOK_URL")]
+    pub agent_webhook_url: Option<String>,
+    /// NATS subject for `workflow_event` and `agent_prompt` actions (when no agent webhook is set).
+    #[arg(long, env = "ACTION_AGENT_NATS_SUBJECT")]
+    pub agent_nats_subject: Option<String>,
+}
+
+impl ActionArgs {
+    /// The executor's configuration.
+    pub fn exec_config(&self) -> minoots_actions::ExecConfig {
+        minoots_actions::ExecConfig {
+            webhook_timeout_ms: self.webhook_timeout_ms.max(1),
+            command_programs: self.command_allow.iter().filter(|p| !p.is_empty()).cloned().collect(),
+            command_timeout_ms: self.command_timeout_ms.max(1),
+            file_base_dir: self.file_base_dir.clone(),
+            agent: minoots_actions::AgentEndpoint {
+                webhook_url: self.agent_webhook_url.clone(),
+                nats_subject: self.agent_nats_subject.clone(),
+            },
+        }
+    }
+
+    /// The NATS settings, when NATS is configured.
+    pub fn nats_config(&self) -> Option<minoots_actions::NatsConfig> {
+        let url = self.nats_url.clone().filter(|u| !u.is_empty())?;
+        Some(minoots_actions::NatsConfig {
+            stream: self.nats_stream.clone(),
+            max_age_ms: self.nats_max_age_ms,
+            duplicate_window_ms: self.nats_duplicate_window_ms,
+            dlq_stream: self.nats_dlq_stream.clone(),
+            consumer: self.nats_consumer.clone(),
+            max_ack_pending: self.nats_max_ack_pending.max(1),
+            ack_wait_ms: self.nats_ack_wait_ms.max(1),
+            max_deliver: self.nats_max_deliver,
+            ..minoots_actions::NatsConfig::new(url)
+        })
+    }
+
+    /// The signing keys: a configured key, a keys file, or (standalone) one generated into `data_dir`.
+    pub fn signing_keys(
+        &self,
+        data_dir: Option<&std::path::Path>,
+    ) -> Result<minoots_actions::SigningKeys, String> {
+        if let Some(key) = &self.signing_key {
+            return minoots_actions::SigningKeys::single(key.clone(), self.signing_key_next.clone())
+                .map_err(|e| format!("MINOOTS_SIGNING_KEY: {e}"));
+        }
+        if let Some(path) = &self.signing_keys_file {
+            return minoots_actions::SigningKeys::load(path).map_err(|e| e.to_string());
+        }
+        match data_dir {
+            Some(dir) => minoots_actions::SigningKeys::load_or_create(&dir.join("signing-keys.json"))
+                .map_err(|e| e.to_string()),
+            None => {
+                Err("webhook signing needs a key: set MINOOTS_SIGNING_KEY or MINOOTS_SIGNING_KEYS_FILE"
+                    .into())
+            }
+        }
+    }
 }

@@ -2,11 +2,14 @@
 //! `timers` and `bench` talk to a running server over gRPC; `keys` manages API
 //! keys in a local store. Every flag has an environment-variable equivalent.
 
+mod actions_setup;
 mod bench;
 mod cli;
 mod config;
+mod dlq_cmd;
 mod grpc_server;
 mod keys_cmd;
+mod orchestrator;
 mod serve;
 mod timers_cmd;
 

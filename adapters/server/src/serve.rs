@@ -20,11 +20,12 @@ use minoots_core::auth::Role;
 use minoots_core::engine::{EngineConfig, LeadershipMode};
 use minoots_core::lease::LeaseConfig;
 use minoots_node::driver::start_node_with;
-use minoots_node::{ApiKeyRecord, KeyStore, NodeConfig, Store, SystemClock, hash_api_key, start_node};
+use minoots_node::{ApiKeyRecord, KeyStore, NodeConfig, Store, SystemClock, hash_api_key};
 use minoots_store::{PostgresStore, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::actions_setup::{ActionPlace, Actions};
 use crate::config::{ServeArgs, StoreKind, init_logging};
 
 /// The tenant created on an empty store.
@@ -64,24 +65,38 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     let (http_addr, grpc_addr, metrics_addr) =
         (http.local_addr()?, grpc.local_addr()?, metrics.local_addr()?);
 
-    let seed: u64 = rand::random();
-    let node_config = NodeConfig::new(args.node_id.clone(), seed);
-    let (handle, node_task) = match opened.lease {
-        None => start_node(node_config, opened.store.clone(), opened.keys.clone(), clock),
-        Some(lease) => {
-            let mut engine = EngineConfig::new(args.node_id.clone(), seed);
-            engine.mode = LeadershipMode::Lease(lease);
-            engine.address = leader_hint(args.cluster.advertise_addr.as_deref(), http_addr, grpc_addr);
-            tracing::info!(node_id = %args.node_id, advertise = %engine.address, "cluster mode: leading by lease");
-            start_node_with(engine, node_config, opened.store.clone(), opened.keys.clone(), clock)
+    let place = match args.store {
+        StoreKind::Sqlite => ActionPlace::Sqlite(args.data_dir.clone()),
+        StoreKind::Postgres => {
+            ActionPlace::Postgres { url: args.cluster.url()?, schema: args.cluster.database_schema.clone() }
         }
     };
+    let actions = Actions::prepare(&args.actions, place, clock.clone(), &args.node_id).await?;
+
+    let seed: u64 = rand::random();
+    let mut node_config = NodeConfig::new(args.node_id.clone(), seed);
+    node_config.event_sink = actions.sink.clone();
+    let mut engine = EngineConfig::new(args.node_id.clone(), seed);
+    engine.actions = actions.policy.clone();
+    if let Some(lease) = opened.lease {
+        engine.mode = LeadershipMode::Lease(lease);
+        engine.address = leader_hint(args.cluster.advertise_addr.as_deref(), http_addr, grpc_addr);
+        tracing::info!(node_id = %args.node_id, advertise = %engine.address, "cluster mode: leading by lease");
+    }
+    let (handle, node_task) =
+        start_node_with(engine, node_config, opened.store.clone(), opened.keys.clone(), clock.clone());
+    let (runner_stop_tx, runner_stop_rx) = watch::channel(false);
+    let runner_tasks = actions.start(handle.metrics_arc(), clock, runner_stop_rx);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let http_config = minoots_http::HttpConfig { max_body_bytes: args.max_body_bytes, ..Default::default() };
+    let http_config = minoots_http::HttpConfig {
+        max_body_bytes: args.max_body_bytes,
+        actions: Some(actions.store.clone()),
+        ..Default::default()
+    };
     let api = minoots_http::api_router(handle.clone(), http_config);
     let http_task =
         tokio::spawn(axum::serve(http, api).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
@@ -118,6 +133,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     tracing::info!("shutting down: refusing new requests, committing queued writes");
     handle.shutdown();
     let _ = node_task.await;
+    let _ = runner_stop_tx.send(true);
+    for task in runner_tasks {
+        let _ = task.await;
+    }
     let _ = stop_tx.send(true);
     let _ = http_task.await;
     let _ = metrics_task.await;
@@ -251,7 +270,7 @@ async fn seed_dev_key(keys: &dyn KeyStore, clock: &SystemClock) -> Result<(), Bo
     Ok(())
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

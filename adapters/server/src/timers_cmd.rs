@@ -308,6 +308,13 @@ pub enum TimersCommand {
     Watch(WatchArgs),
     /// List a timer's recorded fires, oldest first.
     Fires(FiresArgs),
+    /// List a timer's action delivery attempts (over REST).
+    Deliveries {
+        /// Timer id.
+        id: String,
+        #[command(flatten)]
+        api: crate::dlq_cmd::ApiArgs,
+    },
 }
 
 /// Misfire policy of a recurring timer.
@@ -472,6 +479,7 @@ pub async fn run(args: TimersArgs) -> Result<(), Box<dyn Error>> {
 async fn run_inner(args: TimersArgs) -> Result<(), Box<dyn Error>> {
     let json = args.json;
     match args.command {
+        TimersCommand::Deliveries { id, api } => crate::dlq_cmd::deliveries(&api, &id, json).await,
         TimersCommand::Create(create) => {
             let request = create_request(&create)?;
             let mut client = args.connect.connect().await?;

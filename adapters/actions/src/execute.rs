@@ -1,0 +1,459 @@
+//! Running one attempt of one action: the side effect and its
+//! classification (delivered, failed and worth retrying, failed for good).
+//!
+//! - `webhook`: signed HTTP request (see [`crate::signing`]); 2xx delivers;
+//!   408, 429 and 5xx are retried (honouring `Retry-After` seconds); other
+//!   statuses are not; redirects are not followed. A per-destination circuit
+//!   breaker fails attempts fast while a destination keeps failing.
+//! - `nats`: core NATS publish (with `Nats-Msg-Id` = idempotency key, so a
+//!   stream capturing the subject drops repeats), flushed to the server.
+//! - `command`: the allow-listed program, no shell, the envelope on stdin;
+//!   exit code and output tail recorded; non-zero exit is retried.
+//! - `file`: written (or appended) under the operator's base directory;
+//!   a path escaping it through a symlink is refused.
+//! - `workflow_event` / `agent_prompt`: to the operator's agent endpoint
+//!   (a signed webhook, or a NATS subject).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use minoots_core::action::{Action, ActionKind, CommandAction, FileAction, WebhookAction};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+use crate::signing::SigningKeys;
+use crate::store::NewDelivery;
+
+/// Most bytes of output or response body kept in an attempt record.
+const OUTPUT_KEEP_BYTES: usize = 2_048;
+/// Consecutive failures that open a destination's circuit.
+const BREAKER_FAILURES: u32 = 5;
+/// How long an open circuit refuses attempts.
+const BREAKER_OPEN_MS: u64 = 30_000;
+/// Most destinations tracked by the breaker (the oldest are forgotten).
+const BREAKER_DESTINATIONS_MAX: usize = 10_000;
+
+/// Where `workflow_event` and `agent_prompt` actions go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentEndpoint {
+    /// A signed webhook.
+    pub webhook_url: Option<String>,
+    /// A NATS subject (used when no webhook URL is set).
+    pub nats_subject: Option<String>,
+}
+
+/// What the operator configured for running actions.
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    /// Default webhook timeout (`ACTION_WEBHOOK_TIMEOUT_MS`).
+    pub webhook_timeout_ms: u64,
+    /// Programs `command` actions may run.
+    pub command_programs: BTreeSet<String>,
+    /// Default command timeout.
+    pub command_timeout_ms: u64,
+    /// Where `file` actions write; `None`: file actions are off.
+    pub file_base_dir: Option<PathBuf>,
+    /// The agent endpoint.
+    pub agent: AgentEndpoint,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        Self {
+            webhook_timeout_ms: 10_000,
+            command_programs: BTreeSet::new(),
+            command_timeout_ms: 30_000,
+            file_base_dir: None,
+            agent: AgentEndpoint::default(),
+        }
+    }
+}
+
+impl ExecConfig {
+    /// The schedule-time policy matching this configuration.
+    pub fn policy(&self) -> minoots_core::action::ActionPolicy {
+        minoots_core::action::ActionPolicy {
+            command_programs: self.command_programs.clone(),
+            files_allowed: self.file_base_dir.is_some(),
+            agent_endpoint: self.agent.webhook_url.is_some() || self.agent.nats_subject.is_some(),
+        }
+    }
+}
+
+/// A delivered attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivered {
+    /// HTTP status or exit code.
+    pub status_code: Option<i64>,
+    /// Response or output tail.
+    pub output: Option<String>,
+}
+
+/// A failed attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// Worth another attempt.
+    pub retryable: bool,
+    /// HTTP status or exit code.
+    pub status_code: Option<i64>,
+    /// What went wrong, for people.
+    pub error: String,
+    /// The receiver asked to wait this long.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl Failure {
+    fn permanent(error: impl Into<String>) -> Self {
+        Self { retryable: false, status_code: None, error: error.into(), retry_after_ms: None }
+    }
+
+    fn transient(error: impl Into<String>) -> Self {
+        Self { retryable: true, status_code: None, error: error.into(), retry_after_ms: None }
+    }
+}
+
+/// Runs attempts.
+pub struct Executor {
+    http: reqwest::Client,
+    nats: Option<async_nats::Client>,
+    keys: SigningKeys,
+    config: ExecConfig,
+    breakers: Mutex<BTreeMap<String, Breaker>>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Breaker {
+    consecutive_failures: u32,
+    open_until: Option<Instant>,
+}
+
+impl Executor {
+    /// An executor signing with `keys`, publishing `nats` actions through `nats` (if connected).
+    pub fn new(config: ExecConfig, keys: SigningKeys, nats: Option<async_nats::Client>) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("minoots/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Self { http, nats, keys, config, breakers: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ExecConfig {
+        &self.config
+    }
+
+    /// Runs one attempt of `action` for `delivery`.
+    pub async fn run(
+        &self,
+        delivery: &NewDelivery,
+        action: &Action,
+        attempt: u32,
+    ) -> Result<Delivered, Failure> {
+        match &action.kind {
+            ActionKind::Webhook(hook) => {
+                let body = body_bytes(hook.body.as_ref(), &delivery.envelope);
+                self.webhook(delivery, hook, body, attempt).await
+            }
+            ActionKind::Nats(nats) => {
+                let payload = body_bytes(nats.payload.as_ref(), &delivery.envelope);
+                self.publish(&nats.subject, delivery, payload).await
+            }
+            ActionKind::Command(command) => self.command(delivery, command).await,
+            ActionKind::File(file) => self.file(delivery, file).await,
+            ActionKind::WorkflowEvent(agent) | ActionKind::AgentPrompt(agent) => {
+                let envelope: Value = serde_json::from_str(&delivery.envelope).unwrap_or(Value::Null);
+                let body = serde_json::json!({
+                    "kind": action.kind.name(),
+                    "actionId": action.id,
+                    "parameters": agent.parameters,
+                    "event": envelope,
+                });
+                let bytes = serde_json::to_vec(&body).unwrap_or_default();
+                if let Some(url) = &self.config.agent.webhook_url {
+                    let hook = WebhookAction {
+                        method: "POST".into(),
+                        url: url.clone(),
+                        headers: BTreeMap::new(),
+                        body: None,
+                        timeout_ms: None,
+                    };
+                    self.webhook(delivery, &hook, (bytes, "application/json"), attempt).await
+                } else if let Some(subject) = &self.config.agent.nats_subject {
+                    self.publish(subject, delivery, (bytes, "application/json")).await
+                } else {
+                    Err(Failure::permanent("no agent endpoint is configured for this action kind"))
+                }
+            }
+        }
+    }
+
+    async fn webhook(
+        &self,
+        delivery: &NewDelivery,
+        hook: &WebhookAction,
+        (body, content_type): (Vec<u8>, &'static str),
+        attempt: u32,
+    ) -> Result<Delivered, Failure> {
+        let destination = destination_of(&hook.url);
+        if let Some(wait_ms) = self.breaker_open_ms(&destination) {
+            return Err(Failure {
+                retry_after_ms: Some(wait_ms),
+                ..Failure::transient(format!("circuit open for {destination} after repeated failures"))
+            });
+        }
+        let method = reqwest::Method::from_bytes(hook.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+        let timeout_ms = hook.timeout_ms.unwrap_or(self.config.webhook_timeout_ms);
+        #[allow(clippy::disallowed_methods)] // The signature's timestamp is wall time by definition.
+        let unix_seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let signature = self.keys.signature_header(&delivery.tenant_id, unix_seconds, &body);
+        let mut request = self
+            .http
+            .request(method, &hook.url)
+            .timeout(Duration::from_millis(timeout_ms))
+            .header("content-type", content_type);
+        for (name, value) in &hook.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let request = request
+            .header("idempotency-key", &delivery.idempotency_key)
+            .header("minoots-timer-id", &delivery.timer_id)
+            .header("minoots-tenant-id", &delivery.tenant_id)
+            .header("minoots-occurrence", delivery.occurrence.to_string())
+            .header("minoots-attempt", attempt.to_string())
+            .header("minoots-signature", signature)
+            .body(body);
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                self.breaker_record(&destination, false);
+                let what = if e.is_timeout() { "timed out" } else { "failed" };
+                return Err(Failure::transient(format!("request {what}: {}", error_chain(&e))));
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after_ms = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|seconds| seconds.saturating_mul(1_000));
+        let text = response.text().await.unwrap_or_default();
+        let tail = keep_tail(&text);
+        if (200..300).contains(&status) {
+            self.breaker_record(&destination, true);
+            return Ok(Delivered { status_code: Some(i64::from(status)), output: tail });
+        }
+        let retryable = status == 408 || status == 429 || status >= 500;
+        // Only server-side trouble counts against the destination.
+        self.breaker_record(&destination, !retryable || status == 429);
+        Err(Failure {
+            retryable,
+            status_code: Some(i64::from(status)),
+            error: format!("HTTP {status}{}", tail.map(|t| format!(": {t}")).unwrap_or_default()),
+            retry_after_ms: if status == 429 || status == 503 { retry_after_ms } else { None },
+        })
+    }
+
+    async fn publish(
+        &self,
+        subject: &str,
+        delivery: &NewDelivery,
+        (payload, _content_type): (Vec<u8>, &'static str),
+    ) -> Result<Delivered, Failure> {
+        let Some(client) = &self.nats else {
+            return Err(Failure::transient("NATS is not configured (set NATS_URL)"));
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", delivery.idempotency_key.as_str());
+        headers.insert("Idempotency-Key", delivery.idempotency_key.as_str());
+        headers.insert("Minoots-Timer-Id", delivery.timer_id.as_str());
+        headers.insert("Minoots-Tenant-Id", delivery.tenant_id.as_str());
+        client
+            .publish_with_headers(subject.to_owned(), headers, payload.into())
+            .await
+            .map_err(|e| Failure::transient(format!("publish to {subject}: {e}")))?;
+        tokio::time::timeout(Duration::from_secs(5), client.flush())
+            .await
+            .map_err(|_| Failure::transient("NATS flush timed out"))?
+            .map_err(|e| Failure::transient(format!("NATS flush: {e}")))?;
+        Ok(Delivered { status_code: None, output: None })
+    }
+
+    async fn command(&self, delivery: &NewDelivery, command: &CommandAction) -> Result<Delivered, Failure> {
+        if !self.config.command_programs.contains(&command.program) {
+            return Err(Failure::permanent(format!(
+                "program {} is not in the operator's allow-list",
+                command.program
+            )));
+        }
+        let mut child = tokio::process::Command::new(&command.program)
+            .args(&command.args)
+            .env("MINOOTS_TIMER_ID", &delivery.timer_id)
+            .env("MINOOTS_TENANT_ID", &delivery.tenant_id)
+            .env("MINOOTS_OCCURRENCE", delivery.occurrence.to_string())
+            .env("MINOOTS_IDEMPOTENCY_KEY", &delivery.idempotency_key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Failure::transient(format!("starting {}: {e}", command.program)))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A program that does not read its input is fine.
+            let _ = stdin.write_all(delivery.envelope.as_bytes()).await;
+        }
+        let timeout = Duration::from_millis(command.timeout_ms.unwrap_or(self.config.command_timeout_ms));
+        let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => return Err(Failure::transient(format!("running {}: {e}", command.program))),
+            Err(_) => {
+                return Err(Failure::transient(format!("{} timed out after {timeout:?}", command.program)));
+            }
+        };
+        let code = output.status.code().map(i64::from);
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        let tail = keep_tail(&text);
+        if output.status.success() {
+            Ok(Delivered { status_code: code, output: tail })
+        } else {
+            Err(Failure {
+                status_code: code,
+                ..Failure::transient(format!(
+                    "{} exited with {}{}",
+                    command.program,
+                    code.map_or("a signal".to_owned(), |c| format!("code {c}")),
+                    tail.map(|t| format!(": {t}")).unwrap_or_default()
+                ))
+            })
+        }
+    }
+
+    async fn file(&self, delivery: &NewDelivery, file: &FileAction) -> Result<Delivered, Failure> {
+        let Some(base) = &self.config.file_base_dir else {
+            return Err(Failure::permanent("file actions are disabled (no base directory configured)"));
+        };
+        let target = base.join(&file.path);
+        let parent = target.parent().unwrap_or(base).to_path_buf();
+        tokio::fs::create_dir_all(&parent)
+            .await
+            .map_err(|e| Failure::transient(format!("creating {}: {e}", parent.display())))?;
+        let (real_base, real_parent) =
+            match (tokio::fs::canonicalize(base).await, tokio::fs::canonicalize(&parent).await) {
+                (Ok(b), Ok(p)) => (b, p),
+                (Err(e), _) | (_, Err(e)) => {
+                    return Err(Failure::transient(format!("resolving the path: {e}")));
+                }
+            };
+        if !real_parent.starts_with(&real_base) {
+            return Err(Failure::permanent("the path leaves the base directory"));
+        }
+        let (mut bytes, _) = body_bytes(file.content.as_ref(), &delivery.envelope);
+        let mut options = tokio::fs::OpenOptions::new();
+        if file.append {
+            bytes.push(b'\n');
+            options.append(true).create(true);
+        } else {
+            options.write(true).create(true).truncate(true);
+        }
+        let name = target.file_name().map(|n| real_parent.join(n)).unwrap_or(target.clone());
+        let mut handle = options
+            .open(&name)
+            .await
+            .map_err(|e| Failure::transient(format!("opening {}: {e}", file.path)))?;
+        handle
+            .write_all(&bytes)
+            .await
+            .map_err(|e| Failure::transient(format!("writing {}: {e}", file.path)))?;
+        handle.sync_all().await.map_err(|e| Failure::transient(format!("syncing {}: {e}", file.path)))?;
+        Ok(Delivered { status_code: None, output: None })
+    }
+
+    fn breaker_open_ms(&self, destination: &str) -> Option<u64> {
+        let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let until = breakers.get(destination)?.open_until?;
+        #[allow(clippy::disallowed_methods)] // Breaker timing is local bookkeeping, not scheduling.
+        let now = Instant::now();
+        (until > now).then(|| (until - now).as_millis() as u64)
+    }
+
+    fn breaker_record(&self, destination: &str, healthy: bool) {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        if breakers.len() >= BREAKER_DESTINATIONS_MAX && !breakers.contains_key(destination) {
+            breakers.pop_first();
+        }
+        let breaker = breakers.entry(destination.to_owned()).or_default();
+        if healthy {
+            *breaker = Breaker::default();
+            return;
+        }
+        breaker.consecutive_failures += 1;
+        if breaker.consecutive_failures >= BREAKER_FAILURES {
+            #[allow(clippy::disallowed_methods)] // Breaker timing is local bookkeeping, not scheduling.
+            let now = Instant::now();
+            breaker.open_until = Some(now + Duration::from_millis(BREAKER_OPEN_MS));
+            breaker.consecutive_failures = 0;
+            tracing::warn!(
+                destination,
+                "webhook destination keeps failing; circuit opened for {BREAKER_OPEN_MS} ms"
+            );
+        }
+    }
+}
+
+/// The bytes to send: the envelope by default, a JSON string as text, other JSON as JSON.
+fn body_bytes(value: Option<&Value>, envelope: &str) -> (Vec<u8>, &'static str) {
+    match value {
+        None | Some(Value::Null) => (envelope.as_bytes().to_vec(), "application/json"),
+        Some(Value::String(text)) => (text.as_bytes().to_vec(), "text/plain; charset=utf-8"),
+        Some(other) => (serde_json::to_vec(other).unwrap_or_default(), "application/json"),
+    }
+}
+
+/// `scheme://host:port` of a URL (the breaker's key).
+fn destination_of(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}:{}",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.port_or_known_default().unwrap_or(0)
+        ),
+        Err(_) => url.to_owned(),
+    }
+}
+
+fn keep_tail(text: &str) -> Option<String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut start = text.len().saturating_sub(OUTPUT_KEEP_BYTES);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    Some(text[start..].to_owned())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,24 @@
+//! # minoots-actions
+//!
+//! What happens after a fire: committed events go to NATS JetStream (or, in
+//! standalone mode, straight to the in-process action intake); the action
+//! runner turns each fire into durable deliveries and runs them — signed
+//! webhooks, NATS messages, allow-listed commands, files, agent events —
+//! with retries, a per-destination circuit breaker, a recorded history of
+//! every attempt and a dead-letter queue that can be replayed.
+//!
+//! Real I/O only (sqlx, async-nats, reqwest): the simulator never links it.
+#![cfg(not(madsim))]
+#![warn(missing_docs)]
+
+pub mod execute;
+pub mod nats;
+pub mod runner;
+pub mod signing;
+pub mod store;
+
+pub use execute::{AgentEndpoint, ExecConfig, Executor};
+pub use nats::{Nats, NatsConfig, NatsObserver};
+pub use runner::{OutboxIntake, Runner, RunnerConfig};
+pub use signing::SigningKeys;
+pub use store::ActionStore;

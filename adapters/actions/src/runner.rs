@@ -1,0 +1,326 @@
+//! The action runner: turns fire events into queued deliveries (intake),
+//! then claims due deliveries, runs them, and records every attempt with
+//! what follows it (delivered, retry after backoff, dead-lettered).
+//!
+//! Intake comes from the outbox in standalone mode ([`OutboxIntake`], an
+//! [`EventSink`] the relay hands rows to before it marks them published) or
+//! from a JetStream durable consumer (`crate::nats`). Either way a delivery
+//! is queued before its source is acknowledged, and queueing is idempotent
+//! (keyed by `{timer_id}:{occurrence}:{action_id}`), so a repeated event
+//! never queues a second delivery.
+//!
+//! A delivery never starts before its fire is recorded: only `timer.fired`
+//! events, which the store writes in the fire's own transaction, queue work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use minoots_core::action::{Action, ActionPolicy, RetryPolicy, parse_bundle};
+use minoots_core::event::{EventKind, OutboxEvent};
+use minoots_node::EventSink;
+use minoots_node::metrics::Metrics;
+use minoots_node::views::EventEnvelope;
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::execute::{Executor, Failure};
+use crate::store::{ActionStore, AttemptOutcome, AttemptRecord, ClaimedDelivery, NewDelivery, NextStep};
+
+/// Tunables of a runner.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Recorded with every attempt.
+    pub runner_id: String,
+    /// Deliveries running at once.
+    pub concurrency: usize,
+    /// How long a claim lasts; must exceed the longest attempt (timeouts are ≤ 5 min).
+    pub claim_ms: i64,
+    /// Longest sleep when nothing is due.
+    pub idle_poll_ms: u64,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self { runner_id: "runner".into(), concurrency: 64, claim_ms: 360_000, idle_poll_ms: 1_000 }
+    }
+}
+
+/// Something interested in finished deliveries (the JetStream `delivered`
+/// and `dead` events, the DLQ stream).
+pub trait DeliveryObserver: Send + Sync + 'static {
+    /// A delivery succeeded, or was dead-lettered (`delivered = false`).
+    fn finished<'a>(
+        &'a self,
+        delivery: &'a NewDelivery,
+        attempt: &'a AttemptRecord,
+        delivered: bool,
+    ) -> BoxFuture<'a, ()>;
+}
+
+/// The deliveries a fire event asks for (none for other events or timers without actions).
+pub fn deliveries_of(envelope: &EventEnvelope, envelope_json: &str) -> Vec<NewDelivery> {
+    if envelope.event.kind != minoots_node::views::event_type(EventKind::Fired) {
+        return Vec::new();
+    }
+    let Some(bundle_value) = envelope.event.timer.action_bundle.as_ref().filter(|b| !b.is_null()) else {
+        return Vec::new();
+    };
+    let Some(fire) = &envelope.event.fire else { return Vec::new() };
+    // Structure only: kinds the operator turned off since are refused when run.
+    let everything = ActionPolicy {
+        command_programs: bundle_programs(bundle_value),
+        files_allowed: true,
+        agent_endpoint: true,
+    };
+    let bundle = match parse_bundle(bundle_value, &everything) {
+        Ok(bundle) => bundle,
+        Err(e) => {
+            tracing::warn!(timer = %envelope.event.timer.id, error = %e.message, field = %e.field, "a fired timer's action bundle does not parse; no delivery queued");
+            return Vec::new();
+        }
+    };
+    let retry_policy = serde_json::to_string(&bundle.retry_policy).unwrap_or_default();
+    bundle
+        .actions
+        .iter()
+        .map(|action| NewDelivery {
+            idempotency_key: format!("{}:{}:{}", envelope.event.timer.id, fire.occurrence, action.id),
+            tenant_id: envelope.tenant_id.clone(),
+            timer_id: envelope.event.timer.id.clone(),
+            occurrence: fire.occurrence,
+            action_id: action.id.clone(),
+            kind: action.kind.name().to_owned(),
+            action: serde_json::to_string(action).unwrap_or_default(),
+            retry_policy: retry_policy.clone(),
+            envelope: envelope_json.to_owned(),
+        })
+        .collect()
+}
+
+/// The programs a bundle names (so structure-only parsing accepts them).
+fn bundle_programs(bundle: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    bundle["actions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["parameters"]["program"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The standalone intake: the relay's sink, queueing deliveries in the action store.
+pub struct OutboxIntake {
+    store: ActionStore,
+    wake: Arc<Notify>,
+    clock: Arc<dyn minoots_node::Clock>,
+}
+
+impl std::fmt::Debug for OutboxIntake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxIntake").finish_non_exhaustive()
+    }
+}
+
+impl OutboxIntake {
+    /// Queues into `store` and wakes the runner through `wake`.
+    pub fn new(store: ActionStore, wake: Arc<Notify>, clock: Arc<dyn minoots_node::Clock>) -> Self {
+        Self { store, wake, clock }
+    }
+}
+
+impl EventSink for OutboxIntake {
+    fn publish<'a>(&'a self, rows: &'a [OutboxEvent]) -> BoxFuture<'a, usize> {
+        Box::pin(async move {
+            let mut deliveries = Vec::new();
+            for row in rows.iter().filter(|r| r.kind == EventKind::Fired && r.timer.action_bundle.is_some()) {
+                let envelope = EventEnvelope::from(row);
+                let json = serde_json::to_string(&envelope).unwrap_or_default();
+                deliveries.extend(deliveries_of(&envelope, &json));
+            }
+            if deliveries.is_empty() {
+                return rows.len();
+            }
+            match self.store.enqueue(&deliveries, self.clock.now().wall_ms).await {
+                Ok(_) => {
+                    self.wake.notify_one();
+                    rows.len()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "queueing deliveries failed; the outbox keeps the events");
+                    0
+                }
+            }
+        })
+    }
+}
+
+/// A running runner's shared parts.
+pub struct Runner {
+    store: ActionStore,
+    executor: Arc<Executor>,
+    metrics: Arc<Metrics>,
+    config: RunnerConfig,
+    clock: Arc<dyn minoots_node::Clock>,
+    observer: Option<Arc<dyn DeliveryObserver>>,
+}
+
+impl Runner {
+    /// A runner over `store`.
+    pub fn new(
+        store: ActionStore,
+        executor: Arc<Executor>,
+        metrics: Arc<Metrics>,
+        config: RunnerConfig,
+        clock: Arc<dyn minoots_node::Clock>,
+        observer: Option<Arc<dyn DeliveryObserver>>,
+    ) -> Arc<Self> {
+        Arc::new(Self { store, executor, metrics, config, clock, observer })
+    }
+
+    /// Claims and runs due deliveries until `shutdown` turns true; `wake` cuts a sleep short.
+    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let mut failures = 0u32;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let free = slots.available_permits();
+            let now_ms = self.clock.now().wall_ms;
+            let claimed = if free == 0 {
+                Ok(Vec::new())
+            } else {
+                self.store.claim_due(now_ms, now_ms + self.config.claim_ms, free as u32).await
+            };
+            let sleep_ms = match claimed {
+                Ok(batch) if !batch.is_empty() => {
+                    failures = 0;
+                    for claimed in batch {
+                        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+                        let runner = self.clone();
+                        tokio::spawn(async move {
+                            runner.attempt(claimed).await;
+                            drop(permit);
+                        });
+                    }
+                    0
+                }
+                Ok(_) if free == 0 => 5,
+                Ok(_) => match self.store.next_due_ms().await {
+                    Ok(Some(at)) => u64::try_from(at - self.clock.now().wall_ms)
+                        .unwrap_or(0)
+                        .min(self.config.idle_poll_ms),
+                    Ok(None) => self.config.idle_poll_ms,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the next due delivery failed");
+                        self.config.idle_poll_ms
+                    }
+                },
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, "claiming deliveries failed");
+                    (100u64 << failures.min(6)).min(5_000)
+                }
+            };
+            if sleep_ms > 0 {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = shutdown.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
+                }
+            }
+        }
+        // Let running attempts finish (bounded by their timeouts).
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            slots.acquire_many(self.config.concurrency.max(1) as u32),
+        )
+        .await;
+    }
+
+    /// One attempt of one claimed delivery, recorded with its next step.
+    async fn attempt(&self, claimed: ClaimedDelivery) {
+        let delivery = &claimed.delivery;
+        let attempt_no = claimed.attempts + 1;
+        let round_no = claimed.round_attempts + 1;
+        let policy: RetryPolicy = serde_json::from_str(&delivery.retry_policy).unwrap_or_default();
+        let started_at_ms = self.clock.now().wall_ms;
+        let started = tokio::time::Instant::now();
+        let result = match serde_json::from_str::<Action>(&delivery.action) {
+            Ok(action) => self.executor.run(delivery, &action, attempt_no).await,
+            Err(e) => Err(Failure {
+                retryable: false,
+                status_code: None,
+                error: format!("the stored action does not parse: {e}"),
+                retry_after_ms: None,
+            }),
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let now_ms = self.clock.now().wall_ms;
+        let (outcome, next, status_code, error, output) = match result {
+            Ok(done) => (AttemptOutcome::Succeeded, NextStep::Delivered, done.status_code, None, done.output),
+            Err(failure) if failure.retryable && round_no < policy.max_attempts => {
+                let delay_ms = policy.retry_delay_ms(round_no, rand::random(), failure.retry_after_ms);
+                let at = now_ms.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX));
+                (AttemptOutcome::Retry, NextStep::RetryAt(at), failure.status_code, Some(failure.error), None)
+            }
+            Err(failure) => {
+                (AttemptOutcome::Failed, NextStep::DeadLetter, failure.status_code, Some(failure.error), None)
+            }
+        };
+        let kind: &'static str = kind_label(&delivery.kind);
+        self.metrics.action_attempts.get_or_create(&[("kind", kind), ("outcome", outcome.as_str())]).inc();
+        self.metrics.action_duration.observe(duration_ms as f64 / 1_000.0);
+        let record = AttemptRecord {
+            idempotency_key: delivery.idempotency_key.clone(),
+            attempt: attempt_no,
+            timer_id: delivery.timer_id.clone(),
+            occurrence: delivery.occurrence,
+            action_id: delivery.action_id.clone(),
+            kind: delivery.kind.clone(),
+            started_at_ms,
+            duration_ms,
+            outcome,
+            status_code,
+            error,
+            output,
+            runner: self.config.runner_id.clone(),
+        };
+        // The record must land: a lost record would run the delivery again
+        // after its claim lapses (still at least once, with the same key).
+        let mut wait_ms = 100u64;
+        for _ in 0..20 {
+            match self.store.record_attempt(delivery, &record, next, now_ms).await {
+                Ok(Some(number)) => {
+                    if next == NextStep::DeadLetter {
+                        self.metrics.action_dead_lettered.inc();
+                        tracing::warn!(key = %delivery.idempotency_key, attempts = number, error = ?record.error, "delivery dead-lettered");
+                    }
+                    if let (Some(observer), NextStep::Delivered | NextStep::DeadLetter) =
+                        (&self.observer, next)
+                    {
+                        observer.finished(delivery, &record, next == NextStep::Delivered).await;
+                    }
+                    return;
+                }
+                Ok(None) => return, // another runner finished it
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording an attempt failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    wait_ms = (wait_ms * 2).min(5_000);
+                }
+            }
+        }
+    }
+}
+
+fn kind_label(kind: &str) -> &'static str {
+    match kind {
+        "webhook" => "webhook",
+        "nats" => "nats",
+        "command" => "command",
+        "file" => "file",
+        "workflow_event" => "workflow_event",
+        "agent_prompt" => "agent_prompt",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,605 @@
+//! The action store: deliveries (a durable work queue keyed by idempotency
+//! key), every attempt (the delivery history) and the dead-letter queue.
+//! One SQL text serves SQLite (its own file, `actions.db`, so delivery
+//! bookkeeping never waits on timer commits) and PostgreSQL (the cluster
+//! database, migrated with the timer store): the [`on_pool!`] macro expands
+//! each statement once per driver.
+//!
+//! Claims: a runner takes due pending rows by pushing `claimed_until_ms`
+//! forward in one `UPDATE … WHERE … RETURNING`; the outer `WHERE` re-checks
+//! the claim, so two runners racing on PostgreSQL cannot both take a row
+//! (the loser's re-evaluated row no longer matches). A runner that dies
+//! holding a claim loses it when the claim lapses; the delivery then runs
+//! again with the same idempotency key (at least once).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// The SQLite migrations (PostgreSQL's live with the timer store's).
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite-actions");
+
+/// Most rows one listing returns.
+pub const LIST_MAX: u32 = 1_000;
+
+/// Why the action store failed (the operator's database, not the client).
+#[derive(Debug, thiserror::Error)]
+#[error("action store: {context}: {source}")]
+pub struct StoreError {
+    context: &'static str,
+    #[source]
+    source: sqlx::Error,
+}
+
+fn failed(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError { context, source }
+}
+
+/// A delivery to queue: one action of one fired occurrence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    /// `{timer_id}:{occurrence}:{action_id}`.
+    pub idempotency_key: String,
+    /// Owner.
+    pub tenant_id: String,
+    /// Which timer.
+    pub timer_id: String,
+    /// Which occurrence.
+    pub occurrence: u32,
+    /// The action's id in its bundle.
+    pub action_id: String,
+    /// The action kind's wire name.
+    pub kind: String,
+    /// The action, as JSON.
+    pub action: String,
+    /// The bundle's retry policy, as JSON.
+    pub retry_policy: String,
+    /// The fire's event envelope, as JSON.
+    pub envelope: String,
+}
+
+/// A claimed delivery, ready to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedDelivery {
+    /// What was queued.
+    pub delivery: NewDelivery,
+    /// Attempts made in all so far.
+    pub attempts: u32,
+    /// Attempts made since it was queued or last replayed.
+    pub round_attempts: u32,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// Delivered.
+    Succeeded,
+    /// Failed; another attempt follows.
+    Retry,
+    /// Failed; no attempt follows (the delivery is dead-lettered).
+    Failed,
+}
+
+impl AttemptOutcome {
+    /// The stored and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Retry => "retry",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "succeeded" => Self::Succeeded,
+            "retry" => Self::Retry,
+            _ => Self::Failed,
+        }
+    }
+}
+
+/// One attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    /// The delivery's idempotency key.
+    pub idempotency_key: String,
+    /// 1-based, across replays.
+    pub attempt: u32,
+    /// Which timer.
+    pub timer_id: String,
+    /// Which occurrence.
+    pub occurrence: u32,
+    /// Which action.
+    pub action_id: String,
+    /// The action kind.
+    pub kind: String,
+    /// When it started (ms since the epoch).
+    pub started_at_ms: i64,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+    /// The HTTP status (webhooks) or exit code (commands).
+    pub status_code: Option<i64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Response body or program output (tail).
+    pub output: Option<String>,
+    /// The runner that made it.
+    pub runner: String,
+}
+
+/// What follows an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    /// Done.
+    Delivered,
+    /// Try again at this time (ms since the epoch).
+    RetryAt(i64),
+    /// Move it to the dead-letter queue.
+    DeadLetter,
+}
+
+/// A dead-lettered delivery.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// DLQ id.
+    pub id: i64,
+    /// The delivery's idempotency key (kept by a replay).
+    pub idempotency_key: String,
+    /// Owner.
+    pub tenant_id: String,
+    /// Which timer.
+    pub timer_id: String,
+    /// Which occurrence.
+    pub occurrence: u32,
+    /// Which action.
+    pub action_id: String,
+    /// The action kind.
+    pub kind: String,
+    /// When it was dead-lettered.
+    pub dead_at_ms: i64,
+    /// Attempts made when it was dead-lettered.
+    pub attempts: u32,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+    /// When it was replayed, if it was.
+    pub replayed_at_ms: Option<i64>,
+}
+
+/// The database behind the store.
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$p` bound to whichever pool the store has.
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            Pool::Sqlite($p) => $body,
+            Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// Deliveries, attempts and dead letters.
+#[derive(Debug, Clone)]
+pub struct ActionStore {
+    pool: Pool,
+}
+
+const ENQUEUE: &str = "INSERT INTO deliveries (idempotency_key, tenant_id, timer_id, occurrence, action_id, kind, \
+     action, retry_policy, envelope, status, attempts, round_attempts, next_attempt_at_ms, claimed_until_ms, \
+     created_at_ms, updated_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, 0, $10, 0, $10, $10) \
+     ON CONFLICT (idempotency_key) DO NOTHING";
+
+const CLAIM: &str = "UPDATE deliveries SET claimed_until_ms = $1 \
+     WHERE idempotency_key IN (SELECT idempotency_key FROM deliveries \
+         WHERE status = 'pending' AND next_attempt_at_ms <= $2 AND claimed_until_ms <= $2 \
+         ORDER BY next_attempt_at_ms LIMIT $3) \
+     AND status = 'pending' AND next_attempt_at_ms <= $2 AND claimed_until_ms <= $2 \
+     RETURNING idempotency_key, tenant_id, timer_id, occurrence, action_id, kind, action, retry_policy, \
+         envelope, attempts, round_attempts";
+
+const NEXT_DUE: &str = "SELECT MIN(CASE WHEN claimed_until_ms > next_attempt_at_ms THEN claimed_until_ms \
+     ELSE next_attempt_at_ms END) FROM deliveries WHERE status = 'pending'";
+
+const BUMP_ATTEMPTS: &str = "UPDATE deliveries SET attempts = attempts + 1, round_attempts = round_attempts + 1, \
+     status = $2, next_attempt_at_ms = $3, claimed_until_ms = 0, updated_at_ms = $4, last_error = $5 \
+     WHERE idempotency_key = $1 AND status = 'pending' RETURNING attempts";
+
+const INSERT_ATTEMPT: &str = "INSERT INTO delivery_attempts (idempotency_key, attempt, tenant_id, timer_id, \
+     occurrence, action_id, kind, started_at_ms, duration_ms, outcome, status_code, error, output, runner) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+const INSERT_DEAD: &str = "INSERT INTO dead_letters (idempotency_key, tenant_id, timer_id, occurrence, action_id, \
+     kind, dead_at_ms, attempts, last_error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+const LIST_ATTEMPTS: &str = "SELECT idempotency_key, attempt, timer_id, occurrence, action_id, kind, started_at_ms, \
+     duration_ms, outcome, status_code, error, output, runner FROM delivery_attempts \
+     WHERE tenant_id = $1 AND timer_id = $2 ORDER BY started_at_ms, idempotency_key, attempt LIMIT $3";
+
+const DEAD_COLUMNS: &str = "id, idempotency_key, tenant_id, timer_id, occurrence, action_id, kind, dead_at_ms, \
+     attempts, last_error, replayed_at_ms";
+
+const DELIVERY_COUNTS: &str = "SELECT status, COUNT(*) FROM deliveries GROUP BY status ORDER BY status";
+
+impl ActionStore {
+    /// Opens (creating and migrating if needed) the SQLite action store at `path`.
+    pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // A missing directory surfaces as the connect error below.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(failed("opening the SQLite action store"))?;
+        SQLITE_MIGRATOR.run(&pool).await.map_err(|e| StoreError {
+            context: "migrating the SQLite action store",
+            source: sqlx::Error::Migrate(Box::new(e)),
+        })?;
+        // One process owns a SQLite action store: claims left by a previous
+        // run (killed mid-delivery) are void, so those deliveries run again now.
+        sqlx::query(
+            "UPDATE deliveries SET claimed_until_ms = 0 WHERE status = 'pending' AND claimed_until_ms > 0",
+        )
+        .execute(&pool)
+        .await
+        .map_err(failed("releasing a previous run's claims"))?;
+        Ok(Self { pool: Pool::Sqlite(pool) })
+    }
+
+    /// Connects to the cluster database (already migrated by the timer
+    /// store's migrations), in `schema` if given.
+    pub async fn connect_postgres(
+        url: &str,
+        schema: Option<&str>,
+        connections: u32,
+    ) -> Result<Self, StoreError> {
+        let search_path = schema.map(|s| format!("SET search_path TO \"{}\"", s.replace('"', "\"\"")));
+        let pool = PgPoolOptions::new()
+            .max_connections(connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                let search_path = search_path.clone();
+                Box::pin(async move {
+                    if let Some(sql) = search_path {
+                        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy(url)
+            .map_err(failed("connecting to the PostgreSQL action store"))?;
+        Ok(Self { pool: Pool::Postgres(pool) })
+    }
+
+    /// Queues deliveries (those already queued are left alone); returns how many were new.
+    pub async fn enqueue(&self, deliveries: &[NewDelivery], now_ms: i64) -> Result<u64, StoreError> {
+        if deliveries.is_empty() {
+            return Ok(0);
+        }
+        on_pool!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(failed("starting an enqueue"))?;
+            let mut inserted = 0;
+            for d in deliveries {
+                inserted += sqlx::query(ENQUEUE)
+                    .bind(&d.idempotency_key)
+                    .bind(&d.tenant_id)
+                    .bind(&d.timer_id)
+                    .bind(i64::from(d.occurrence))
+                    .bind(&d.action_id)
+                    .bind(&d.kind)
+                    .bind(&d.action)
+                    .bind(&d.retry_policy)
+                    .bind(&d.envelope)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(failed("queueing a delivery"))?
+                    .rows_affected();
+            }
+            tx.commit().await.map_err(failed("committing an enqueue"))?;
+            Ok(inserted)
+        })
+    }
+
+    /// Claims up to `limit` due deliveries until `claim_until_ms`.
+    pub async fn claim_due(
+        &self,
+        now_ms: i64,
+        claim_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        on_pool!(&self.pool, p => {
+            let rows = sqlx::query(CLAIM)
+                .bind(claim_until_ms)
+                .bind(now_ms)
+                .bind(i64::from(limit))
+                .fetch_all(p)
+                .await
+                .map_err(failed("claiming deliveries"))?;
+            rows.iter()
+                .map(|r| -> Result<ClaimedDelivery, sqlx::Error> {
+                    Ok(ClaimedDelivery {
+                        delivery: NewDelivery {
+                            idempotency_key: r.try_get("idempotency_key")?,
+                            tenant_id: r.try_get("tenant_id")?,
+                            timer_id: r.try_get("timer_id")?,
+                            occurrence: to_u32(r.try_get("occurrence")?),
+                            action_id: r.try_get("action_id")?,
+                            kind: r.try_get("kind")?,
+                            action: r.try_get("action")?,
+                            retry_policy: r.try_get("retry_policy")?,
+                            envelope: r.try_get("envelope")?,
+                        },
+                        attempts: to_u32(r.try_get("attempts")?),
+                        round_attempts: to_u32(r.try_get("round_attempts")?),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(failed("reading claimed deliveries"))
+        })
+    }
+
+    /// When the next pending delivery becomes due (or its claim lapses).
+    pub async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        on_pool!(&self.pool, p => {
+            sqlx::query_scalar::<_, Option<i64>>(NEXT_DUE)
+                .fetch_one(p)
+                .await
+                .map_err(failed("reading the next due delivery"))
+        })
+    }
+
+    /// Records an attempt and what follows it, in one transaction; a dead
+    /// letter is written with the delivery's history. Returns the attempt's
+    /// number, or `None` when the delivery was no longer pending (another
+    /// runner finished it first; nothing is recorded).
+    pub async fn record_attempt(
+        &self,
+        delivery: &NewDelivery,
+        attempt: &AttemptRecord,
+        next: NextStep,
+        now_ms: i64,
+    ) -> Result<Option<u32>, StoreError> {
+        let (status, next_at) = match next {
+            NextStep::Delivered => ("succeeded", now_ms),
+            NextStep::RetryAt(at) => ("pending", at),
+            NextStep::DeadLetter => ("dead", now_ms),
+        };
+        on_pool!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(failed("starting an attempt record"))?;
+            let number: Option<i64> = sqlx::query_scalar(BUMP_ATTEMPTS)
+                .bind(&delivery.idempotency_key)
+                .bind(status)
+                .bind(next_at)
+                .bind(now_ms)
+                .bind(&attempt.error)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(failed("updating a delivery"))?;
+            let Some(number) = number else {
+                return Ok(None);
+            };
+            sqlx::query(INSERT_ATTEMPT)
+                .bind(&delivery.idempotency_key)
+                .bind(number)
+                .bind(&delivery.tenant_id)
+                .bind(&delivery.timer_id)
+                .bind(i64::from(delivery.occurrence))
+                .bind(&delivery.action_id)
+                .bind(&delivery.kind)
+                .bind(attempt.started_at_ms)
+                .bind(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX))
+                .bind(attempt.outcome.as_str())
+                .bind(attempt.status_code)
+                .bind(&attempt.error)
+                .bind(&attempt.output)
+                .bind(&attempt.runner)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("recording an attempt"))?;
+            if next == NextStep::DeadLetter {
+                sqlx::query(INSERT_DEAD)
+                    .bind(&delivery.idempotency_key)
+                    .bind(&delivery.tenant_id)
+                    .bind(&delivery.timer_id)
+                    .bind(i64::from(delivery.occurrence))
+                    .bind(&delivery.action_id)
+                    .bind(&delivery.kind)
+                    .bind(now_ms)
+                    .bind(number)
+                    .bind(&attempt.error)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(failed("dead-lettering a delivery"))?;
+            }
+            tx.commit().await.map_err(failed("committing an attempt record"))?;
+            Ok(Some(to_u32(number)))
+        })
+    }
+
+    /// A timer's attempts, oldest first (at most [`LIST_MAX`]).
+    pub async fn attempts_of_timer(
+        &self,
+        tenant_id: &str,
+        timer_id: &str,
+    ) -> Result<Vec<AttemptRecord>, StoreError> {
+        on_pool!(&self.pool, p => {
+            let rows = sqlx::query(LIST_ATTEMPTS)
+                .bind(tenant_id)
+                .bind(timer_id)
+                .bind(i64::from(LIST_MAX))
+                .fetch_all(p)
+                .await
+                .map_err(failed("listing attempts"))?;
+            rows.iter()
+                .map(|r| -> Result<AttemptRecord, sqlx::Error> {
+                    Ok(AttemptRecord {
+                        idempotency_key: r.try_get("idempotency_key")?,
+                        attempt: to_u32(r.try_get("attempt")?),
+                        timer_id: r.try_get("timer_id")?,
+                        occurrence: to_u32(r.try_get("occurrence")?),
+                        action_id: r.try_get("action_id")?,
+                        kind: r.try_get("kind")?,
+                        started_at_ms: r.try_get("started_at_ms")?,
+                        duration_ms: u64::try_from(r.try_get::<i64, _>("duration_ms")?).unwrap_or(0),
+                        outcome: AttemptOutcome::parse(&r.try_get::<String, _>("outcome")?),
+                        status_code: r.try_get("status_code")?,
+                        error: r.try_get("error")?,
+                        output: r.try_get("output")?,
+                        runner: r.try_get("runner")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(failed("reading attempts"))
+        })
+    }
+
+    /// Dead letters with `id > after_id`, oldest first; `tenant_id = None`: every tenant.
+    /// `include_replayed = false` hides those already replayed.
+    pub async fn dead_letters(
+        &self,
+        tenant_id: Option<&str>,
+        after_id: i64,
+        limit: u32,
+        include_replayed: bool,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let sql = format!(
+            "SELECT {DEAD_COLUMNS} FROM dead_letters WHERE ($1 IS NULL OR tenant_id = $1) AND id > $2 \
+             AND ($3 OR replayed_at_ms IS NULL) ORDER BY id LIMIT $4"
+        );
+        on_pool!(&self.pool, p => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(tenant_id)
+                .bind(after_id)
+                .bind(include_replayed)
+                .bind(i64::from(limit.min(LIST_MAX)))
+                .fetch_all(p)
+                .await
+                .map_err(failed("listing dead letters"))?;
+            rows.iter().map(dead_from_row).collect::<Result<Vec<_>, _>>().map_err(failed("reading dead letters"))
+        })
+    }
+
+    /// One dead letter (scoped to `tenant_id` unless `None`).
+    pub async fn dead_letter(
+        &self,
+        tenant_id: Option<&str>,
+        id: i64,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        let sql = format!(
+            "SELECT {DEAD_COLUMNS} FROM dead_letters WHERE ($1 IS NULL OR tenant_id = $1) AND id = $2"
+        );
+        on_pool!(&self.pool, p => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(tenant_id)
+                .bind(id)
+                .fetch_optional(p)
+                .await
+                .map_err(failed("reading a dead letter"))?;
+            row.as_ref().map(dead_from_row).transpose().map_err(failed("reading a dead letter"))
+        })
+    }
+
+    /// Replays a dead letter: its delivery runs again now with a fresh
+    /// attempt budget and the same idempotency key. Returns `false` when it
+    /// does not exist (in scope) or was already replayed.
+    pub async fn replay(&self, tenant_id: Option<&str>, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        on_pool!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(failed("starting a replay"))?;
+            let key: Option<String> = sqlx::query_scalar(
+                "UPDATE dead_letters SET replayed_at_ms = $3 \
+                 WHERE id = $2 AND ($1 IS NULL OR tenant_id = $1) AND replayed_at_ms IS NULL \
+                 RETURNING idempotency_key",
+            )
+            .bind(tenant_id)
+            .bind(id)
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(failed("marking a dead letter replayed"))?;
+            let Some(key) = key else {
+                return Ok(false);
+            };
+            sqlx::query(
+                "UPDATE deliveries SET status = 'pending', round_attempts = 0, next_attempt_at_ms = $2, \
+                 claimed_until_ms = 0, updated_at_ms = $2 WHERE idempotency_key = $1 AND status = 'dead'",
+            )
+            .bind(&key)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("requeueing a delivery"))?;
+            tx.commit().await.map_err(failed("committing a replay"))?;
+            Ok(true)
+        })
+    }
+
+    /// Deliveries by status (`pending`, `succeeded`, `dead`).
+    pub async fn delivery_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        on_pool!(&self.pool, p => {
+            let rows = sqlx::query(DELIVERY_COUNTS).fetch_all(p).await.map_err(failed("counting deliveries"))?;
+            rows.iter()
+                .map(|r| Ok((r.try_get::<String, _>(0)?, u64::try_from(r.try_get::<i64, _>(1)?).unwrap_or(0))))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(failed("reading delivery counts"))
+        })
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        on_pool!(&self.pool, p => p.close().await)
+    }
+}
+
+fn dead_from_row<R: Row>(r: &R) -> Result<DeadLetter, sqlx::Error>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(DeadLetter {
+        id: r.try_get("id")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        tenant_id: r.try_get("tenant_id")?,
+        timer_id: r.try_get("timer_id")?,
+        occurrence: to_u32(r.try_get("occurrence")?),
+        action_id: r.try_get("action_id")?,
+        kind: r.try_get("kind")?,
+        dead_at_ms: r.try_get("dead_at_ms")?,
+        attempts: to_u32(r.try_get("attempts")?),
+        last_error: r.try_get("last_error")?,
+        replayed_at_ms: r.try_get("replayed_at_ms")?,
+    })
+}
+
+fn to_u32(value: i64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}

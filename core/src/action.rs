@@ -1,0 +1,623 @@
+//! Action bundles: what runs when a timer fires. This module owns their
+//! typed shape, the rules a bundle must pass at schedule time (so a bundle
+//! that can never run is a 400, not a dead letter an hour later), and the
+//! retry arithmetic (exponential backoff with full jitter). It is pure: the
+//! runner that performs the actions lives in the `minoots-actions` adapter.
+//!
+//! Wire shape (MINOOTS's, camelCase):
+//! `{actions: [{id, kind, parameters}], retryPolicy: {maxAttempts,
+//! backoffInitialMs, backoffMultiplier, backoffMaxMs}, concurrency}`.
+//! Kinds: `webhook`, `nats`, `command`, `file`, `workflow_event`,
+//! `agent_prompt`. `command` and `file` are refused unless the operator
+//! allowed them ([`ActionPolicy`]); `workflow_event` and `agent_prompt` need
+//! an operator-configured agent endpoint.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::ValidationError;
+
+/// Most actions in one bundle.
+pub const MAX_ACTIONS: usize = 16;
+/// Longest action id.
+pub const MAX_ACTION_ID_LEN: usize = 64;
+/// Most attempts one delivery may be given.
+pub const MAX_ATTEMPTS: u32 = 100;
+/// Longest backoff delay.
+pub const MAX_BACKOFF_MS: u64 = 86_400_000;
+/// Longest per-action timeout.
+pub const MAX_TIMEOUT_MS: u64 = 300_000;
+/// Most actions of one fire run at once.
+pub const MAX_CONCURRENCY: u32 = 16;
+/// Most arguments of a command.
+pub const MAX_COMMAND_ARGS: usize = 64;
+
+/// What the operator allows, checked when a bundle is scheduled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActionPolicy {
+    /// Programs a `command` action may run (exact names or paths). Empty: no commands.
+    pub command_programs: BTreeSet<String>,
+    /// Whether `file` actions may run (the operator configured a base directory).
+    pub files_allowed: bool,
+    /// Whether `workflow_event` / `agent_prompt` actions have an endpoint to go to.
+    pub agent_endpoint: bool,
+}
+
+/// A validated bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionBundle {
+    /// In the order given; ids unique.
+    pub actions: Vec<Action>,
+    /// How failed deliveries are retried.
+    pub retry_policy: RetryPolicy,
+    /// Most actions of one fire run at once.
+    pub concurrency: u32,
+}
+
+/// One action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Action {
+    /// Unique within the bundle; part of the idempotency key.
+    pub id: String,
+    /// What to do.
+    pub kind: ActionKind,
+}
+
+/// The kinds of action and their parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ActionKind {
+    /// An HTTP request.
+    Webhook(WebhookAction),
+    /// A NATS message.
+    Nats(NatsAction),
+    /// A program run without a shell.
+    Command(CommandAction),
+    /// A file written under the operator's base directory.
+    File(FileAction),
+    /// A workflow event for the operator's agent endpoint.
+    WorkflowEvent(AgentAction),
+    /// MINOOTS's agent prompt, for the operator's agent endpoint.
+    AgentPrompt(AgentAction),
+}
+
+impl ActionKind {
+    /// The wire name (`webhook`, …), used as a metric label.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Webhook(_) => "webhook",
+            Self::Nats(_) => "nats",
+            Self::Command(_) => "command",
+            Self::File(_) => "file",
+            Self::WorkflowEvent(_) => "workflow_event",
+            Self::AgentPrompt(_) => "agent_prompt",
+        }
+    }
+}
+
+/// `webhook` parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAction {
+    /// `GET`, `POST` (default), `PUT`, `PATCH` or `DELETE`.
+    pub method: String,
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// Extra request headers (the signature and id headers cannot be overridden).
+    pub headers: BTreeMap<String, String>,
+    /// The body: `None` sends the event envelope; a JSON string is sent as text.
+    pub body: Option<Value>,
+    /// Per-request timeout; `None`: the server's default.
+    pub timeout_ms: Option<u64>,
+}
+
+/// `nats` parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsAction {
+    /// A concrete subject (no wildcards).
+    pub subject: String,
+    /// The payload: `None` sends the event envelope.
+    pub payload: Option<Value>,
+}
+
+/// `command` parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandAction {
+    /// One of the operator's allowed programs.
+    pub program: String,
+    /// Arguments, passed as they are (never through a shell).
+    pub args: Vec<String>,
+    /// Kill the program after this long; `None`: the server's default.
+    pub timeout_ms: Option<u64>,
+}
+
+/// `file` parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileAction {
+    /// Relative to the operator's base directory; no `..`, not absolute.
+    pub path: String,
+    /// What to write: `None` writes the event envelope; a JSON string is written as text.
+    pub content: Option<Value>,
+    /// Append a line instead of replacing the file.
+    pub append: bool,
+}
+
+/// `workflow_event` / `agent_prompt` parameters: passed to the agent endpoint as they are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentAction {
+    /// The action's `parameters` object.
+    pub parameters: Value,
+}
+
+/// How a failed delivery is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// Attempts in all (1: never retried).
+    pub max_attempts: u32,
+    /// Backoff ceiling before the first retry.
+    pub backoff_initial_ms: u64,
+    /// Growth of the ceiling per retry.
+    pub backoff_multiplier: f64,
+    /// Largest ceiling.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 5, backoff_initial_ms: 1_000, backoff_multiplier: 2.0, backoff_max_ms: 300_000 }
+    }
+}
+
+impl RetryPolicy {
+    /// The backoff ceiling after failed attempt number `attempt` (1-based):
+    /// `min(max, initial × multiplier^(attempt−1))`.
+    pub fn ceiling_ms(&self, attempt: u32) -> u64 {
+        let exponent = attempt.saturating_sub(1).min(1_000) as i32;
+        let ceiling = self.backoff_initial_ms as f64 * self.backoff_multiplier.powi(exponent);
+        if ceiling.is_finite() && ceiling < self.backoff_max_ms as f64 {
+            ceiling as u64
+        } else {
+            self.backoff_max_ms
+        }
+    }
+
+    /// The delay before the retry that follows failed attempt `attempt`, with
+    /// full jitter drawn from `random` (uniform in `0..=ceiling`), but never
+    /// sooner than a receiver's `Retry-After` (capped at [`MAX_BACKOFF_MS`]).
+    pub fn retry_delay_ms(&self, attempt: u32, random: u64, retry_after_ms: Option<u64>) -> u64 {
+        let ceiling = self.ceiling_ms(attempt);
+        let jittered = if ceiling == 0 { 0 } else { random % (ceiling + 1) };
+        match retry_after_ms {
+            Some(after) => after.min(MAX_BACKOFF_MS),
+            None => jittered,
+        }
+    }
+}
+
+/// Parses and checks `actionBundle` against the operator's `policy`.
+/// Errors name the field (`actionBundle.actions[0].parameters.url`).
+pub fn parse_bundle(value: &Value, policy: &ActionPolicy) -> Result<ActionBundle, ValidationError> {
+    const FIELD: &str = "actionBundle";
+    let object = value.as_object().ok_or_else(|| ValidationError::new(FIELD, "must be an object"))?;
+    known_keys(FIELD, object, &["actions", "retryPolicy", "concurrency"])?;
+    let actions_value = object
+        .get("actions")
+        .ok_or_else(|| ValidationError::new(format!("{FIELD}.actions"), "is required"))?;
+    let list = actions_value
+        .as_array()
+        .ok_or_else(|| ValidationError::new(format!("{FIELD}.actions"), "must be an array"))?;
+    if list.is_empty() || list.len() > MAX_ACTIONS {
+        return Err(ValidationError::new(
+            format!("{FIELD}.actions"),
+            format!("must hold 1-{MAX_ACTIONS} actions"),
+        ));
+    }
+    let mut actions = Vec::with_capacity(list.len());
+    let mut ids = BTreeSet::new();
+    for (index, item) in list.iter().enumerate() {
+        let field = format!("{FIELD}.actions[{index}]");
+        let action = parse_action(&field, index, item, policy)?;
+        if !ids.insert(action.id.clone()) {
+            return Err(ValidationError::new(format!("{field}.id"), "must be unique within the bundle"));
+        }
+        actions.push(action);
+    }
+    let retry_policy = match object.get("retryPolicy") {
+        None | Some(Value::Null) => RetryPolicy::default(),
+        Some(v) => parse_retry(&format!("{FIELD}.retryPolicy"), v)?,
+    };
+    let concurrency = match object.get("concurrency") {
+        None | Some(Value::Null) => 4,
+        Some(v) => uint(&format!("{FIELD}.concurrency"), v, 1, u64::from(MAX_CONCURRENCY))? as u32,
+    };
+    Ok(ActionBundle { actions, retry_policy, concurrency })
+}
+
+fn parse_action(
+    field: &str,
+    index: usize,
+    item: &Value,
+    policy: &ActionPolicy,
+) -> Result<Action, ValidationError> {
+    let object = item.as_object().ok_or_else(|| ValidationError::new(field, "must be an object"))?;
+    known_keys(field, object, &["id", "kind", "parameters", "escalation"])?;
+    let id = match object.get("id") {
+        None | Some(Value::Null) => format!("action-{}", index + 1),
+        Some(Value::String(id)) => {
+            let ok = !id.is_empty()
+                && id.len() <= MAX_ACTION_ID_LEN
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !ok {
+                return Err(ValidationError::new(
+                    format!("{field}.id"),
+                    format!("must be 1-{MAX_ACTION_ID_LEN} characters of A-Z a-z 0-9 - _ ."),
+                ));
+            }
+            id.clone()
+        }
+        Some(_) => return Err(ValidationError::new(format!("{field}.id"), "must be a string")),
+    };
+    let kind_field = format!("{field}.kind");
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ValidationError::new(&kind_field, "is required (a string)"))?;
+    let empty = Map::new();
+    let params_field = format!("{field}.parameters");
+    let params = match object.get("parameters") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err(ValidationError::new(params_field, "must be an object")),
+    };
+    let p = Params { field: &params_field, map: params };
+    let kind = match kind {
+        "webhook" => ActionKind::Webhook(parse_webhook(&p)?),
+        "nats" => {
+            p.known(&["subject", "payload"])?;
+            let subject = p.required_str("subject")?;
+            if !valid_subject(&subject) {
+                return Err(p.error(
+                    "subject",
+                    "must be a NATS subject: dot-separated tokens without spaces or wildcards",
+                ));
+            }
+            ActionKind::Nats(NatsAction { subject, payload: p.map.get("payload").cloned() })
+        }
+        "command" => {
+            if policy.command_programs.is_empty() {
+                return Err(ValidationError::new(
+                    kind_field,
+                    "command actions are disabled: the operator has not configured an allow-list of programs",
+                ));
+            }
+            p.known(&["program", "args", "timeoutMs"])?;
+            let program = p.required_str("program")?;
+            if !policy.command_programs.contains(&program) {
+                return Err(p.error("program", "is not in the operator's allow-list of programs"));
+            }
+            let args = match p.map.get("args") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(items)) if items.len() <= MAX_COMMAND_ARGS => items
+                    .iter()
+                    .map(|a| a.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| p.error("args", "must be an array of strings"))?,
+                Some(_) => {
+                    return Err(
+                        p.error("args", format!("must be an array of at most {MAX_COMMAND_ARGS} strings"))
+                    );
+                }
+            };
+            ActionKind::Command(CommandAction { program, args, timeout_ms: p.timeout()? })
+        }
+        "file" => {
+            if !policy.files_allowed {
+                return Err(ValidationError::new(
+                    kind_field,
+                    "file actions are disabled: the operator has not configured a base directory",
+                ));
+            }
+            p.known(&["path", "content", "append"])?;
+            let path = p.required_str("path")?;
+            let ok = !path.starts_with('/')
+                && !path.contains('\\')
+                && !path.contains('\0')
+                && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+            if !ok {
+                return Err(p.error("path", "must be a relative path without empty, '.' or '..' parts"));
+            }
+            let append = match p.map.get("append") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(p.error("append", "must be a boolean")),
+            };
+            ActionKind::File(FileAction { path, content: p.map.get("content").cloned(), append })
+        }
+        "workflow_event" | "agent_prompt" => {
+            if !policy.agent_endpoint {
+                return Err(ValidationError::new(
+                    kind_field,
+                    format!("{kind} actions need an agent endpoint, which the operator has not configured"),
+                ));
+            }
+            let action = AgentAction { parameters: Value::Object(params.clone()) };
+            if kind == "workflow_event" {
+                ActionKind::WorkflowEvent(action)
+            } else {
+                ActionKind::AgentPrompt(action)
+            }
+        }
+        _ => {
+            return Err(ValidationError::new(
+                kind_field,
+                "must be one of webhook, nats, command, file, workflow_event, agent_prompt",
+            ));
+        }
+    };
+    Ok(Action { id, kind })
+}
+
+fn parse_webhook(p: &Params<'_>) -> Result<WebhookAction, ValidationError> {
+    p.known(&["url", "method", "headers", "body", "timeoutMs"])?;
+    let url = p.required_str("url")?;
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    if !rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/')) || url.chars().any(char::is_whitespace) {
+        return Err(p.error("url", "must be an http:// or https:// URL with a host"));
+    }
+    let method = match p.map.get("method") {
+        None | Some(Value::Null) => "POST".to_owned(),
+        Some(Value::String(m)) => {
+            let upper = m.to_ascii_uppercase();
+            if !matches!(upper.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
+                return Err(p.error("method", "must be one of GET, POST, PUT, PATCH, DELETE"));
+            }
+            upper
+        }
+        Some(_) => return Err(p.error("method", "must be a string")),
+    };
+    let mut headers = BTreeMap::new();
+    match p.map.get("headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (name, value) in map {
+                let field = format!("headers.{name}");
+                let valid_name =
+                    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                if !valid_name {
+                    return Err(p.error(&field, "must be a header name (letters, digits, '-')"));
+                }
+                let lower = name.to_ascii_lowercase();
+                if lower == "idempotency-key" || lower.starts_with("minoots-") || lower == "content-length" {
+                    return Err(p.error(&field, "is set by the runner and cannot be overridden"));
+                }
+                let text = value
+                    .as_str()
+                    .filter(|v| !v.chars().any(|c| c.is_control()))
+                    .ok_or_else(|| p.error(&field, "must be a string without control characters"))?;
+                headers.insert(name.clone(), text.to_owned());
+            }
+        }
+        Some(_) => return Err(p.error("headers", "must be an object of strings")),
+    }
+    Ok(WebhookAction { method, url, headers, body: p.map.get("body").cloned(), timeout_ms: p.timeout()? })
+}
+
+fn parse_retry(field: &str, value: &Value) -> Result<RetryPolicy, ValidationError> {
+    let map = value.as_object().ok_or_else(|| ValidationError::new(field, "must be an object"))?;
+    known_keys(field, map, &["maxAttempts", "backoffInitialMs", "backoffMultiplier", "backoffMaxMs"])?;
+    let defaults = RetryPolicy::default();
+    let get_uint = |key: &str, min: u64, max: u64, default: u64| match map.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => uint(&format!("{field}.{key}"), v, min, max),
+    };
+    let max_attempts =
+        get_uint("maxAttempts", 1, u64::from(MAX_ATTEMPTS), u64::from(defaults.max_attempts))? as u32;
+    let backoff_initial_ms = get_uint("backoffInitialMs", 0, MAX_BACKOFF_MS, defaults.backoff_initial_ms)?;
+    let backoff_max_ms =
+        get_uint("backoffMaxMs", 0, MAX_BACKOFF_MS, defaults.backoff_max_ms.max(backoff_initial_ms))?;
+    if backoff_max_ms < backoff_initial_ms {
+        return Err(ValidationError::new(format!("{field}.backoffMaxMs"), "must be ≥ backoffInitialMs"));
+    }
+    let backoff_multiplier = match map.get("backoffMultiplier") {
+        None | Some(Value::Null) => defaults.backoff_multiplier,
+        Some(v) => v.as_f64().filter(|m| (1.0..=10.0).contains(m)).ok_or_else(|| {
+            ValidationError::new(format!("{field}.backoffMultiplier"), "must be a number from 1 to 10")
+        })?,
+    };
+    Ok(RetryPolicy { max_attempts, backoff_initial_ms, backoff_multiplier, backoff_max_ms })
+}
+
+/// An action's `parameters`, with the field prefix errors carry.
+struct Params<'a> {
+    field: &'a str,
+    map: &'a Map<String, Value>,
+}
+
+impl Params<'_> {
+    fn error(&self, key: &str, rule: impl Into<String>) -> ValidationError {
+        ValidationError::new(format!("{}.{key}", self.field), rule)
+    }
+
+    fn known(&self, keys: &[&str]) -> Result<(), ValidationError> {
+        known_keys(self.field, self.map, keys)
+    }
+
+    fn required_str(&self, key: &str) -> Result<String, ValidationError> {
+        match self.map.get(key) {
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 2_048 => Ok(s.clone()),
+            _ => Err(self.error(key, "is required: a string of 1-2048 bytes")),
+        }
+    }
+
+    fn timeout(&self) -> Result<Option<u64>, ValidationError> {
+        match self.map.get("timeoutMs") {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => uint(&format!("{}.timeoutMs", self.field), v, 1, MAX_TIMEOUT_MS).map(Some),
+        }
+    }
+}
+
+fn known_keys(field: &str, map: &Map<String, Value>, keys: &[&str]) -> Result<(), ValidationError> {
+    match map.keys().find(|k| !keys.contains(&k.as_str())) {
+        Some(unknown) => Err(ValidationError::new(
+            format!("{field}.{unknown}"),
+            format!("is not a known field (expected one of: {})", keys.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn uint(field: &str, value: &Value, min: u64, max: u64) -> Result<u64, ValidationError> {
+    value
+        .as_u64()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| ValidationError::new(field, format!("must be an integer from {min} to {max}")))
+}
+
+/// A concrete NATS subject: non-empty dot-separated tokens, no whitespace, no wildcards.
+pub fn valid_subject(subject: &str) -> bool {
+    subject.len() <= 256
+        && subject.split('.').all(|token| {
+            !token.is_empty()
+                && token != "*"
+                && token != ">"
+                && !token.chars().any(|c| c.is_whitespace() || c.is_control())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn open() -> ActionPolicy {
+        ActionPolicy {
+            command_programs: ["/bin/echo".to_owned()].into(),
+            files_allowed: true,
+            agent_endpoint: true,
+        }
+    }
+
+    fn field_of(value: Value, policy: &ActionPolicy) -> String {
+        parse_bundle(&value, policy).expect_err("must be refused").field
+    }
+
+    #[test]
+    fn parses_a_full_bundle_with_defaults() {
+        let bundle = parse_bundle(
+            &json!({"actions": [
+                {"id": "hook", "kind": "webhook", "parameters": {"url": "https://example.com/h", "headers": {"X-A": "1"}}},
+                {"kind": "nats", "parameters": {"subject": "orders.due"}},
+                {"kind": "command", "parameters": {"program": "/bin/echo", "args": ["a b", ";rm"]}},
+                {"kind": "file", "parameters": {"path": "out/fired.log", "append": true}},
+                {"kind": "agent_prompt", "parameters": {"prompt": "hi"}}
+            ]}),
+            &open(),
+        )
+        .expect("valid");
+        assert_eq!(bundle.actions.len(), 5);
+        assert_eq!(bundle.actions[1].id, "action-2");
+        assert_eq!(bundle.retry_policy, RetryPolicy::default());
+        let ActionKind::Webhook(hook) = &bundle.actions[0].kind else { panic!("webhook") };
+        assert_eq!(hook.method, "POST");
+        let ActionKind::Command(cmd) = &bundle.actions[2].kind else { panic!("command") };
+        assert_eq!(cmd.args, vec!["a b".to_owned(), ";rm".to_owned()]);
+    }
+
+    #[test]
+    fn refuses_what_cannot_run_naming_the_field() {
+        let closed = ActionPolicy::default();
+        let command = json!({"actions": [{"kind": "command", "parameters": {"program": "/bin/echo"}}]});
+        assert_eq!(field_of(command.clone(), &closed), "actionBundle.actions[0].kind");
+        let other = json!({"actions": [{"kind": "command", "parameters": {"program": "/bin/sh"}}]});
+        assert_eq!(field_of(other, &open()), "actionBundle.actions[0].parameters.program");
+        let file = json!({"actions": [{"kind": "file", "parameters": {"path": "a"}}]});
+        assert_eq!(field_of(file, &closed), "actionBundle.actions[0].kind");
+        for path in ["/etc/passwd", "../x", "a/../b", "a//b", ""] {
+            let bad = json!({"actions": [{"kind": "file", "parameters": {"path": path}}]});
+            assert_eq!(field_of(bad, &open()), "actionBundle.actions[0].parameters.path", "{path}");
+        }
+        let agent = json!({"actions": [{"kind": "workflow_event"}]});
+        assert_eq!(field_of(agent, &closed), "actionBundle.actions[0].kind");
+        let cases = [
+            (json!([]), "actionBundle"),
+            (json!({}), "actionBundle.actions"),
+            (json!({"actions": []}), "actionBundle.actions"),
+            (json!({"actions": [{"kind": "fax"}]}), "actionBundle.actions[0].kind"),
+            (
+                json!({"actions": [{"kind": "webhook", "parameters": {"url": "ftp://x"}}]}),
+                "actionBundle.actions[0].parameters.url",
+            ),
+            (
+                json!({"actions": [{"kind": "webhook", "parameters": {"url": "https://x", "method": "TRACE"}}]}),
+                "actionBundle.actions[0].parameters.method",
+            ),
+            (
+                json!({"actions": [{"kind": "webhook", "parameters": {"url": "https://x", "headers": {"Minoots-Signature": "x"}}}]}),
+                "actionBundle.actions[0].parameters.headers.Minoots-Signature",
+            ),
+            (
+                json!({"actions": [{"kind": "webhook", "parameters": {"url": "https://x", "timeoutMs": 0}}]}),
+                "actionBundle.actions[0].parameters.timeoutMs",
+            ),
+            (
+                json!({"actions": [{"kind": "nats", "parameters": {"subject": "a.*"}}]}),
+                "actionBundle.actions[0].parameters.subject",
+            ),
+            (
+                json!({"actions": [{"id": "a", "kind": "nats", "parameters": {"subject": "a"}}, {"id": "a", "kind": "nats", "parameters": {"subject": "b"}}]}),
+                "actionBundle.actions[1].id",
+            ),
+            (
+                json!({"actions": [{"kind": "nats", "parameters": {"subject": "a"}}], "retryPolicy": {"maxAttempts": 0}}),
+                "actionBundle.retryPolicy.maxAttempts",
+            ),
+            (
+                json!({"actions": [{"kind": "nats", "parameters": {"subject": "a"}}], "retryPolicy": {"backoffInitialMs": 10, "backoffMaxMs": 5}}),
+                "actionBundle.retryPolicy.backoffMaxMs",
+            ),
+            (
+                json!({"actions": [{"kind": "nats", "parameters": {"subject": "a"}}], "concurrency": 0}),
+                "actionBundle.concurrency",
+            ),
+            (
+                json!({"actions": [{"kind": "nats", "parameters": {"subject": "a", "sbject": 1}}]}),
+                "actionBundle.actions[0].parameters.sbject",
+            ),
+        ];
+        for (value, field) in cases {
+            assert_eq!(field_of(value.clone(), &open()), field, "{value}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_to_its_ceiling_and_honours_retry_after() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            backoff_initial_ms: 100,
+            backoff_multiplier: 2.0,
+            backoff_max_ms: 1_000,
+        };
+        assert_eq!(
+            (1..=6).map(|a| policy.ceiling_ms(a)).collect::<Vec<_>>(),
+            vec![100, 200, 400, 800, 1_000, 1_000]
+        );
+        for random in [0, 1, 99, 100, 101, u64::MAX] {
+            assert!(policy.retry_delay_ms(3, random, None) <= 400);
+        }
+        assert_eq!(policy.retry_delay_ms(1, 7, Some(1_000)), 1_000);
+        assert_eq!(policy.retry_delay_ms(1, 7, Some(u64::MAX)), MAX_BACKOFF_MS);
+        let zero = RetryPolicy { backoff_initial_ms: 0, backoff_max_ms: 0, ..policy };
+        assert_eq!(zero.retry_delay_ms(4, 12345, None), 0);
+        assert_eq!(policy.ceiling_ms(u32::MAX), 1_000);
+    }
+}

@@ -1,0 +1,530 @@
+//! Events and actions end to end: a real `minoots serve`, a real HTTP
+//! receiver (axum, on a free port) and, for JetStream, a private
+//! `nats-server` started by the test on a free port and a temp directory.
+//!
+//! - webhooks: every delivery arrives, signed, each idempotency key once;
+//!   a `command` action without an allow-list is a 400 at schedule time;
+//! - `503` + `Retry-After: 1` three times then `200`: exactly four attempts,
+//!   about a second apart, all in the history; `500` forever: dead-lettered
+//!   after `maxAttempts`, then `minoots dlq replay` delivers it (same key);
+//! - the server killed mid-delivery: every action delivered at least once
+//!   afterwards, repeats carrying the same key;
+//! - nats-server killed and restarted mid-run: the stream holds exactly one
+//!   event per fire (counted by `Nats-Msg-Id`), none lost.
+
+#![allow(clippy::disallowed_methods)] // The test measures real time, as a receiver would.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::support::{DEV_KEY, Server, data_dir, eventually, http, iso_ms, minoots_bin};
+
+/// One request the receiver saw.
+#[derive(Debug, Clone)]
+struct Received {
+    route: String,
+    key: String,
+    signature: String,
+    body: Vec<u8>,
+    at: Instant,
+    at_unix_ms: i64,
+}
+
+/// How the receiver answers, per route.
+#[derive(Default)]
+struct Receiver {
+    seen: Mutex<Vec<Received>>,
+    /// `/down` answers 500 while true.
+    down: Mutex<bool>,
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+}
+
+async fn receive(
+    State(receiver): State<Arc<Receiver>>,
+    UrlPath(route): UrlPath<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let key = header("idempotency-key");
+    let earlier = {
+        let mut seen = receiver.seen.lock().expect("lock");
+        let earlier = seen.iter().filter(|r| r.route == route && r.key == key).count();
+        seen.push(Received {
+            route: route.clone(),
+            key,
+            signature: header("minoots-signature"),
+            body: body.to_vec(),
+            at: Instant::now(),
+            at_unix_ms: unix_ms(),
+        });
+        earlier
+    };
+    match route.as_str() {
+        "flaky" if earlier < 3 => {
+            (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")], "busy").into_response()
+        }
+        "down" if *receiver.down.lock().expect("lock") => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "broken").into_response()
+        }
+        "slow" => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            StatusCode::OK.into_response()
+        }
+        _ => StatusCode::OK.into_response(),
+    }
+}
+
+async fn start_receiver() -> (Arc<Receiver>, String) {
+    let receiver = Arc::new(Receiver::default());
+    let app =
+        axum::Router::new().route("/hook/{route}", axum::routing::post(receive)).with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver") });
+    (receiver, format!("http://{addr}/hook"))
+}
+
+fn webhook_bundle(url: &str, retry: Value) -> Value {
+    json!({"actions": [{"id": "hook", "kind": "webhook", "parameters": {"url": url}}], "retryPolicy": retry})
+}
+
+async fn create_batch(server: &Server, timers: Vec<Value>) -> Vec<Value> {
+    let mut created = Vec::new();
+    for chunk in timers.chunks(500) {
+        let response = http()
+            .post(format!("{}/api/timers/batch", server.rest))
+            .header("x-api-key", DEV_KEY)
+            .json(&json!({"timers": chunk}))
+            .send()
+            .await
+            .expect("batch request");
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert!(status.is_success(), "batch create failed: {status} {body}");
+        for item in body["results"].as_array().expect("results") {
+            assert_eq!(item["created"], true, "{item}");
+            created.push(item["timer"].clone());
+        }
+    }
+    created
+}
+
+fn signing_key(dir: &Path) -> String {
+    let text =
+        std::fs::read_to_string(dir.join("signing-keys.json")).expect("standalone generated a signing key");
+    let keys: Value = serde_json::from_str(&text).expect("keys JSON");
+    keys["default"]["current"].as_str().expect("current key").to_owned()
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_arrive_signed_and_once_and_commands_need_an_allow_list() {
+    let count: usize = std::env::var("MINOOTS_E2E_WEBHOOKS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let spread_ms: u64 =
+        std::env::var("MINOOTS_E2E_WEBHOOK_SPREAD_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
+    let (receiver, base) = start_receiver().await;
+    let dir = data_dir();
+    let server = Server::start(dir.path());
+
+    // A command action with no allow-list configured: refused, naming the field.
+    let refused = http()
+        .post(format!("{}/api/timers", server.rest))
+        .header("x-api-key", DEV_KEY)
+        .json(&json!({"duration": "1s", "actionBundle": {"actions": [{"kind": "command", "parameters": {"program": "/bin/true"}}]}}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.status(), 400);
+    let error: Value = refused.json().await.expect("json");
+    assert_eq!(error["error"]["field"], "actionBundle.actions[0].kind", "{error}");
+    assert!(error["error"]["message"].as_str().unwrap_or("").contains("allow-list"), "{error}");
+
+    let url = format!("{base}/ok");
+    let timers: Vec<Value> = (0..count)
+        .map(|i| json!({"duration": 1_000 + (i as u64 * spread_ms) / count as u64, "actionBundle": webhook_bundle(&url, Value::Null)}))
+        .collect();
+    let created = create_batch(&server, timers).await;
+    let expected: BTreeSet<String> =
+        created.iter().map(|t| format!("{}:1:hook", t["id"].as_str().expect("id"))).collect();
+    let due_ms: BTreeMap<String, i64> = created
+        .iter()
+        .map(|t| {
+            (
+                format!("{}:1:hook", t["id"].as_str().expect("id")),
+                iso_ms(t["fireAt"].as_str().expect("fireAt")),
+            )
+        })
+        .collect();
+
+    eventually(Duration::from_secs(60), "every webhook delivered", || {
+        let receiver = receiver.clone();
+        let expected = expected.len();
+        async move {
+            let seen = receiver.seen.lock().expect("lock");
+            (seen.iter().map(|r| &r.key).collect::<BTreeSet<_>>().len() >= expected).then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // room for a stray repeat to show up
+    let seen = receiver.seen.lock().expect("lock").clone();
+    let key = signing_key(dir.path());
+    let keys: Vec<&String> = seen.iter().map(|r| &r.key).collect();
+    assert_eq!(
+        keys.iter().copied().cloned().collect::<BTreeSet<_>>(),
+        expected,
+        "the keys are the fires' keys"
+    );
+    assert_eq!(keys.len(), expected.len(), "each idempotency key arrives once when nothing fails");
+    let mut lateness: Vec<i64> = Vec::new();
+    for r in &seen {
+        assert!(
+            minoots_actions::signing::verify(&r.signature, &key, &r.body).is_some(),
+            "signature verifies: {}",
+            r.signature
+        );
+        let envelope: Value = serde_json::from_slice(&r.body).expect("body is the envelope");
+        assert_eq!(envelope["event"]["type"], "timer.fired");
+        let due = due_ms[&r.key];
+        assert!(r.at_unix_ms >= due, "delivered before due");
+        lateness.push(r.at_unix_ms - due);
+    }
+    lateness.sort_unstable();
+    println!(
+        "webhooks: {} delivered; due → received p50 {} ms, p99 {} ms, max {} ms",
+        lateness.len(),
+        percentile(&lateness, 0.5),
+        percentile(&lateness, 0.99),
+        lateness[lateness.len() - 1]
+    );
+
+    let one = created[0]["id"].as_str().expect("id");
+    let history: Value = http()
+        .get(format!("{}/api/timers/{one}/deliveries", server.rest))
+        .header("x-api-key", DEV_KEY)
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(history["deliveries"].as_array().map(Vec::len), Some(1), "{history}");
+    assert_eq!(history["deliveries"][0]["outcome"], "succeeded");
+    assert_eq!(history["deliveries"][0]["statusCode"], 200);
+    let metrics = http().get(&server.metrics).send().await.expect("metrics").text().await.expect("text");
+    let line =
+        format!("minoots_action_attempt_total{{kind=\"webhook\",outcome=\"succeeded\"}} {}", expected.len());
+    assert!(metrics.contains(&line), "metrics lack {line}");
+}
+
+fn history_of(server: &Server, id: &str) -> Value {
+    let out = Command::new(minoots_bin())
+        .args(["timers", "deliveries", id, "--json", "--api-url", &server.rest, "--api-key", DEV_KEY])
+        .output()
+        .expect("run minoots timers deliveries");
+    assert!(out.status.success(), "timers deliveries failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+fn dlq(server: &Server, args: &[&str]) -> Value {
+    let out = Command::new(minoots_bin())
+        .arg("dlq")
+        .args(args)
+        .args(["--json", "--api-url", &server.rest, "--api-key", DEV_KEY])
+        .output()
+        .expect("run minoots dlq");
+    assert!(out.status.success(), "dlq {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_and_dead_letters_replay() {
+    // Two destinations: the failing one must not open the flaky one's circuit breaker.
+    let (flaky_receiver, flaky_base) = start_receiver().await;
+    let (receiver, base) = start_receiver().await;
+    *receiver.down.lock().expect("lock") = true;
+    let dir = data_dir();
+    let server = Server::start(dir.path());
+    let quick = json!({"maxAttempts": 6, "backoffInitialMs": 50, "backoffMaxMs": 100});
+    let created = create_batch(
+        &server,
+        vec![
+            json!({"duration": 300, "actionBundle": webhook_bundle(&format!("{flaky_base}/flaky"), quick)}),
+            json!({"duration": 300, "actionBundle": webhook_bundle(&format!("{base}/down"), json!({"maxAttempts": 3, "backoffInitialMs": 100, "backoffMaxMs": 200}))}),
+        ],
+    )
+    .await;
+    let (flaky, down) = (
+        created[0]["id"].as_str().expect("id").to_owned(),
+        created[1]["id"].as_str().expect("id").to_owned(),
+    );
+
+    // 503 + Retry-After: 1 three times, then 200: four attempts, ~1 s apart (not the 50-100 ms backoff).
+    let history = eventually(Duration::from_secs(30), "four flaky attempts recorded", || {
+        let h = history_of(&server, &flaky);
+        let done = h["deliveries"].as_array().is_some_and(|d| d.iter().any(|a| a["outcome"] == "succeeded"));
+        async move { done.then_some(h) }
+    })
+    .await;
+    let attempts = history["deliveries"].as_array().expect("deliveries");
+    let outcomes: Vec<&str> = attempts.iter().map(|a| a["outcome"].as_str().unwrap_or("")).collect();
+    assert_eq!(outcomes, ["retry", "retry", "retry", "succeeded"], "{history}");
+    assert!(attempts[..3].iter().all(|a| a["statusCode"] == 503));
+    let arrivals: Vec<Instant> = flaky_receiver
+        .seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|r| r.route == "flaky")
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(arrivals.len(), 4, "exactly four requests");
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(950) && gap < Duration::from_secs(5),
+            "gap {gap:?} honours Retry-After: 1"
+        );
+    }
+
+    // 500 forever: dead-lettered after maxAttempts = 3.
+    let listed = eventually(Duration::from_secs(30), "a dead letter", || {
+        let list = dlq(&server, &["list"]);
+        let found = list["deadLetters"].as_array().is_some_and(|d| !d.is_empty());
+        async move { found.then_some(list) }
+    })
+    .await;
+    let dead = &listed["deadLetters"][0];
+    assert_eq!(dead["timerId"], down.as_str());
+    assert_eq!(dead["attempts"], 3);
+    let id = dead["id"].as_i64().expect("id").to_string();
+    let shown = dlq(&server, &["show", &id]);
+    assert_eq!(shown["history"].as_array().map(Vec::len), Some(3), "{shown}");
+    assert_eq!(shown["attempts"], 3);
+    let requests_before = receiver.seen.lock().expect("lock").iter().filter(|r| r.route == "down").count();
+    assert_eq!(requests_before, 3);
+
+    // The receiver recovers; a replay delivers it once, with the same key.
+    *receiver.down.lock().expect("lock") = false;
+    let replayed = dlq(&server, &["replay", &id]);
+    assert_eq!(replayed["replayed"], json!([id.parse::<i64>().expect("number")]));
+    eventually(Duration::from_secs(15), "the replayed delivery", || {
+        let h = history_of(&server, &down);
+        let ok = h["deliveries"].as_array().is_some_and(|d| d.len() == 4 && d[3]["outcome"] == "succeeded");
+        async move { ok.then_some(()) }
+    })
+    .await;
+    let keys: Vec<String> = receiver
+        .seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|r| r.route == "down")
+        .map(|r| r.key.clone())
+        .collect();
+    assert_eq!(keys.len(), 4);
+    assert!(
+        keys.iter().all(|k| *k == format!("{down}:1:hook")),
+        "a replay keeps the idempotency key: {keys:?}"
+    );
+    assert_eq!(dlq(&server, &["list"])["deadLetters"], json!([]), "a replayed letter leaves the list");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_mid_delivery_delivers_again_with_the_same_key() {
+    let (receiver, base) = start_receiver().await;
+    let dir = data_dir();
+    let server = Server::start(dir.path());
+    let url = format!("{base}/slow");
+    let timers: Vec<Value> = (0..20)
+        .map(|i| json!({"duration": 500 + i * 20, "actionBundle": webhook_bundle(&url, Value::Null)}))
+        .collect();
+    let created = create_batch(&server, timers).await;
+    let expected: BTreeSet<String> =
+        created.iter().map(|t| format!("{}:1:hook", t["id"].as_str().expect("id"))).collect();
+    eventually(Duration::from_secs(20), "deliveries in flight", || {
+        let n = receiver.seen.lock().expect("lock").len();
+        async move { (n >= 5).then_some(()) }
+    })
+    .await;
+    server.kill9(); // the receiver is still holding those requests: none was recorded as delivered
+    let in_flight = receiver.seen.lock().expect("lock").len();
+    let server = Server::start(dir.path());
+    eventually(Duration::from_secs(60), "every action delivered and recorded", || {
+        let all = created.iter().all(|t| {
+            let h = history_of(&server, t["id"].as_str().expect("id"));
+            h["deliveries"].as_array().is_some_and(|d| d.iter().any(|a| a["outcome"] == "succeeded"))
+        });
+        async move { all.then_some(()) }
+    })
+    .await;
+    let seen = receiver.seen.lock().expect("lock").clone();
+    let keys: BTreeSet<String> = seen.iter().map(|r| r.key.clone()).collect();
+    assert_eq!(keys, expected, "every action arrived, under its own key");
+    let repeats = seen.len() - keys.len();
+    assert!(repeats >= 1 && in_flight >= 1, "the killed deliveries ran again ({repeats} repeats)");
+    println!(
+        "runner killed with {in_flight} requests in flight: {repeats} repeated deliveries, all with their key"
+    );
+}
+
+/// A private `nats-server` with JetStream on a free port.
+struct NatsServer {
+    child: Child,
+    port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    fn start() -> Self {
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let store = tempfile::tempdir().expect("temp dir");
+        let child = Self::spawn(port, store.path());
+        NatsServer { child, port, store }
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Child {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed (Debian package nats-server) to run this test");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen on {port} within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.child = Self::spawn(self.port, self.store.path());
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Every message id in the event stream with its count, read with an ordered consumer.
+async fn stream_message_ids(url: &str) -> BTreeMap<String, usize> {
+    let client = async_nats::connect(url).await.expect("connect to nats");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("MINOOTS_TIMER").await.expect("stream exists");
+    let total = stream.info().await.expect("info").state.messages as usize;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("ordered consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut ids = BTreeMap::new();
+    for _ in 0..total {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("stream open")
+            .expect("message");
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.to_string())
+            .expect("every message has a Nats-Msg-Id");
+        *ids.entry(id).or_insert(0) += 1;
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_holds_one_event_per_fire_through_a_nats_restart() {
+    let outage_ms: u64 =
+        std::env::var("MINOOTS_E2E_NATS_OUTAGE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
+    let count: usize =
+        std::env::var("MINOOTS_E2E_NATS_TIMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+    let mut nats = NatsServer::start();
+    let (receiver, base) = start_receiver().await;
+    let dir = data_dir();
+    let data = dir.path().to_string_lossy().into_owned();
+    let server = Server::start_with(&["--data-dir", &data], &[("NATS_URL", &nats.url())]);
+    let url = format!("{base}/ok");
+    // Fires spread over 1-5 s from now; nats-server dies at ~1.5 s.
+    let timers: Vec<Value> = (0..count)
+        .map(|i| json!({"duration": 1_000 + (i as u64 * 4_000) / count as u64, "actionBundle": webhook_bundle(&url, Value::Null)}))
+        .collect();
+    let created = create_batch(&server, timers).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    nats.kill9();
+    tokio::time::sleep(Duration::from_millis(outage_ms)).await;
+    let restarted = Instant::now();
+    nats.restart();
+
+    // Every timer fired (the timer store does not need NATS).
+    let fired_ids: BTreeSet<String> =
+        created.iter().map(|t| t["id"].as_str().expect("id").to_owned()).collect();
+    eventually(Duration::from_secs(60), "one fired event per timer in JetStream", || {
+        let url = nats.url();
+        let count = fired_ids.len();
+        async move {
+            let ids = stream_message_ids(&url).await;
+            (ids.keys().filter(|k| k.ends_with(":fired")).count() >= count).then_some(())
+        }
+    })
+    .await;
+    let drained_in = restarted.elapsed();
+    let ids = stream_message_ids(&nats.url()).await;
+    for id in &fired_ids {
+        assert_eq!(ids.get(&format!("{id}:1:fired")), Some(&1), "exactly one fired event for {id}");
+        assert_eq!(ids.get(&format!("{id}:1:scheduled")), Some(&1), "exactly one scheduled event for {id}");
+    }
+    assert!(ids.values().all(|n| *n == 1), "no message id twice");
+    println!(
+        "nats outage {outage_ms} ms: {} events in the stream, drained {drained_in:?} after the restart",
+        ids.len()
+    );
+
+    // The runner consumed the fires from JetStream and delivered every webhook.
+    eventually(Duration::from_secs(60), "every webhook delivered via JetStream", || {
+        let n =
+            receiver.seen.lock().expect("lock").iter().map(|r| r.key.clone()).collect::<BTreeSet<_>>().len();
+        let want = fired_ids.len();
+        async move { (n >= want).then_some(()) }
+    })
+    .await;
+    let metrics = http().get(&server.metrics).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("minoots_outbox_publish_lag_seconds_count"), "publish lag exported");
+    assert!(
+        metrics.contains("minoots_outbox_pending 0"),
+        "outbox drained: {}",
+        metrics.lines().filter(|l| l.contains("outbox")).collect::<Vec<_>>().join("\n")
+    );
+}
