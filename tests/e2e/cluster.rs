@@ -83,7 +83,9 @@ impl Cluster {
 
     fn spawn(&self, i: usize) -> Server {
         let id = format!("node-{}", i + 1);
-        let envs: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut envs: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        // Cluster nodes share one webhook signing key; there is no built-in one.
+        envs.push(("MINOOTS_SIGNING_KEY", "cluster-test-signing-key-0123456789"));
         Server::start_with(&["--store", "postgres", "--database-url", &self.url, "--node-id", &id], &envs)
     }
 
@@ -597,7 +599,10 @@ async fn cluster_node_started_before_its_database_waits_for_it() {
     let url = pg.create_database("minoots_late");
     pg.crash();
     let starter = std::thread::spawn(move || {
-        Server::start_with(&["--store", "postgres", "--database-url", &url, "--node-id", "node-late"], &[])
+        Server::start_with(
+            &["--store", "postgres", "--database-url", &url, "--node-id", "node-late"],
+            &[("MINOOTS_SIGNING_KEY", "cluster-test-signing-key-0123456789")],
+        )
     });
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     assert!(!starter.is_finished(), "the node waits for its database (it neither exited nor became ready)");
