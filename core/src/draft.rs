@@ -31,6 +31,10 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
 /// At most this many timers in one batch.
 pub const MAX_BATCH: usize = 1_000;
+/// How far in the past a `fireAt` may lie by default (a client whose clock is
+/// a little behind): 60 s. Such a timer fires at once; its due time stays the
+/// requested instant, so the recorded lateness shows the difference.
+pub const DEFAULT_PAST_FIRE_TOLERANCE_MS: u64 = 60_000;
 
 /// A timer as a client asked for it. Exactly one of `duration_ms`,
 /// `fire_at_ms`, `every_ms`, `cron` must be set.
@@ -108,8 +112,11 @@ pub struct ValidTimer {
 /// Rules (each error names its field):
 /// - `tenantId` present.
 /// - exactly one of `duration` / `fireAt` / `every` / `cron` (`schedule` if none or several).
-/// - `duration`: 1 ms ..= [`MAX_FUTURE_MS`]. `fireAt`: not before `now.wall_ms`, at most
-///   [`MAX_FUTURE_MS`] ahead. `every`: [`MIN_EVERY_MS`] ..= [`MAX_FUTURE_MS`].
+/// - `duration`: 1 ms ..= [`MAX_FUTURE_MS`]. `fireAt`: not before `now.wall_ms −
+///   past_fire_tolerance_ms` (an instant within the tolerance in the past fires at once;
+///   see [`DEFAULT_PAST_FIRE_TOLERANCE_MS`]), at most [`MAX_FUTURE_MS`] ahead.
+///   `every`: [`MIN_EVERY_MS`] ..= [`MAX_FUTURE_MS`]. `startAt` may lie anywhere in the
+///   past (missed slots are not fired; the first slot is at or after now).
 /// - `cron`: parses (5 or 6 fields, nicknames), and has at least one slot after start;
 ///   `timeZone` is a known IANA name (only with `cron`).
 /// - `startAt` / `endAt` / `maxOccurrences` / `misfirePolicy` only with `every` or `cron`;
@@ -120,8 +127,9 @@ pub fn validate(
     draft: &TimerDraft,
     now: Now,
     actions: &crate::action::ActionPolicy,
+    past_fire_tolerance_ms: u64,
 ) -> Result<ValidTimer, ValidationError> {
-    crate::validate::validate(draft, now, actions)
+    crate::validate::validate(draft, now, actions, past_fire_tolerance_ms)
 }
 
 /// Parses a duration: a JSON number of milliseconds, or a string

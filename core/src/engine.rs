@@ -94,6 +94,9 @@ pub struct EngineConfig {
     pub store_backoff_max_ms: u64,
     /// Which action kinds the operator allows (checked when a timer is scheduled).
     pub actions: crate::action::ActionPolicy,
+    /// How far in the past a `fireAt` may lie (a client whose clock is behind);
+    /// such a timer fires at once, due at the requested instant. Older is refused.
+    pub past_fire_tolerance_ms: u64,
 }
 
 impl EngineConfig {
@@ -115,6 +118,7 @@ impl EngineConfig {
             store_backoff_min_ms: 10,
             store_backoff_max_ms: 2_000,
             actions: crate::action::ActionPolicy::default(),
+            past_fire_tolerance_ms: crate::draft::DEFAULT_PAST_FIRE_TOLERANCE_MS,
         }
     }
 }
@@ -360,6 +364,9 @@ pub struct Engine {
     /// The `until_ms` of the load in flight.
     pending_load_until: Option<WallMs>,
     lease: LeaseClock,
+    /// This engine's lease tenure id (see [`crate::lease`]): new at every
+    /// process start, and one more after every commit whose outcome is unknown.
+    tenure: u64,
     /// Bumped whenever the index is thrown away; loads carry it.
     index_generation: u64,
     stats: EngineStats,
@@ -389,6 +396,7 @@ impl Engine {
             assert!(lease.check().is_ok(), "invalid lease timing: {:?}", lease.check());
         }
         let ids = IdGenerator::from_seed(config.seed);
+        let config_seed = config.seed;
         let mut engine = Self {
             config,
             ids,
@@ -407,6 +415,7 @@ impl Engine {
             fire_hold_until_mono: 0,
             pending_load_until: None,
             lease: LeaseClock::default(),
+            tenure: crate::lease::first_tenure(now.wall_ms, config_seed),
             index_generation: 0,
             stats: EngineStats::default(),
         };
@@ -558,7 +567,7 @@ impl Engine {
         let batch = drafts.len() > 1;
         let mut valid = Vec::with_capacity(drafts.len());
         for (i, draft) in drafts.iter().enumerate() {
-            match validate(draft, now, &self.config.actions) {
+            match validate(draft, now, &self.config.actions, self.config.past_fire_tolerance_ms) {
                 Ok(v) => valid.push(v),
                 Err(e) if batch => return Err(e.prefixed(&format!("timers[{i}].")).into()),
                 Err(e) => return Err(e.into()),
@@ -668,7 +677,7 @@ impl Engine {
             (Inflight::Commit(plan), Err(failure)) => {
                 self.commit_inflight = false;
                 self.note_failure(now);
-                self.on_commit_failed(plan, &failure);
+                self.on_commit_failed(now, plan, &failure);
             }
             (Inflight::Load { generation }, Ok(StoreReply::Loaded { timers, more })) => {
                 self.load_inflight = false;
@@ -808,7 +817,7 @@ impl Engine {
         }
     }
 
-    fn on_commit_failed(&mut self, plan: CommitPlan, failure: &StoreFailure) {
+    fn on_commit_failed(&mut self, now: Now, plan: CommitPlan, failure: &StoreFailure) {
         for group in plan.create_groups.into_iter().filter(|g| !g.acked) {
             self.reply(group.req, Err(unavailable(failure)));
         }
@@ -820,6 +829,19 @@ impl Engine {
         // from the store; fires retried from there are safe because the store
         // compare-and-sets every occurrence.
         self.resync();
+        if let LeadershipMode::Lease(_) = self.config.mode {
+            // The commit may still be on its way and apply *after* a reload has
+            // read the store — a timer it creates or advances would then never
+            // be armed. Fence it out instead: leave this tenure (also when the
+            // lease already ran out locally: the next grant must not extend
+            // it) and ask at once for a new one, whose new epoch the store
+            // grants only after that commit applied, or makes it refuse it.
+            if let Leadership::Leader { .. } = self.leadership {
+                self.step_down(now, None);
+            }
+            self.tenure = self.tenure.saturating_add(1);
+            self.lease.next_acquire_mono = self.lease.next_acquire_mono.min(now.mono_ms);
+        }
     }
 
     /// Forgets the in-memory index and pages it in again from the store; a
@@ -996,6 +1018,7 @@ impl Engine {
         self.stats.leaderships += 1;
         self.lease.valid_until_mono = config.valid_until(sent_mono);
         self.lease.next_renew_mono = sent_mono + config.renew_every_ms;
+        self.lease.renew_inflight = false; // one of an earlier tenure answers into the void
         self.resync();
     }
 
@@ -1036,13 +1059,18 @@ impl Engine {
     }
 
     fn on_renewed(&mut self, now: Now, sent_mono: u64, epoch: u64, result: Result<StoreReply, StoreFailure>) {
-        self.lease.renew_inflight = false;
         let LeadershipMode::Lease(config) = self.config.mode else {
             panic!("a lease reply in standalone mode");
         };
         if self.leadership != (Leadership::Leader { epoch }) {
-            return; // a renewal of a tenure already over
+            // A renewal of a tenure already over; the flag belongs to the
+            // current tenure's renewal (cleared when the tenure began).
+            if !matches!(self.leadership, Leadership::Leader { .. }) {
+                self.lease.renew_inflight = false;
+            }
+            return;
         }
+        self.lease.renew_inflight = false;
         match result {
             Ok(StoreReply::Lease(LeaseReply::Renewed)) => {
                 self.lease.valid_until_mono = self.lease.valid_until_mono.max(config.valid_until(sent_mono));
@@ -1076,6 +1104,7 @@ impl Engine {
                     let op = StoreOp::AcquireLease {
                         shard: LEASE_SHARD,
                         node_id,
+                        tenure: self.tenure,
                         address: self.config.address.clone(),
                         ttl_ms: config.ttl_ms,
                     };

@@ -210,6 +210,25 @@ impl Cluster {
         self.settle();
     }
 
+    /// Starts a second incarnation of node `i` — the same node id, a new id
+    /// seed — as a new node, while node `i` lives on (paused, typically: a
+    /// replaced container whose predecessor is frozen, not dead). Returns
+    /// the new node's index.
+    pub fn start_successor(&mut self, i: usize) -> usize {
+        let mut config = self.nodes[i].config.clone();
+        config.seed = config.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.nodes.push(ClusterNode {
+            engine: Engine::new(config.clone(), self.now),
+            pending: Default::default(),
+            paused: false,
+            replies: BTreeMap::new(),
+            store_down: false,
+            config,
+        });
+        self.settle();
+        self.nodes.len() - 1
+    }
+
     /// Advances true time by `ms`, ticking each running node at its deadlines.
     pub fn advance(&mut self, ms: u64) {
         let end = self.now.mono_ms + ms;

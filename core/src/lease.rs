@@ -8,7 +8,13 @@
 //! ```
 //!
 //! The store grants a lease for `ttl_ms` of *its* clock and bumps the epoch
-//! (the fencing token) at every grant. This node cannot read the store's
+//! (the fencing token) at every new tenure. A tenure belongs to one
+//! *tenure id* of one node: a process draws a fresh one at every start (its
+//! incarnation) and again after any commit whose outcome it cannot know, so a
+//! paused older incarnation with the same node id — or a commit of this one
+//! still wandering towards the store — is fenced out by the new epoch.
+//! Tenure ids increase ([`first_tenure`], then one more per new tenure), so
+//! an older tenure can never take the lease back from a newer one. This node cannot read the store's
 //! clock, so it counts from the moment it *sent* the request on its own
 //! monotonic clock and stops acting at
 //! `sent_mono + ttl × (1 − drift_bound) − margin`: as long as the two clocks'
@@ -80,6 +86,39 @@ pub struct LeaseHolder {
     pub address: String,
     /// Its epoch.
     pub epoch: u64,
+    /// The holder's tenure id (see the module docs); 0 for a standalone `Open`.
+    pub tenure: u64,
+}
+
+/// Who asks for a lease: `AcquireLease`'s identity fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseAsker<'a> {
+    /// The node.
+    pub node_id: &'a str,
+    /// Where clients reach it.
+    pub address: &'a str,
+    /// Its current tenure id.
+    pub tenure: u64,
+}
+
+/// A process's first tenure id: its start time (wall clock, ms) in the high
+/// bits, 8 bits of its per-incarnation `seed` below (two starts in one
+/// millisecond), and 12 low bits of room for the tenures it moves on to
+/// (`+ 1` each; beyond 4,096 they carry into the bits above and still
+/// increase). A restart whose wall clock stepped back before the previous
+/// start gets a smaller id: it then waits for the old lease to expire, like
+/// any other node, instead of taking it over at once.
+pub fn first_tenure(start_wall_ms: crate::time::WallMs, seed: u64) -> u64 {
+    let start = u64::try_from(start_wall_ms).unwrap_or(0) & ((1 << 43) - 1);
+    (start << 20) | ((mix64(seed) & 0xff) << 12)
+}
+
+/// SplitMix64's finaliser: nearby seeds give unrelated bits.
+fn mix64(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Lease grants longer than a day are clamped (a bound on every input).
@@ -102,35 +141,57 @@ impl Lease {
     }
 
     /// `AcquireLease` at store time `now` against the `current` row: the row
-    /// to write (if any) and the reply. A free or expired lease is granted at
-    /// a new epoch; the holder asking again — a retry, or a request it gave up
-    /// on arriving late — keeps its epoch and is extended (a new epoch would
-    /// silently depose the node that asked); anyone else gets `Held`.
+    /// to write (if any) and the reply.
+    /// - A free or expired lease is granted at a new epoch.
+    /// - The holder asking again *in the same tenure* — a retry, or a request
+    ///   it gave up on arriving late — keeps its epoch and is extended (a new
+    ///   epoch would silently depose the very tenure that asked).
+    /// - The same node in a *newer* tenure (a restarted process, or one that
+    ///   lost track of a commit) takes over at once at a new epoch: whatever
+    ///   the old tenure still sends is fenced out from this grant on.
+    /// - Anyone else gets `Held` — an *older* tenure of the holder too: a
+    ///   paused process that wakes up after its successor started never takes
+    ///   the lease back from it.
     pub fn acquire(
         current: Option<&Lease>,
         now: crate::time::WallMs,
-        node_id: &str,
-        address: &str,
+        asker: &LeaseAsker<'_>,
         ttl_ms: u64,
     ) -> (Option<Lease>, crate::store::LeaseReply) {
         use crate::store::LeaseReply;
         let until = now.saturating_add(clamp_ttl(ttl_ms));
         match current.filter(|l| l.expires_at_ms > now) {
-            Some(l) if l.holder.node_id != node_id => (None, LeaseReply::Held { holder: l.holder.clone() }),
-            Some(l) => {
-                let holder = LeaseHolder { address: address.to_owned(), ..l.holder.clone() };
+            Some(l) if l.holder.node_id != asker.node_id || asker.tenure < l.holder.tenure => {
+                (None, LeaseReply::Held { holder: l.holder.clone() })
+            }
+            Some(l) if l.holder.tenure == asker.tenure => {
+                let holder = LeaseHolder { address: asker.address.to_owned(), ..l.holder.clone() };
                 let epoch = holder.epoch;
                 (
                     Some(Lease { holder, expires_at_ms: l.expires_at_ms.max(until) }),
                     LeaseReply::Granted { epoch },
                 )
             }
-            None => {
+            _ => {
                 let epoch = current.map_or(0, |l| l.holder.epoch) + 1;
-                let holder = LeaseHolder { node_id: node_id.to_owned(), address: address.to_owned(), epoch };
+                let holder = LeaseHolder {
+                    node_id: asker.node_id.to_owned(),
+                    address: asker.address.to_owned(),
+                    epoch,
+                    tenure: asker.tenure,
+                };
                 (Some(Lease { holder, expires_at_ms: until }), LeaseReply::Granted { epoch })
             }
         }
+    }
+
+    /// `Open` against the `current` row: the lease forever, at a new epoch,
+    /// whoever held it (standalone start-up: every process start is a new
+    /// incarnation with its own epoch).
+    pub fn open(current: Option<&Lease>, node_id: &str) -> Lease {
+        let epoch = current.map_or(0, |l| l.holder.epoch) + 1;
+        let holder = LeaseHolder { node_id: node_id.to_owned(), address: String::new(), epoch, tenure: 0 };
+        Lease { holder, expires_at_ms: crate::time::WallMs::MAX }
     }
 
     /// `RenewLease` at store time `now` against the `current` row: the row to

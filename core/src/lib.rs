@@ -10,6 +10,7 @@
 
 pub mod action;
 pub mod auth;
+pub mod breaker;
 pub mod draft;
 pub mod due_index;
 pub mod engine;

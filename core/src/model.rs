@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use crate::error::StoreReject;
 use crate::event::{EventKind, OutboxEvent};
 use crate::ids::{TenantId, TimerId};
-use crate::lease::LeaseHolder;
+use crate::lease::LeaseAsker;
 use crate::store::{
     AfterFire, CancelOp, CommitBatch, CommitOutcome, Created, DueTimer, FireOp, Fired, LEASE_SHARD,
     ListQuery, StoreOp, StoreReply,
@@ -75,14 +75,20 @@ impl StoreModel {
     pub fn apply(&mut self, store_now_ms: WallMs, op: &StoreOp) -> StoreReply {
         match op {
             StoreOp::Open { node_id } => {
-                let epoch = self.epoch() + 1;
-                let holder = LeaseHolder { node_id: node_id.clone(), address: String::new(), epoch };
-                self.leases.insert(LEASE_SHARD, Lease { holder, expires_at_ms: WallMs::MAX });
+                let lease = Lease::open(self.leases.get(&LEASE_SHARD), node_id);
+                let epoch = lease.holder.epoch;
+                self.leases.insert(LEASE_SHARD, lease);
                 StoreReply::Opened { epoch }
             }
-            StoreOp::AcquireLease { shard, node_id, address, ttl_ms } => {
-                let (row, reply) =
-                    Lease::acquire(self.leases.get(shard), store_now_ms, node_id, address, *ttl_ms);
+            StoreOp::AcquireLease { shard, node_id, tenure, address, ttl_ms } => {
+                #[cfg(feature = "planted-bugs")]
+                let tenure = &match self.leases.get(shard).filter(|l| l.holder.node_id == *node_id) {
+                    // The planted bug: every process of the node is "the same tenure".
+                    Some(held) if self.plant.node_keeps_epoch => held.holder.tenure,
+                    _ => *tenure,
+                };
+                let asker = LeaseAsker { node_id, address, tenure: *tenure };
+                let (row, reply) = Lease::acquire(self.leases.get(shard), store_now_ms, &asker, *ttl_ms);
                 if let Some(row) = row {
                     self.leases.insert(*shard, row);
                 }

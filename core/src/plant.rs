@@ -18,6 +18,10 @@ pub struct Plant {
     pub early_stepdown_off: bool,
     /// Schedules are acknowledged as soon as they are queued, before commit.
     pub ack_before_commit: bool,
+    /// The store ignores tenures: a node asking for its own unexpired lease
+    /// keeps its epoch whatever process asks (a restarted or successor
+    /// process then shares its predecessor's fencing token).
+    pub node_keeps_epoch: bool,
 }
 
 impl Plant {
@@ -29,12 +33,13 @@ impl Plant {
             "no-due-check" => plant.no_due_check = true,
             "early-stepdown-off" => plant.early_stepdown_off = true,
             "ack-before-commit" => plant.ack_before_commit = true,
+            "node-keeps-epoch" => plant.node_keeps_epoch = true,
             _ => return None,
         }
         Some(plant)
     }
 
     /// The names `parse` accepts.
-    pub const NAMES: [&'static str; 4] =
-        ["no-fencing", "no-due-check", "early-stepdown-off", "ack-before-commit"];
+    pub const NAMES: [&'static str; 5] =
+        ["no-fencing", "no-due-check", "early-stepdown-off", "ack-before-commit", "node-keeps-epoch"];
 }

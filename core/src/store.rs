@@ -13,8 +13,10 @@
 //!   create would otherwise land after the new leader loaded its index, and
 //!   never be armed.)
 //! - **Leases.** `Open` takes the lease forever (standalone); `AcquireLease`
-//!   grants it when free or expired, bumping the epoch, and extends it at the
-//!   same epoch when the asker already holds it;
+//!   grants it when free or expired, bumping the epoch, extends it at the
+//!   same epoch when the asker already holds it in the same tenure, and takes
+//!   it over at a new epoch from another tenure of the same node
+//!   ([`crate::lease::Lease::acquire`]);
 //!   `RenewLease` extends it only for its current holder and epoch.
 //! - **Never early.** A fire whose `due_ms` is after the store's clock is
 //!   rejected with `TooEarly`.
@@ -50,14 +52,18 @@ pub enum StoreOp {
     },
     /// Lease mode: take the lease of `shard` if it is free or expired by the
     /// store's clock (a grant bumps the epoch and runs `ttl_ms` of store time),
-    /// or extend it at the same epoch if this node already holds it (a retry,
-    /// a late duplicate, or a quick restart — node ids must be unique among
-    /// running processes).
+    /// extend it at the same epoch if this tenure already holds it (a retry or
+    /// a late duplicate), or take it over at a new epoch if another tenure of
+    /// this node holds it (a restart; node ids must be unique among running
+    /// processes, and a second process with the same id replaces the first).
     AcquireLease {
         /// Which lease.
         shard: u32,
         /// Who asks.
         node_id: String,
+        /// The asker's tenure id: new at every process start and after every
+        /// commit whose outcome the asker could not learn.
+        tenure: u64,
         /// Where clients reach it (the leader hint followers give out).
         address: String,
         /// Grant length, store clock.

@@ -8,6 +8,12 @@
 //! start and now. A `startAt` in the past is accepted for `every` and `cron`;
 //! the slots keep their anchor (`startAt + k × every` for intervals) and the
 //! missed ones are not fired.
+//!
+//! A `fireAt` up to the past-fire tolerance before now (a client whose clock
+//! is a little behind) is accepted and fires at once; its due time stays the
+//! requested instant, so the recorded lateness shows the difference. An older
+//! one is refused, the message naming the tolerance. `startAt` needs no such
+//! rule: it never makes a slot fire in the past.
 
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -33,9 +39,10 @@ pub(crate) fn validate(
     draft: &TimerDraft,
     now: Now,
     actions: &ActionPolicy,
+    past_fire_tolerance_ms: u64,
 ) -> Result<ValidTimer, ValidationError> {
     let tenant_id = draft.tenant_id.clone().ok_or_else(|| ValidationError::new("tenantId", "is required"))?;
-    let (schedule, first_due_ms) = check_schedule(draft, now)?;
+    let (schedule, first_due_ms) = check_schedule(draft, now, past_fire_tolerance_ms)?;
     let misfire = match draft.misfire_policy.as_deref() {
         None => MisfirePolicy::default(),
         Some(text) => MisfirePolicy::parse(text).ok_or_else(|| {
@@ -75,7 +82,11 @@ pub(crate) fn validate(
 }
 
 /// The schedule and the due time of occurrence 1.
-fn check_schedule(draft: &TimerDraft, now: Now) -> Result<(Schedule, WallMs), ValidationError> {
+fn check_schedule(
+    draft: &TimerDraft,
+    now: Now,
+    past_fire_tolerance_ms: u64,
+) -> Result<(Schedule, WallMs), ValidationError> {
     let chosen = [
         draft.duration_ms.is_some(),
         draft.fire_at_ms.is_some(),
@@ -126,8 +137,9 @@ fn check_schedule(draft: &TimerDraft, now: Now) -> Result<(Schedule, WallMs), Va
         return Ok((Schedule::Once { fire_at_ms, duration_ms: Some(duration_ms) }, fire_at_ms));
     }
     if let Some(fire_at_ms) = draft.fire_at_ms {
-        if fire_at_ms < now.wall_ms {
-            return Err(ValidationError::new("fireAt", "must not be in the past"));
+        let tolerance_ms = WallMs::try_from(past_fire_tolerance_ms).unwrap_or(WallMs::MAX);
+        if fire_at_ms < now.wall_ms.saturating_sub(tolerance_ms) {
+            return Err(ValidationError::new("fireAt", too_far_in_the_past(past_fire_tolerance_ms)));
         }
         if fire_at_ms > latest_ms {
             return Err(ValidationError::new("fireAt", TOO_FAR_AHEAD));
@@ -202,6 +214,19 @@ fn check_schedule(draft: &TimerDraft, now: Now) -> Result<(Schedule, WallMs), Va
         once @ Schedule::Once { .. } => once,
     };
     Ok((schedule, first_due_ms))
+}
+
+/// The `fireAt` error for an instant older than the tolerance; names the tolerance.
+fn too_far_in_the_past(tolerance_ms: u64) -> String {
+    if tolerance_ms == 0 {
+        return "must not be in the past (the past-fire tolerance is 0)".to_owned();
+    }
+    let tolerance = if tolerance_ms.is_multiple_of(1_000) {
+        format!("{} s", tolerance_ms / 1_000)
+    } else {
+        format!("{tolerance_ms} ms")
+    };
+    format!("must not be more than {tolerance} in the past (the past-fire tolerance)")
 }
 
 fn check_text_len(field: &str, text: Option<&str>) -> Result<(), ValidationError> {
@@ -392,14 +417,23 @@ pub(crate) fn check_cancel_text(requested_by: &str, reason: Option<&str>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::draft::DEFAULT_PAST_FIRE_TOLERANCE_MS;
     use crate::ids::TenantId;
     use chrono::{TimeZone, Utc};
     use proptest::prelude::*;
     use serde_json::json;
 
-    /// Validation under the default (closed) action policy.
+    /// Validation under the default (closed) action policy and past-fire tolerance.
     fn validate(draft: &TimerDraft, now: Now) -> Result<ValidTimer, ValidationError> {
-        super::validate(draft, now, &ActionPolicy::default())
+        super::validate(draft, now, &ActionPolicy::default(), DEFAULT_PAST_FIRE_TOLERANCE_MS)
+    }
+
+    fn validate_with_tolerance(
+        draft: &TimerDraft,
+        now: Now,
+        tolerance_ms: u64,
+    ) -> Result<ValidTimer, ValidationError> {
+        super::validate(draft, now, &ActionPolicy::default(), tolerance_ms)
     }
 
     fn utc(year: i32, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> WallMs {
@@ -486,15 +520,70 @@ mod tests {
         let exactly_now = validate(&at(now().wall_ms), now()).expect("now is not the past");
         assert_eq!(exactly_now.schedule, Schedule::Once { fire_at_ms: now().wall_ms, duration_ms: None });
         assert_eq!(exactly_now.first_due_ms, now().wall_ms);
-        assert_eq!(
-            error_of(&at(now().wall_ms - 1)),
-            ValidationError::new("fireAt", "must not be in the past")
-        );
         assert!(validate(&at(now().wall_ms + MAX_FUTURE_MS), now()).is_ok());
         assert_eq!(
             error_of(&at(now().wall_ms + MAX_FUTURE_MS + 1)),
             ValidationError::new("fireAt", TOO_FAR_AHEAD)
         );
+    }
+
+    #[test]
+    fn fire_at_up_to_the_default_tolerance_in_the_past_is_accepted_and_keeps_its_instant() {
+        assert_eq!(DEFAULT_PAST_FIRE_TOLERANCE_MS, 60_000);
+        let at = |fire_at_ms| TimerDraft { duration_ms: None, fire_at_ms: Some(fire_at_ms), ..draft() };
+        let edge_ms = now().wall_ms - 60_000;
+        for fire_at_ms in [now().wall_ms - 1, now().wall_ms - 5_000, edge_ms] {
+            let valid = validate(&at(fire_at_ms), now()).expect("within the tolerance");
+            assert_eq!(valid.schedule, Schedule::Once { fire_at_ms, duration_ms: None });
+            assert_eq!(valid.first_due_ms, fire_at_ms, "due stays the requested instant: it fires at once");
+        }
+        let error = error_of(&at(edge_ms - 1));
+        assert_eq!(
+            error,
+            ValidationError::new(
+                "fireAt",
+                "must not be more than 60 s in the past (the past-fire tolerance)"
+            )
+        );
+    }
+
+    #[test]
+    fn fire_at_tolerance_is_configurable_and_named_in_the_error() {
+        let at = |fire_at_ms| TimerDraft { duration_ms: None, fire_at_ms: Some(fire_at_ms), ..draft() };
+        let wall = now().wall_ms;
+        assert!(validate_with_tolerance(&at(wall - 1_500), now(), 1_500).is_ok(), "exactly the tolerance");
+        assert_eq!(
+            validate_with_tolerance(&at(wall - 1_501), now(), 1_500).expect_err("1 ms beyond"),
+            ValidationError::new(
+                "fireAt",
+                "must not be more than 1500 ms in the past (the past-fire tolerance)"
+            )
+        );
+        // Tolerance 0: the old rule, nothing in the past.
+        assert!(validate_with_tolerance(&at(wall), now(), 0).is_ok());
+        assert_eq!(
+            validate_with_tolerance(&at(wall - 1), now(), 0).expect_err("in the past"),
+            ValidationError::new("fireAt", "must not be in the past (the past-fire tolerance is 0)")
+        );
+        // A tolerance larger than the clock's reading neither overflows nor panics.
+        assert!(validate_with_tolerance(&at(WallMs::MIN + 1), Now::new(0, 0), u64::MAX).is_ok());
+        assert!(validate_with_tolerance(&at(WallMs::MIN), Now::new(WallMs::MIN, 0), 1).is_ok());
+        let early = Now::new(10, 0);
+        assert!(validate_with_tolerance(&at(-5), early, 15).is_ok());
+        assert!(validate_with_tolerance(&at(-6), early, 15).is_err());
+    }
+
+    #[test]
+    fn start_at_in_the_past_needs_no_tolerance_its_first_slot_is_not_in_the_past() {
+        // Far beyond any tolerance: accepted, and the first slot is at or after now.
+        let long_ago = now().wall_ms - 10 * 86_400_000;
+        for draft in [
+            TimerDraft { start_at_ms: Some(long_ago), ..recurring(60_000) },
+            TimerDraft { start_at_ms: Some(long_ago), ..cron("* * * * *") },
+        ] {
+            let valid = validate_with_tolerance(&draft, now(), 0).expect("a past startAt is accepted");
+            assert!(valid.first_due_ms >= now().wall_ms);
+        }
     }
 
     #[test]
@@ -857,7 +946,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
-        fn validate_never_panics_and_dues_are_not_in_the_past(
+        fn validate_never_panics_and_dues_are_not_older_than_the_tolerance(
             duration_ms in proptest::option::of(any::<u64>()),
             fire_at_ms in proptest::option::of(any::<i64>()),
             every_ms in proptest::option::of(prop_oneof![0u64..100_000, any::<u64>()]),
@@ -867,6 +956,7 @@ mod tests {
             end_at_ms in proptest::option::of(any::<i64>()),
             max_occurrences in proptest::option::of(any::<u32>()),
             wall_ms in prop_oneof![any::<i64>(), 0i64..4_000_000_000_000],
+            tolerance_ms in prop_oneof![Just(DEFAULT_PAST_FIRE_TOLERANCE_MS), 0u64..1_000_000, any::<u64>()],
         ) {
             let draft = TimerDraft {
                 tenant_id: Some(tenant()),
@@ -880,8 +970,12 @@ mod tests {
                 max_occurrences,
                 ..TimerDraft::default()
             };
-            if let Ok(valid) = validate(&draft, Now::new(wall_ms, 0)) {
-                prop_assert!(valid.first_due_ms >= wall_ms);
+            if let Ok(valid) = validate_with_tolerance(&draft, Now::new(wall_ms, 0), tolerance_ms) {
+                let tolerance = WallMs::try_from(tolerance_ms).unwrap_or(WallMs::MAX);
+                prop_assert!(valid.first_due_ms >= wall_ms.saturating_sub(tolerance));
+                if fire_at_ms.is_none() || draft.duration_ms.is_some() {
+                    prop_assert!(valid.first_due_ms >= wall_ms, "only fireAt may lie in the past");
+                }
                 prop_assert!(valid.first_due_ms <= wall_ms.saturating_add(MAX_FUTURE_MS));
                 if let Some(end_at_ms) = end_at_ms {
                     prop_assert!(valid.first_due_ms <= end_at_ms);

@@ -132,25 +132,52 @@ fn a_leader_that_cannot_renew_steps_down_before_the_store_expires_its_lease() {
 }
 
 #[test]
-fn a_restarted_leader_resumes_its_unexpired_lease_and_a_lapsed_one_gets_a_new_epoch() {
+fn a_restarted_leader_takes_its_lease_over_at_once_at_a_new_epoch() {
     let mut c = cluster(2);
     c.advance(10);
     c.restart(0);
-    c.advance(10);
-    assert_eq!(c.leaders(), vec![0]);
-    assert_eq!(c.store.epoch(), 1, "its own unexpired lease: the same tenure, extended");
-
-    // Node 0 loses the store long enough for its lease to lapse: node 1 takes a new epoch,
-    // and the old one can no longer renew.
-    c.nodes[0].store_down = true;
-    c.advance(3_000);
-    assert_eq!(c.leaders(), vec![1]);
-    assert_eq!(c.store.epoch(), 2);
+    assert_eq!(c.leaders(), vec![0], "the new incarnation leads without waiting for the TTL");
+    assert_eq!(c.store.epoch(), 2, "a new incarnation is a new tenure: a new epoch");
     let reply = c.store.clone().apply(
         c.now.wall_ms,
         &StoreOp::RenewLease { shard: LEASE_SHARD, node_id: "node-0".into(), epoch: 1, ttl_ms: 2_000 },
     );
     assert!(matches!(reply, StoreReply::Lease(LeaseReply::Lost { .. })), "the old epoch cannot renew");
+
+    // Node 0 loses the store long enough for its lease to lapse: node 1 takes a new epoch.
+    c.nodes[0].store_down = true;
+    c.advance(3_000);
+    assert_eq!(c.leaders(), vec![1]);
+    assert_eq!(c.store.epoch(), 3);
+}
+
+#[test]
+fn a_paused_old_incarnation_is_fenced_out_by_its_successor_and_never_takes_the_lease_back() {
+    let mut c = cluster(2);
+    c.advance(10);
+    assert_eq!(c.leaders(), vec![0]);
+    // The leader freezes with a create on its way to the store.
+    c.pause(0);
+    let held = c.request(0, schedule(50));
+    let successor = c.start_successor(0);
+    assert_eq!(c.leaders(), vec![0, successor], "the frozen one still believes it leads");
+    assert_eq!(c.store.epoch(), 2, "the successor (same node id) took over at once");
+    let fresh = c.request(successor, schedule(50));
+    assert!(matches!(c.nodes[successor].replies.get(&fresh), Some(Ok(Response::Scheduled(_)))));
+
+    c.resume(0);
+    assert!(
+        matches!(c.nodes[0].replies.get(&held), Some(Err(ApiError::Unavailable { .. }))),
+        "the old incarnation's create was fenced out: {:?}",
+        c.nodes[0].replies.get(&held)
+    );
+    assert_eq!(c.store.timers().len(), 1, "only the successor's timer exists");
+    assert_eq!(c.leaders(), vec![successor], "the old incarnation stepped down");
+    c.advance(5_000);
+    assert_eq!(c.leaders(), vec![successor], "and never took the lease back");
+    assert_eq!(c.store.epoch(), 2);
+    let fires: Vec<_> = c.store.fires().values().map(|f| f.epoch).collect();
+    assert_eq!(fires, vec![2], "the successor fired its timer, at its own epoch");
 }
 
 mod props {

@@ -55,6 +55,30 @@ pub fn node_ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 0, (i + 1) as u8))
 }
 
+/// Which machine a process of node `i` runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    /// The node's own machine.
+    Primary,
+    /// The spare a successor starts on while the old process is frozen.
+    Spare,
+}
+
+impl Machine {
+    /// The machine's IP address for node `i`.
+    pub fn ip(self, i: usize) -> IpAddr {
+        match self {
+            Machine::Primary => node_ip(i),
+            Machine::Spare => IpAddr::V4(Ipv4Addr::new(10, 0, 2, (i + 1) as u8)),
+        }
+    }
+
+    /// Its gRPC address, as leader hints spell it.
+    pub fn addr(self, i: usize) -> String {
+        format!("{}:{GRPC_PORT}", self.ip(i))
+    }
+}
+
 /// Node `i`'s gRPC address, as leader hints spell it.
 pub fn node_addr(i: usize) -> String {
     format!("{}:{GRPC_PORT}", node_ip(i))
@@ -122,10 +146,10 @@ impl World {
     }
 
     /// The engine configuration of node `i`'s `incarnation`-th process.
-    fn engine_config(&self, i: usize, incarnation: u64) -> EngineConfig {
+    fn engine_config(&self, i: usize, incarnation: u64, machine: Machine) -> EngineConfig {
         let seed = mix(mix(self.plan.seed, i as u64 + 1), incarnation);
         let mut config = EngineConfig::new(node_id(i), seed);
-        config.address = node_addr(i);
+        config.address = machine.addr(i);
         config.mode = leadership_mode(&self.plan);
         config.plant = self.plant;
         config
@@ -146,6 +170,8 @@ pub struct Cluster {
     pub world: Arc<World>,
     db: NodeHandle,
     nodes: Vec<NodeHandle>,
+    /// Spare machines, one per node, made when a successor first starts there.
+    spares: Mutex<Vec<Option<NodeHandle>>>,
     client: NodeHandle,
 }
 
@@ -167,12 +193,13 @@ impl Cluster {
                     .create_node()
                     .name(node_id(i))
                     .ip(node_ip(i))
-                    .init(move || run_node(node_world.clone(), i))
+                    .init(move || run_node(node_world.clone(), i, Machine::Primary))
                     .build()
             })
             .collect();
         let client = handle.create_node().name("clients").ip(IpAddr::from(CLIENT_IP)).build();
-        Cluster { world, db, nodes, client }
+        let spares = Mutex::new(vec![None; world.plan.options.nodes]);
+        Cluster { world, db, nodes, spares, client }
     }
 
     /// The node the workload runs on.
@@ -211,6 +238,26 @@ impl Cluster {
     /// Starts node `i` afresh.
     pub fn restart(&self, i: usize) {
         Handle::current().restart(self.nodes[i].id());
+    }
+
+    /// Starts a new process of node `i` (same node id, next incarnation) on
+    /// its spare machine, whatever the process on its own machine is doing;
+    /// a successor already running there is replaced.
+    pub fn start_successor(&self, i: usize) {
+        let mut spares = self.spares.lock().expect("spares lock");
+        match &spares[i] {
+            Some(spare) => Handle::current().restart(spare.id()),
+            None => {
+                let world = self.world.clone();
+                let spare = Handle::current()
+                    .create_node()
+                    .name(format!("{}-spare", node_id(i)))
+                    .ip(Machine::Spare.ip(i))
+                    .init(move || run_node(world.clone(), i, Machine::Spare))
+                    .build();
+                spares[i] = Some(spare);
+            }
+        }
     }
 
     /// Stops scheduling node `i`'s tasks.
@@ -259,7 +306,7 @@ impl Cluster {
 
 /// One process of node `i`: a fresh driver on a fresh database connection,
 /// a subscriber recording every relayed event, and the gRPC server.
-async fn run_node(world: Arc<World>, i: usize) {
+async fn run_node(world: Arc<World>, i: usize, machine: Machine) {
     let incarnation = world.next_incarnation(i);
     let clock = world.clocks[i].clone();
     let store = Arc::new(NetStore::connect(world.clone(), node_id(i)).await);
@@ -273,7 +320,7 @@ async fn run_node(world: Arc<World>, i: usize) {
         revoked_at_ms: None,
     };
     keys.insert_key(record, hash_api_key(API_KEY)).await.expect("the local key table accepts the key");
-    let engine_config = world.engine_config(i, incarnation);
+    let engine_config = world.engine_config(i, incarnation, machine);
     let node_config = NodeConfig {
         node_id: node_id(i),
         seed: engine_config.seed,
@@ -283,7 +330,8 @@ async fn run_node(world: Arc<World>, i: usize) {
     };
     let (handle, _driver) =
         minoots_node::driver::start_node_with(engine_config, node_config, store, keys, clock);
-    world.trace(format!("{}: process started (incarnation {incarnation})", node_id(i)));
+    let on = if machine == Machine::Spare { " on its spare machine" } else { "" };
+    world.trace(format!("{}: process started (incarnation {incarnation}){on}", node_id(i)));
 
     let mut events = handle.subscribe();
     let relay_world = world.clone();
@@ -303,7 +351,7 @@ async fn run_node(world: Arc<World>, i: usize) {
         }
     });
 
-    let addr = SocketAddr::new(node_ip(i), GRPC_PORT);
+    let addr = SocketAddr::new(machine.ip(i), GRPC_PORT);
     let served = tonic::transport::Server::builder()
         .add_service(KernelService::new(handle).into_server())
         .serve(addr)

@@ -59,6 +59,11 @@ pub enum FaultAction {
     NetLoss { loss_percent: u64, latency_max_ms: u64, for_ms: u64 },
     /// The node's wall clock jumps by `delta_ms` (monotonic time does not).
     ClockStep { target: Target, delta_ms: i64 },
+    /// The node's process freezes and a successor with the same node id
+    /// starts on a spare machine (a replaced container whose predecessor is
+    /// frozen, not dead); the old process resumes after `old_paused_ms`, and
+    /// both live on.
+    Successor { target: Target, old_paused_ms: u64 },
 }
 
 impl fmt::Display for FaultAction {
@@ -80,6 +85,9 @@ impl fmt::Display for FaultAction {
             }
             FaultAction::ClockStep { target, delta_ms } => {
                 write!(f, "clock step {target} by {delta_ms:+} ms")
+            }
+            FaultAction::Successor { target, old_paused_ms } => {
+                write!(f, "start a successor of {target}, resume the old process after {old_paused_ms} ms")
             }
         }
     }
@@ -185,6 +193,22 @@ pub fn plan(seed: u64, options: &RunOptions, lease: &LeaseConfig) -> Vec<FaultEv
             FaultEvent { at_ms, action }
         })
         .collect();
+    // A third of the seeds with crashes or pauses also replace a node while
+    // its old process is frozen (drawn apart, so the faults above are the
+    // same with or without this one).
+    let mut successors = SimRng::new(seed, stream::SUCCESSORS);
+    if (options.faults.crash || options.faults.pause) && successors.chance(33) {
+        let at_ms = successors.range(1_000, options.safety_ms - 1_000);
+        // Shorter than the lease (it wakes believing it leads) or longer.
+        let old_paused_ms =
+            if successors.chance(50) { successors.range(50, ttl) } else { successors.range(ttl, 3 * ttl) };
+        let target = if successors.chance(80) {
+            Target::Leader
+        } else {
+            Target::Node(successors.below(nodes) as usize)
+        };
+        events.push(FaultEvent { at_ms, action: FaultAction::Successor { target, old_paused_ms } });
+    }
     events.sort_by_key(|e| e.at_ms);
     events
 }
@@ -204,6 +228,8 @@ pub struct FaultCounts {
     pub db_faults: u64,
     /// Loss/delay phases.
     pub loss_phases: u64,
+    /// Successor processes started beside a frozen predecessor.
+    pub successors: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -354,6 +380,19 @@ impl FaultInjector {
                 let applied = cluster.world.clocks[i].step(delta_ms);
                 self.counts.clock_steps += 1;
                 cluster.trace(format!("fault: clock step {who} by {applied:+} ms"));
+            }
+            FaultAction::Successor { target, old_paused_ms } => {
+                let (i, who) = self.resolve(cluster, target);
+                let node = &mut self.nodes[i];
+                if node.down_until.is_some() {
+                    return;
+                }
+                if extend(&mut node.paused_until, now + old_paused_ms) {
+                    cluster.pause(i);
+                }
+                self.counts.successors += 1;
+                cluster.trace(format!("fault: freeze {who} for {old_paused_ms} ms and start its successor"));
+                cluster.start_successor(i);
             }
         }
     }

@@ -7,7 +7,12 @@
 //!   scheduled with a due time more than [`lateness_max_ms`] in the past
 //!   (store clock). Acknowledged timers are in the store (checked by
 //!   `acked-durable`), so this covers every due, uncancelled acknowledged
-//!   occurrence — and unacknowledged timers that did commit, too;
+//!   occurrence. It covers *unacknowledged* timers just the same: a timer
+//!   is live as soon as its create committed in the store, whether or not
+//!   its reply reached anyone — a create whose reply was lost, or whose
+//!   commit timed out at the node and applied at the database later, or
+//!   that a crashed incarnation sent before it died, must fire like any
+//!   other, because its client may never retry;
 //! - **every committed event reached the stream**: each outbox row was
 //!   relayed to subscribers by some node.
 //!

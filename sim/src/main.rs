@@ -232,6 +232,7 @@ mod cli {
             t.clock_steps += f.clock_steps;
             t.db_faults += f.db_faults;
             t.loss_phases += f.loss_phases;
+            t.successors += f.successors;
         }
 
         fn print(&self, wall: Duration) {
@@ -252,8 +253,9 @@ mod cli {
                 c.leader_changes, c.lease_steals, c.stale_fires_rejected, c.early_fires_rejected
             );
             println!(
-                "faults: crashes {}, pauses {}, partitions {}, clock steps {}, db faults {}, loss phases {}",
-                f.crashes, f.pauses, f.partitions, f.clock_steps, f.db_faults, f.loss_phases
+                "faults: crashes {}, pauses {}, partitions {}, clock steps {}, db faults {}, loss phases {}, \
+                 successors beside a frozen predecessor {}",
+                f.crashes, f.pauses, f.partitions, f.clock_steps, f.db_faults, f.loss_phases, f.successors
             );
             println!(
                 "client ops: {} ({} acknowledged, {} gave up); fires recorded: {}; events relayed: {} ({} lags), \

@@ -12,6 +12,9 @@ pub mod stream {
     pub const PLAN: u64 = 1;
     /// The fault schedule.
     pub const FAULTS: u64 = 2;
+    /// Successor incarnations added to the fault schedule (their own stream,
+    /// so the rest of a seed's plan is unchanged by them).
+    pub const SUCCESSORS: u64 = 3;
     /// Client `i` uses `CLIENT_BASE + i`.
     pub const CLIENT_BASE: u64 = 100;
 }

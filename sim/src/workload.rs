@@ -34,7 +34,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::clock::true_us;
-use crate::cluster::{API_KEY, World, node_addr};
+use crate::cluster::{API_KEY, Machine, World, node_addr};
 use crate::rng::{SimRng, stream};
 
 /// Attempts per operation before the client gives up.
@@ -335,7 +335,7 @@ impl Client {
 
     async fn attempt(&mut self, node: usize, req: &Req) -> Result<Resp, AttemptError> {
         if let std::collections::btree_map::Entry::Vacant(slot) = self.conns.entry(node) {
-            let url = format!("http://{}", node_addr(node));
+            let url = format!("http://{}", process_addr(node, self.nodes));
             let connect = HorologyKernelClient::connect(url);
             match tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connect).await {
                 Ok(Ok(client)) => {
@@ -508,10 +508,16 @@ fn with_key<T>(message: T) -> tonic::Request<T> {
     request
 }
 
-/// The node named by `x-minoots-leader`, if any.
+/// The process named by `x-minoots-leader`, if any: node `i` on its own
+/// machine is `i`, a successor of node `i` on its spare machine is `nodes + i`.
 fn leader_hint(status: &Status, nodes: usize) -> Option<usize> {
     let leader = status.metadata().get(LEADER_HEADER)?.to_str().ok()?;
-    (0..nodes).find(|i| node_addr(*i) == leader)
+    (0..2 * nodes).find(|i| process_addr(*i, nodes) == leader)
+}
+
+/// The gRPC address of process index `process` (see [`leader_hint`]).
+fn process_addr(process: usize, nodes: usize) -> String {
+    if process < nodes { node_addr(process) } else { Machine::Spare.addr(process - nodes) }
 }
 
 /// The server's retry hint, bounded.

@@ -8,7 +8,10 @@
 //! 2. SIGSTOPs the leader for longer than its lease, then SIGCONTs it: it must
 //!    step down, and nothing it had in flight may be recorded (fencing);
 //! 3. crashes PostgreSQL (immediate shutdown) and restarts it mid-run;
-//! 4. starts a node while its database is down (it must wait, not exit).
+//! 4. starts a node while its database is down (it must wait, not exit);
+//! 5. SIGSTOPs the leader, starts a new process with the same node id, and
+//!    SIGCONTs the old one: the successor takes over at once at a new epoch,
+//!    the old incarnation is fenced out and steps down.
 //!
 //! After each scenario, every acknowledged timer has exactly one recorded
 //! fire (`/api/timers/{id}/fires`, read from any node: followers answer
@@ -613,4 +616,76 @@ async fn cluster_node_started_before_its_database_waits_for_it() {
     let h = health(&probe, &node.rest).await.expect("health");
     assert_eq!(h["role"], "leader", "{h}");
     assert_eq!(h["store"]["ok"], true, "{h}");
+}
+
+/// A replaced node whose predecessor is frozen, not dead: SIGSTOP the
+/// leader, start a new process with the *same node id*, SIGCONT the old one.
+/// The successor takes the lease over at once at a new epoch (no TTL wait);
+/// the old process is fenced out, steps down and never takes the lease back;
+/// every timer fires exactly once, and the fires' epochs tell the two
+/// incarnations apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_successor_of_a_frozen_leader_fences_it_out() {
+    let mut cluster = Cluster::start().await;
+    let probe = client(500);
+    let (_, first_epoch) = cluster.wait_for_leader_above(&probe, 0).await;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let producer = spawn_load(&cluster.book, "successor", stop_rx);
+
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (frozen, old_epoch) = cluster.wait_for_leader_above(&probe, 0).await;
+    let old = cluster.nodes[frozen].take().expect("the leader is up");
+    old.signal("STOP");
+    let stopped_at_ms = now_ms();
+    let successor = cluster.spawn(frozen);
+    cluster.book.write().await[frozen] = Some(successor.rest.clone());
+    cluster.nodes[frozen] = Some(successor);
+    let (leader, new_epoch) = cluster.wait_for_leader_above(&probe, old_epoch).await;
+    let takeover_ms = now_ms() - stopped_at_ms;
+    assert_eq!(leader, frozen, "the successor (same node id) took over, not another node");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    old.signal("CONT");
+    let mut role = Value::Null;
+    for _ in 0..500 {
+        if let Some(h) = health(&probe, &old.rest).await {
+            role = h["role"].clone();
+            if role == "follower" {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(role, "follower", "the resumed old incarnation stepped down");
+    tokio::time::sleep(Duration::from_millis(2 * lease_ttl_ms() + 500)).await;
+    let old_health = health(&probe, &old.rest).await.expect("the old incarnation answers");
+    assert_eq!(old_health["role"], "follower", "it never took the lease back: {old_health}");
+    let (still, _) = cluster.wait_for_leader_above(&probe, old_epoch).await;
+    assert_eq!(still, frozen);
+
+    let verdict = finish(&cluster.book, stop_tx, producer).await;
+    let by_epoch = epochs(&verdict);
+    println!(
+        "cluster successor: timers={} frozen=node-{} old_epoch={old_epoch} new_epoch={new_epoch} \
+         takeover_ms={takeover_ms} (lease ttl {} ms) fires_per_epoch={:?} duplicates={} lost={} early={}",
+        verdict.timers,
+        frozen + 1,
+        lease_ttl_ms(),
+        verdict.fires.iter().fold(BTreeMap::<u64, usize>::new(), |mut counts, f| {
+            *counts.entry(f.epoch).or_default() += 1;
+            counts
+        }),
+        verdict.duplicates,
+        verdict.lost,
+        verdict.early,
+    );
+    assert!(first_epoch <= old_epoch && new_epoch > old_epoch);
+    assert_exactly_once("successor", &verdict);
+    let takeover_at = verdict.fires.iter().filter(|f| f.epoch == new_epoch).map(|f| f.fired_ms).min();
+    if let Some(takeover_at) = takeover_at {
+        let late = verdict.fires.iter().filter(|f| f.epoch == old_epoch && f.fired_ms > takeover_at).count();
+        assert_eq!(late, 0, "a fire under the old incarnation's epoch {old_epoch} after its successor's");
+    }
+    assert!(by_epoch.contains_key(&new_epoch), "the successor fired under its own epoch: {by_epoch:?}");
+    drop(old);
 }

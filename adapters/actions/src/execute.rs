@@ -3,8 +3,10 @@
 //!
 //! - `webhook`: signed HTTP request (see [`crate::signing`]); 2xx delivers;
 //!   408, 429 and 5xx are retried (honouring `Retry-After` seconds); other
-//!   statuses are not; redirects are not followed. A per-destination circuit
-//!   breaker fails attempts fast while a destination keeps failing.
+//!   statuses are not; redirects are not followed. Each destination has a
+//!   circuit breaker ([`crate::circuits`]): while it is open an attempt is
+//!   not made but deferred ([`Undelivered::Deferred`]), which does not count
+//!   against the delivery's retry budget.
 //! - `nats`: core NATS publish (with `Nats-Msg-Id` = idempotency key, so a
 //!   stream capturing the subject drops repeats), flushed to the server.
 //! - `command`: the allow-listed program, no shell, the envelope on stdin;
@@ -16,24 +18,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use minoots_core::action::{Action, ActionKind, CommandAction, FileAction, WebhookAction};
+use minoots_core::breaker::BreakerConfig;
+use minoots_node::Clock;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
+use crate::circuits::{Circuits, Deferral};
 use crate::signing::SigningKeys;
 use crate::store::NewDelivery;
 
 /// Most bytes of output or response body kept in an attempt record.
 const OUTPUT_KEEP_BYTES: usize = 2_048;
-/// Consecutive failures that open a destination's circuit.
-const BREAKER_FAILURES: u32 = 5;
-/// How long an open circuit refuses attempts.
-const BREAKER_OPEN_MS: u64 = 30_000;
-/// Most destinations tracked by the breaker (the oldest are forgotten).
-const BREAKER_DESTINATIONS_MAX: usize = 10_000;
 
 /// Where `workflow_event` and `agent_prompt` actions go.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,6 +56,8 @@ pub struct ExecConfig {
     pub file_base_dir: Option<PathBuf>,
     /// The agent endpoint.
     pub agent: AgentEndpoint,
+    /// Each webhook destination's circuit breaker (`ACTION_WEBHOOK_BREAKER_*`).
+    pub webhook_breaker: BreakerConfig,
 }
 
 impl Default for ExecConfig {
@@ -67,6 +68,7 @@ impl Default for ExecConfig {
             command_timeout_ms: 30_000,
             file_base_dir: None,
             agent: AgentEndpoint::default(),
+            webhook_breaker: BreakerConfig::default(),
         }
     }
 }
@@ -104,12 +106,30 @@ pub struct Failure {
     pub retry_after_ms: Option<u64>,
 }
 
+/// Why an attempt did not deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Undelivered {
+    /// The attempt was made and failed.
+    Failed(Failure),
+    /// No attempt was made: the destination's circuit breaker refused it.
+    /// Not an attempt: it is not recorded and does not use up the retry budget.
+    Deferred(Deferral),
+}
+
+impl From<Failure> for Undelivered {
+    fn from(failure: Failure) -> Self {
+        Undelivered::Failed(failure)
+    }
+}
+
 impl Failure {
-    fn permanent(error: impl Into<String>) -> Self {
+    /// A failure not worth retrying.
+    pub fn permanent(error: impl Into<String>) -> Self {
         Self { retryable: false, status_code: None, error: error.into(), retry_after_ms: None }
     }
 
-    fn transient(error: impl Into<String>) -> Self {
+    /// A failure worth retrying.
+    pub fn transient(error: impl Into<String>) -> Self {
         Self { retryable: true, status_code: None, error: error.into(), retry_after_ms: None }
     }
 }
@@ -120,7 +140,7 @@ pub struct Executor {
     nats: Option<async_nats::Client>,
     keys: SigningKeys,
     config: ExecConfig,
-    breakers: Mutex<BTreeMap<String, Breaker>>,
+    circuits: Circuits,
 }
 
 impl std::fmt::Debug for Executor {
@@ -129,21 +149,22 @@ impl std::fmt::Debug for Executor {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Breaker {
-    consecutive_failures: u32,
-    open_until: Option<Instant>,
-}
-
 impl Executor {
-    /// An executor signing with `keys`, publishing `nats` actions through `nats` (if connected).
-    pub fn new(config: ExecConfig, keys: SigningKeys, nats: Option<async_nats::Client>) -> Self {
+    /// An executor signing with `keys`, publishing `nats` actions through
+    /// `nats` (if connected); its circuit breakers are timed by `clock`.
+    pub fn new(
+        config: ExecConfig,
+        keys: SigningKeys,
+        nats: Option<async_nats::Client>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("minoots/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
-        Self { http, nats, keys, config, breakers: Mutex::new(BTreeMap::new()) }
+        let circuits = Circuits::new(config.webhook_breaker, clock);
+        Self { http, nats, keys, config, circuits }
     }
 
     /// The configuration.
@@ -157,7 +178,7 @@ impl Executor {
         delivery: &NewDelivery,
         action: &Action,
         attempt: u32,
-    ) -> Result<Delivered, Failure> {
+    ) -> Result<Delivered, Undelivered> {
         match &action.kind {
             ActionKind::Webhook(hook) => {
                 let body = body_bytes(hook.body.as_ref(), &delivery.envelope);
@@ -165,10 +186,10 @@ impl Executor {
             }
             ActionKind::Nats(nats) => {
                 let payload = body_bytes(nats.payload.as_ref(), &delivery.envelope);
-                self.publish(&nats.subject, delivery, payload).await
+                Ok(self.publish(&nats.subject, delivery, payload).await?)
             }
-            ActionKind::Command(command) => self.command(delivery, command).await,
-            ActionKind::File(file) => self.file(delivery, file).await,
+            ActionKind::Command(command) => Ok(self.command(delivery, command).await?),
+            ActionKind::File(file) => Ok(self.file(delivery, file).await?),
             ActionKind::WorkflowEvent(agent) | ActionKind::AgentPrompt(agent) => {
                 let envelope: Value = serde_json::from_str(&delivery.envelope).unwrap_or(Value::Null);
                 let body = serde_json::json!({
@@ -188,9 +209,9 @@ impl Executor {
                     };
                     self.webhook(delivery, &hook, (bytes, "application/json"), attempt).await
                 } else if let Some(subject) = &self.config.agent.nats_subject {
-                    self.publish(subject, delivery, (bytes, "application/json")).await
+                    Ok(self.publish(subject, delivery, (bytes, "application/json")).await?)
                 } else {
-                    Err(Failure::permanent("no agent endpoint is configured for this action kind"))
+                    Err(Failure::permanent("no agent endpoint is configured for this action kind").into())
                 }
             }
         }
@@ -202,14 +223,9 @@ impl Executor {
         hook: &WebhookAction,
         (body, content_type): (Vec<u8>, &'static str),
         attempt: u32,
-    ) -> Result<Delivered, Failure> {
+    ) -> Result<Delivered, Undelivered> {
         let destination = destination_of(&hook.url);
-        if let Some(wait_ms) = self.breaker_open_ms(&destination) {
-            return Err(Failure {
-                retry_after_ms: Some(wait_ms),
-                ..Failure::transient(format!("circuit open for {destination} after repeated failures"))
-            });
-        }
+        let circuit = self.circuits.admit(&destination).map_err(Undelivered::Deferred)?;
         let method = reqwest::Method::from_bytes(hook.method.as_bytes()).unwrap_or(reqwest::Method::POST);
         let timeout_ms = hook.timeout_ms.unwrap_or(self.config.webhook_timeout_ms);
         #[allow(clippy::disallowed_methods)] // The signature's timestamp is wall time by definition.
@@ -237,9 +253,9 @@ impl Executor {
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) => {
-                self.breaker_record(&destination, false);
+                circuit.finish(false);
                 let what = if e.is_timeout() { "timed out" } else { "failed" };
-                return Err(Failure::transient(format!("request {what}: {}", error_chain(&e))));
+                return Err(Failure::transient(format!("request {what}: {}", error_chain(&e))).into());
             }
         };
         let status = response.status().as_u16();
@@ -249,21 +265,20 @@ impl Executor {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|seconds| seconds.saturating_mul(1_000));
+        let retryable = status == 408 || status == 429 || status >= 500;
+        // Only server-side trouble counts against the destination.
+        circuit.finish(!retryable || status == 429);
         let text = response.text().await.unwrap_or_default();
         let tail = keep_tail(&text);
         if (200..300).contains(&status) {
-            self.breaker_record(&destination, true);
             return Ok(Delivered { status_code: Some(i64::from(status)), output: tail });
         }
-        let retryable = status == 408 || status == 429 || status >= 500;
-        // Only server-side trouble counts against the destination.
-        self.breaker_record(&destination, !retryable || status == 429);
-        Err(Failure {
+        Err(Undelivered::Failed(Failure {
             retryable,
             status_code: Some(i64::from(status)),
             error: format!("HTTP {status}{}", tail.map(|t| format!(": {t}")).unwrap_or_default()),
             retry_after_ms: if status == 429 || status == 503 { retry_after_ms } else { None },
-        })
+        }))
     }
 
     async fn publish(
@@ -379,37 +394,6 @@ impl Executor {
             .map_err(|e| Failure::transient(format!("writing {}: {e}", file.path)))?;
         handle.sync_all().await.map_err(|e| Failure::transient(format!("syncing {}: {e}", file.path)))?;
         Ok(Delivered { status_code: None, output: None })
-    }
-
-    fn breaker_open_ms(&self, destination: &str) -> Option<u64> {
-        let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        let until = breakers.get(destination)?.open_until?;
-        #[allow(clippy::disallowed_methods)] // Breaker timing is local bookkeeping, not scheduling.
-        let now = Instant::now();
-        (until > now).then(|| (until - now).as_millis() as u64)
-    }
-
-    fn breaker_record(&self, destination: &str, healthy: bool) {
-        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        if breakers.len() >= BREAKER_DESTINATIONS_MAX && !breakers.contains_key(destination) {
-            breakers.pop_first();
-        }
-        let breaker = breakers.entry(destination.to_owned()).or_default();
-        if healthy {
-            *breaker = Breaker::default();
-            return;
-        }
-        breaker.consecutive_failures += 1;
-        if breaker.consecutive_failures >= BREAKER_FAILURES {
-            #[allow(clippy::disallowed_methods)] // Breaker timing is local bookkeeping, not scheduling.
-            let now = Instant::now();
-            breaker.open_until = Some(now + Duration::from_millis(BREAKER_OPEN_MS));
-            breaker.consecutive_failures = 0;
-            tracing::warn!(
-                destination,
-                "webhook destination keeps failing; circuit opened for {BREAKER_OPEN_MS} ms"
-            );
-        }
     }
 }
 

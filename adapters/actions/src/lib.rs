@@ -5,19 +5,24 @@
 //! runner turns each fire into durable deliveries and runs them — signed
 //! webhooks, NATS messages, allow-listed commands, files, agent events —
 //! with retries, a per-destination circuit breaker, a recorded history of
-//! every attempt and a dead-letter queue that can be replayed.
+//! every attempt and a dead-letter queue that can be replayed. A runner's
+//! claims on deliveries belong to its incarnation and are released as soon
+//! as it is known dead (`claims`).
 //!
 //! Real I/O only (sqlx, async-nats, reqwest): the simulator never links it.
 #![cfg(not(madsim))]
 #![warn(missing_docs)]
 
+pub mod circuits;
+pub mod claims;
 pub mod execute;
 pub mod nats;
 pub mod runner;
 pub mod signing;
 pub mod store;
 
-pub use execute::{AgentEndpoint, ExecConfig, Executor};
+pub use execute::{AgentEndpoint, ExecConfig, Executor, Undelivered};
+pub use minoots_core::breaker::BreakerConfig;
 pub use nats::{Nats, NatsConfig, NatsObserver};
 pub use runner::{OutboxIntake, Runner, RunnerConfig};
 pub use signing::SigningKeys;

@@ -11,6 +11,14 @@
 //!
 //! A delivery never starts before its fire is recorded: only `timer.fired`
 //! events, which the store writes in the fire's own transaction, queue work.
+//!
+//! Each [`Runner`] is one *incarnation* of its runner id (a fresh id per
+//! process start, see [`crate::claims`]): it registers before claiming
+//! anything (releasing a previous incarnation's claims), renews its
+//! heartbeat every `heartbeat_ms` while it runs, and releases its claims
+//! when it stops cleanly. Every attempt is bounded by `attempt_timeout_ms`.
+//! An attempt its destination's circuit breaker refuses is deferred: the
+//! delivery is put back for the breaker's probe time, no attempt recorded.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,25 +31,48 @@ use minoots_node::metrics::Metrics;
 use minoots_node::views::EventEnvelope;
 use tokio::sync::{Notify, Semaphore, watch};
 
-use crate::execute::{Executor, Failure};
+use crate::circuits::Deferral;
+use crate::claims::ClaimTerms;
+use crate::execute::{Executor, Failure, Undelivered};
 use crate::store::{ActionStore, AttemptOutcome, AttemptRecord, ClaimedDelivery, NewDelivery, NextStep};
+
+/// A claim outlives its attempt's bound by this much (time to record the attempt).
+const CLAIM_MARGIN_MS: u64 = 30_000;
+/// Incarnations that have not beaten for this long are forgotten (their claims were void long before).
+const FORGET_LAPSED_AFTER_MS: i64 = 3_600_000;
+/// Forgetting lapsed incarnations runs every this many heartbeats.
+const FORGET_EVERY_BEATS: u64 = 600;
+/// Tries to record an attempt (or a deferral) before giving up on it (the claim then lapses).
+const RECORD_TRIES: u32 = 20;
 
 /// Tunables of a runner.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
-    /// Recorded with every attempt.
+    /// The runner id (the node id): recorded with every attempt; a new
+    /// incarnation of the same id releases the claims of the previous ones.
     pub runner_id: String,
     /// Deliveries running at once.
     pub concurrency: usize,
-    /// How long a claim lasts; must exceed the longest attempt (timeouts are ≤ 5 min).
-    pub claim_ms: i64,
+    /// Longest one attempt may run (webhook timeouts are ≤ 5 min); a claim lasts this plus a margin.
+    pub attempt_timeout_ms: u64,
+    /// How often the incarnation's heartbeat is renewed.
+    pub heartbeat_ms: u64,
+    /// Another incarnation's claims are void once its heartbeat is this old (database clock).
+    pub heartbeat_lapse_ms: u64,
     /// Longest sleep when nothing is due.
     pub idle_poll_ms: u64,
 }
 
 impl Default for RunnerConfig {
     fn default() -> Self {
-        Self { runner_id: "runner".into(), concurrency: 64, claim_ms: 360_000, idle_poll_ms: 1_000 }
+        Self {
+            runner_id: "runner".into(),
+            concurrency: 64,
+            attempt_timeout_ms: 330_000,
+            heartbeat_ms: 1_000,
+            heartbeat_lapse_ms: 5_000,
+            idle_poll_ms: 1_000,
+        }
     }
 }
 
@@ -153,18 +184,19 @@ impl EventSink for OutboxIntake {
     }
 }
 
-/// A running runner's shared parts.
+/// A running runner's shared parts: one incarnation.
 pub struct Runner {
     store: ActionStore,
     executor: Arc<Executor>,
     metrics: Arc<Metrics>,
     config: RunnerConfig,
+    incarnation: String,
     clock: Arc<dyn minoots_node::Clock>,
     observer: Option<Arc<dyn DeliveryObserver>>,
 }
 
 impl Runner {
-    /// A runner over `store`.
+    /// A runner over `store`: a new incarnation of `config.runner_id`.
     pub fn new(
         store: ActionStore,
         executor: Arc<Executor>,
@@ -173,12 +205,82 @@ impl Runner {
         clock: Arc<dyn minoots_node::Clock>,
         observer: Option<Arc<dyn DeliveryObserver>>,
     ) -> Arc<Self> {
-        Arc::new(Self { store, executor, metrics, config, clock, observer })
+        let incarnation = format!("{}/{:016x}", config.runner_id, rand::random::<u64>());
+        Arc::new(Self { store, executor, metrics, config, incarnation, clock, observer })
     }
 
-    /// Claims and runs due deliveries until `shutdown` turns true; `wake` cuts a sleep short.
+    /// This incarnation's id (recorded on its claims).
+    pub fn incarnation(&self) -> &str {
+        &self.incarnation
+    }
+
+    /// Registers this incarnation, retrying with backoff until it succeeds;
+    /// `false` when `shutdown` came first. Nothing may be claimed before:
+    /// a claim by an unregistered incarnation is void.
+    async fn register(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let mut wait_ms = 100u64;
+        loop {
+            match self.store.register_incarnation(&self.config.runner_id, &self.incarnation).await {
+                Ok(released) => {
+                    if released > 0 {
+                        tracing::info!(runner = %self.config.runner_id, released, "released a previous incarnation's claims: those deliveries run again now");
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = wait_ms, "registering the action runner failed")
+                }
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return false,
+                _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
+            }
+            wait_ms = (wait_ms * 2).min(5_000);
+        }
+    }
+
+    /// Renews the heartbeat every `heartbeat_ms` until `shutdown`; now and
+    /// then forgets incarnations that lapsed long ago.
+    async fn beat(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let period = Duration::from_millis(self.config.heartbeat_ms.max(1));
+        let mut failing = false;
+        for beat in 1u64.. {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            match self.store.heartbeat(&self.config.runner_id, &self.incarnation).await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("the action runner's heartbeat is renewed again");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, lapse_ms = self.config.heartbeat_lapse_ms, "renewing the action runner's heartbeat failed; other runners take over its claims if this lasts");
+                }
+                Err(_) => {}
+            }
+            if beat.is_multiple_of(FORGET_EVERY_BEATS)
+                && let Err(e) = self.store.forget_lapsed_incarnations(FORGET_LAPSED_AFTER_MS).await
+            {
+                tracing::debug!(error = %e, "forgetting lapsed runner incarnations failed");
+            }
+        }
+    }
+
+    /// Registers, then claims and runs due deliveries until `shutdown` turns
+    /// true; `wake` cuts a sleep short. On the way out, waits (bounded) for
+    /// running attempts and releases this incarnation's claims.
     pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        if !self.register(&mut shutdown).await {
+            return;
+        }
+        let heartbeat = tokio::spawn(self.clone().beat(shutdown.clone()));
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let claim_ms =
+            i64::try_from(self.config.attempt_timeout_ms.saturating_add(CLAIM_MARGIN_MS)).unwrap_or(i64::MAX);
+        let lapse_ms = i64::try_from(self.config.heartbeat_lapse_ms).unwrap_or(i64::MAX);
         let mut failures = 0u32;
         loop {
             if *shutdown.borrow() {
@@ -189,7 +291,15 @@ impl Runner {
             let claimed = if free == 0 {
                 Ok(Vec::new())
             } else {
-                self.store.claim_due(now_ms, now_ms + self.config.claim_ms, free as u32).await
+                self.store
+                    .claim_due(ClaimTerms {
+                        incarnation: &self.incarnation,
+                        now_ms,
+                        claim_until_ms: now_ms.saturating_add(claim_ms),
+                        heartbeat_lapse_ms: lapse_ms,
+                        limit: free as u32,
+                    })
+                    .await
             };
             let sleep_ms = match claimed {
                 Ok(batch) if !batch.is_empty() => {
@@ -229,12 +339,22 @@ impl Runner {
                 }
             }
         }
-        // Let running attempts finish (bounded by their timeouts).
-        let _ = tokio::time::timeout(
+        // Let running attempts finish (bounded), then hand what is left to other runners.
+        let drained = tokio::time::timeout(
             Duration::from_secs(10),
             slots.acquire_many(self.config.concurrency.max(1) as u32),
         )
-        .await;
+        .await
+        .is_ok();
+        let _ = heartbeat.await;
+        if drained {
+            match self.store.retire_incarnation(&self.incarnation).await {
+                Ok(released) => tracing::info!(released, "action runner stopped; its claims are released"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "releasing the action runner's claims failed; they lapse with its heartbeat")
+                }
+            }
+        }
     }
 
     /// One attempt of one claimed delivery, recorded with its next step.
@@ -245,17 +365,26 @@ impl Runner {
         let policy: RetryPolicy = serde_json::from_str(&delivery.retry_policy).unwrap_or_default();
         let started_at_ms = self.clock.now().wall_ms;
         let started = tokio::time::Instant::now();
+        let bound = Duration::from_millis(self.config.attempt_timeout_ms.max(1));
         let result = match serde_json::from_str::<Action>(&delivery.action) {
-            Ok(action) => self.executor.run(delivery, &action, attempt_no).await,
-            Err(e) => Err(Failure {
-                retryable: false,
-                status_code: None,
-                error: format!("the stored action does not parse: {e}"),
-                retry_after_ms: None,
-            }),
+            Ok(action) => {
+                match tokio::time::timeout(bound, self.executor.run(delivery, &action, attempt_no)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Undelivered::Failed(Failure::transient(format!(
+                        "the attempt did not finish within {} ms",
+                        self.config.attempt_timeout_ms
+                    )))),
+                }
+            }
+            Err(e) => Err(Failure::permanent(format!("the stored action does not parse: {e}")).into()),
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         let now_ms = self.clock.now().wall_ms;
+        let result = match result {
+            Ok(done) => Ok(done),
+            Err(Undelivered::Failed(failure)) => Err(failure),
+            Err(Undelivered::Deferred(deferral)) => return self.defer(delivery, deferral, now_ms).await,
+        };
         let (outcome, next, status_code, error, output) = match result {
             Ok(done) => (AttemptOutcome::Succeeded, NextStep::Delivered, done.status_code, None, done.output),
             Err(failure) if failure.retryable && round_no < policy.max_attempts => {
@@ -288,7 +417,7 @@ impl Runner {
         // The record must land: a lost record would run the delivery again
         // after its claim lapses (still at least once, with the same key).
         let mut wait_ms = 100u64;
-        for _ in 0..20 {
+        for _ in 0..RECORD_TRIES {
             match self.store.record_attempt(delivery, &record, next, now_ms).await {
                 Ok(Some(number)) => {
                     if next == NextStep::DeadLetter {
@@ -305,6 +434,29 @@ impl Runner {
                 Ok(None) => return, // another runner finished it
                 Err(e) => {
                     tracing::warn!(error = %e, "recording an attempt failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    wait_ms = (wait_ms * 2).min(5_000);
+                }
+            }
+        }
+    }
+}
+
+impl Runner {
+    /// Puts a delivery its destination's breaker refused back for the
+    /// breaker's probe time: not an attempt (nothing recorded, no retry used).
+    async fn defer(&self, delivery: &NewDelivery, deferral: Deferral, now_ms: i64) {
+        self.metrics.action_deferred.inc();
+        let mut wait_ms = 100u64;
+        for _ in 0..RECORD_TRIES {
+            match self
+                .store
+                .defer(delivery, &self.incarnation, deferral.until_ms, &deferral.reason, now_ms)
+                .await
+            {
+                Ok(_) => return, // false: no longer ours (taken over or finished); nothing to do
+                Err(e) => {
+                    tracing::warn!(error = %e, "deferring a delivery failed; retrying");
                     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
                     wait_ms = (wait_ms * 2).min(5_000);
                 }

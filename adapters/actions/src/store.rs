@@ -5,12 +5,10 @@
 //! database, migrated with the timer store): the [`on_pool!`] macro expands
 //! each statement once per driver.
 //!
-//! Claims: a runner takes due pending rows by pushing `claimed_until_ms`
-//! forward in one `UPDATE … WHERE … RETURNING`; the outer `WHERE` re-checks
-//! the claim, so two runners racing on PostgreSQL cannot both take a row
-//! (the loser's re-evaluated row no longer matches). A runner that dies
-//! holding a claim loses it when the claim lapses; the delivery then runs
-//! again with the same idempotency key (at least once).
+//! Claims (who may run a delivery now) live in [`crate::claims`]: a claim
+//! belongs to one runner incarnation and is void once that incarnation is
+//! known dead; the delivery then runs again with the same idempotency key
+//! (at least once).
 
 use std::path::Path;
 use std::time::Duration;
@@ -37,7 +35,7 @@ pub struct StoreError {
     source: sqlx::Error,
 }
 
-fn failed(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+pub(crate) fn failed(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError { context, source }
 }
 
@@ -179,12 +177,13 @@ pub struct DeadLetter {
 
 /// The database behind the store.
 #[derive(Debug, Clone)]
-enum Pool {
+pub(crate) enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
 
-/// Runs `$body` with `$p` bound to whichever pool the store has.
+/// Runs `$body` with `$p` bound to whichever pool the store has (and, in
+/// the second form, `$sql` to its [`crate::claims::Dialect`]).
 macro_rules! on_pool {
     ($pool:expr, $p:ident => $body:expr) => {
         match $pool {
@@ -192,12 +191,25 @@ macro_rules! on_pool {
             Pool::Postgres($p) => $body,
         }
     };
+    ($pool:expr, $p:ident, $sql:ident => $body:expr) => {
+        match $pool {
+            Pool::Sqlite($p) => {
+                let $sql = &crate::claims::SQLITE;
+                $body
+            }
+            Pool::Postgres($p) => {
+                let $sql = &crate::claims::PG;
+                $body
+            }
+        }
+    };
 }
+pub(crate) use on_pool;
 
 /// Deliveries, attempts and dead letters.
 #[derive(Debug, Clone)]
 pub struct ActionStore {
-    pool: Pool,
+    pub(crate) pool: Pool,
 }
 
 const ENQUEUE: &str = "INSERT INTO deliveries (idempotency_key, tenant_id, timer_id, occurrence, action_id, kind, \
@@ -206,19 +218,9 @@ const ENQUEUE: &str = "INSERT INTO deliveries (idempotency_key, tenant_id, timer
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, 0, $10, 0, $10, $10) \
      ON CONFLICT (idempotency_key) DO NOTHING";
 
-const CLAIM: &str = "UPDATE deliveries SET claimed_until_ms = $1 \
-     WHERE idempotency_key IN (SELECT idempotency_key FROM deliveries \
-         WHERE status = 'pending' AND next_attempt_at_ms <= $2 AND claimed_until_ms <= $2 \
-         ORDER BY next_attempt_at_ms LIMIT $3) \
-     AND status = 'pending' AND next_attempt_at_ms <= $2 AND claimed_until_ms <= $2 \
-     RETURNING idempotency_key, tenant_id, timer_id, occurrence, action_id, kind, action, retry_policy, \
-         envelope, attempts, round_attempts";
-
-const NEXT_DUE: &str = "SELECT MIN(CASE WHEN claimed_until_ms > next_attempt_at_ms THEN claimed_until_ms \
-     ELSE next_attempt_at_ms END) FROM deliveries WHERE status = 'pending'";
-
 const BUMP_ATTEMPTS: &str = "UPDATE deliveries SET attempts = attempts + 1, round_attempts = round_attempts + 1, \
-     status = $2, next_attempt_at_ms = $3, claimed_until_ms = 0, updated_at_ms = $4, last_error = $5 \
+     status = $2, next_attempt_at_ms = $3, claimed_by = NULL, claimed_until_ms = 0, updated_at_ms = $4, \
+     last_error = $5 \
      WHERE idempotency_key = $1 AND status = 'pending' RETURNING attempts";
 
 const INSERT_ATTEMPT: &str = "INSERT INTO delivery_attempts (idempotency_key, attempt, tenant_id, timer_id, \
@@ -261,14 +263,6 @@ impl ActionStore {
             context: "migrating the SQLite action store",
             source: sqlx::Error::Migrate(Box::new(e)),
         })?;
-        // One process owns a SQLite action store: claims left by a previous
-        // run (killed mid-delivery) are void, so those deliveries run again now.
-        sqlx::query(
-            "UPDATE deliveries SET claimed_until_ms = 0 WHERE status = 'pending' AND claimed_until_ms > 0",
-        )
-        .execute(&pool)
-        .await
-        .map_err(failed("releasing a previous run's claims"))?;
         Ok(Self { pool: Pool::Sqlite(pool) })
     }
 
@@ -324,54 +318,6 @@ impl ActionStore {
             }
             tx.commit().await.map_err(failed("committing an enqueue"))?;
             Ok(inserted)
-        })
-    }
-
-    /// Claims up to `limit` due deliveries until `claim_until_ms`.
-    pub async fn claim_due(
-        &self,
-        now_ms: i64,
-        claim_until_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        on_pool!(&self.pool, p => {
-            let rows = sqlx::query(CLAIM)
-                .bind(claim_until_ms)
-                .bind(now_ms)
-                .bind(i64::from(limit))
-                .fetch_all(p)
-                .await
-                .map_err(failed("claiming deliveries"))?;
-            rows.iter()
-                .map(|r| -> Result<ClaimedDelivery, sqlx::Error> {
-                    Ok(ClaimedDelivery {
-                        delivery: NewDelivery {
-                            idempotency_key: r.try_get("idempotency_key")?,
-                            tenant_id: r.try_get("tenant_id")?,
-                            timer_id: r.try_get("timer_id")?,
-                            occurrence: to_u32(r.try_get("occurrence")?),
-                            action_id: r.try_get("action_id")?,
-                            kind: r.try_get("kind")?,
-                            action: r.try_get("action")?,
-                            retry_policy: r.try_get("retry_policy")?,
-                            envelope: r.try_get("envelope")?,
-                        },
-                        attempts: to_u32(r.try_get("attempts")?),
-                        round_attempts: to_u32(r.try_get("round_attempts")?),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(failed("reading claimed deliveries"))
-        })
-    }
-
-    /// When the next pending delivery becomes due (or its claim lapses).
-    pub async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
-        on_pool!(&self.pool, p => {
-            sqlx::query_scalar::<_, Option<i64>>(NEXT_DUE)
-                .fetch_one(p)
-                .await
-                .map_err(failed("reading the next due delivery"))
         })
     }
 
@@ -548,7 +494,8 @@ impl ActionStore {
             };
             sqlx::query(
                 "UPDATE deliveries SET status = 'pending', round_attempts = 0, next_attempt_at_ms = $2, \
-                 claimed_until_ms = 0, updated_at_ms = $2 WHERE idempotency_key = $1 AND status = 'dead'",
+                 claimed_by = NULL, claimed_until_ms = 0, updated_at_ms = $2 \
+                 WHERE idempotency_key = $1 AND status = 'dead'",
             )
             .bind(&key)
             .bind(now_ms)
@@ -600,6 +547,6 @@ where
     })
 }
 
-fn to_u32(value: i64) -> u32 {
+pub(crate) fn to_u32(value: i64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }

@@ -13,7 +13,9 @@ use minoots_core::TenantId;
 use minoots_core::auth::Role;
 use minoots_http::{HttpConfig, api_router, metrics_router, route_table};
 use minoots_node::model_store::ModelStore;
-use minoots_node::{ApiKeyRecord, KeyStore, NodeConfig, NodeHandle, SystemClock, hash_api_key, start_node};
+use minoots_node::{
+    ApiKeyRecord, Clock, KeyStore, NodeConfig, NodeHandle, SystemClock, hash_api_key, start_node,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -175,6 +177,48 @@ async fn past_fire_at_is_400() {
     let s = start().await;
     let answer = create(&s, json!({"fireAt": "2001-01-01T00:00:00Z"})).await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_argument", Some("fireAt"));
+}
+
+/// The instant `offset_ms` from now by the node's clock, as `fireAt` text.
+fn instant_from_now(offset_ms: i64) -> String {
+    minoots_core::time::format_wall_ms(SystemClock::new().now().wall_ms + offset_ms)
+}
+
+#[tokio::test]
+async fn fire_at_beyond_the_past_tolerance_is_400_naming_it() {
+    let s = start().await;
+    let two_minutes_ago = instant_from_now(-120_000);
+    let answer = create(&s, json!({"fireAt": two_minutes_ago})).await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_argument", Some("fireAt"));
+    let message = answer.1["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("60 s") && message.contains("tolerance"), "names the tolerance: {message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fire_at_a_few_seconds_in_the_past_is_201_and_fires_at_once_keeping_its_instant() {
+    let s = start().await;
+    let five_seconds_ago = instant_from_now(-5_000);
+    let (status, timer) = create(&s, json!({"fireAt": five_seconds_ago})).await;
+    assert_eq!(status, StatusCode::CREATED, "{timer}");
+    assert_eq!(timer["fireAt"], five_seconds_ago.as_str(), "the requested instant, not now");
+    let id = timer["id"].as_str().expect("id").to_owned();
+
+    let mut fires = Vec::new();
+    for _ in 0..100 {
+        let (status, page) = s.get(&format!("/api/timers/{id}/fires"), ACME).await;
+        assert_eq!(status, StatusCode::OK);
+        fires = page["fires"].as_array().cloned().unwrap_or_default();
+        if !fires.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(fires.len(), 1, "fired once");
+    assert_eq!(fires[0]["dueAt"], five_seconds_ago.as_str(), "due stays the requested instant");
+    let lateness_ms = fires[0]["latenessMs"].as_i64().expect("latenessMs");
+    assert!(lateness_ms >= 5_000, "the recorded lateness shows the past instant: {lateness_ms} ms");
+    let (_, fired) = s.get(&format!("/api/timers/{id}"), ACME).await;
+    assert_eq!(fired["status"], "fired", "{fired}");
 }
 
 #[tokio::test]

@@ -62,6 +62,8 @@ const NODE: &str = "node-conformance";
 
 /// Another node, for lease contention.
 const OTHER: &str = "node-other";
+/// The tenure id the suite's nodes ask in unless a scenario says otherwise.
+const TENURE: u64 = 7 << 20;
 
 /// One failing scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,11 +188,23 @@ impl<'s, S: Store + ?Sized> Check<'s, S> {
         }
     }
 
-    /// `AcquireLease`.
+    /// `AcquireLease` in the node's usual tenure ([`TENURE`]).
     pub async fn acquire(&mut self, shard: u32, node_id: &str, ttl_ms: u64) -> Result<LeaseReply, String> {
+        self.acquire_in(shard, node_id, TENURE, ttl_ms).await
+    }
+
+    /// `AcquireLease` in tenure `tenure`.
+    pub async fn acquire_in(
+        &mut self,
+        shard: u32,
+        node_id: &str,
+        tenure: u64,
+        ttl_ms: u64,
+    ) -> Result<LeaseReply, String> {
         let op = StoreOp::AcquireLease {
             shard,
             node_id: node_id.into(),
+            tenure,
             address: format!("{node_id}.test:7000"),
             ttl_ms,
         };
@@ -467,6 +481,7 @@ where
     scenario!("fire_never_early_and_once", fire_never_early_and_once);
     scenario!("fire_fencing", fire_fencing);
     scenario!("leases", leases);
+    scenario!("lease_tenures", lease_tenures);
     scenario!("fire_recurring", fire_recurring);
     scenario!("fire_chain_and_skip", fire_chain_and_skip);
     scenario!("load_due_paging", load_due_paging);
@@ -929,8 +944,12 @@ async fn leases<S: Store + ?Sized>(mut c: Check<'_, S>) -> Outcome {
     );
     ensure_eq!(&outcome.cancels[0], &Err(unleased), "cancel without a lease");
 
-    let holder =
-        |node: &str, epoch| LeaseHolder { node_id: node.into(), address: format!("{node}.test:7000"), epoch };
+    let holder = |node: &str, epoch| LeaseHolder {
+        node_id: node.into(),
+        address: format!("{node}.test:7000"),
+        epoch,
+        tenure: TENURE,
+    };
     ensure_eq!(c.acquire(LEASE_SHARD, NODE, 2_000).await?, LeaseReply::Granted { epoch: 1 }, "a free lease");
     let (outcome, _) = c.commit(CommitBatch { creates: vec![t.clone(), u.clone()], ..c.batch() }).await?;
     ensure!(outcome.creates.iter().all(|r| matches!(r, Ok(r) if r.created)), "creates by the holder");
@@ -1002,7 +1021,7 @@ async fn leases<S: Store + ?Sized>(mut c: Check<'_, S>) -> Outcome {
     };
     let (outcome, _) = c.commit(batch).await?;
     ensure!(outcome.fires[0].is_ok(), "an opened lease never expires: {outcome:?}");
-    let opened = LeaseHolder { node_id: NODE.into(), address: String::new(), epoch: 3 };
+    let opened = LeaseHolder { node_id: NODE.into(), address: String::new(), epoch: 3, tenure: 0 };
     ensure_eq!(
         c.acquire(LEASE_SHARD, OTHER, 2_000).await?,
         LeaseReply::Held { holder: opened },
@@ -1016,6 +1035,73 @@ async fn leases<S: Store + ?Sized>(mut c: Check<'_, S>) -> Outcome {
     ensure_eq!(c.acquire(9, OTHER, 1).await?, LeaseReply::Held { holder: holder(NODE, 1) }, "within a day");
     c.shift(1);
     ensure_eq!(c.acquire(9, OTHER, 1).await?, LeaseReply::Granted { epoch: 2 }, "after a day");
+    Ok(())
+}
+
+/// Tenures: a newer tenure of the holder takes over at once at a new epoch
+/// and fences the old one out; the same tenure keeps its epoch; an older one
+/// never takes the lease back.
+async fn lease_tenures<S: Store + ?Sized>(mut c: Check<'_, S>) -> Outcome {
+    let a = tenant("tenant-a");
+    let t = c.timer(&a, c.now() + 100_000);
+    let old = TENURE;
+    let new = TENURE + 1;
+    ensure_eq!(c.acquire_in(LEASE_SHARD, NODE, old, 2_000).await?, LeaseReply::Granted { epoch: 1 }, "first");
+    ensure_eq!(
+        c.acquire_in(LEASE_SHARD, NODE, old, 2_000).await?,
+        LeaseReply::Granted { epoch: 1 },
+        "the same tenure again: extended at its epoch"
+    );
+    c.shift(100);
+    ensure_eq!(
+        c.acquire_in(LEASE_SHARD, NODE, new, 2_000).await?,
+        LeaseReply::Granted { epoch: 2 },
+        "a newer tenure of the holder, lease unexpired: taken over at once"
+    );
+    let stale = CommitBatch { epoch: 1, creates: vec![t.clone()], ..c.batch() };
+    let (outcome, _) = c.commit(stale).await?;
+    ensure_eq!(
+        &outcome.creates[0],
+        &Err(StoreReject::StaleEpoch { current_epoch: 2 }),
+        "the old tenure's late create is fenced out"
+    );
+    ensure_eq!(
+        c.renew(LEASE_SHARD, NODE, 1, 2_000).await?,
+        LeaseReply::Lost {
+            holder: Some(LeaseHolder {
+                node_id: NODE.into(),
+                address: format!("{NODE}.test:7000"),
+                epoch: 2,
+                tenure: new,
+            })
+        },
+        "the old tenure cannot renew"
+    );
+    let held = c.acquire_in(LEASE_SHARD, NODE, old, 2_000).await?;
+    ensure!(
+        matches!(&held, LeaseReply::Held { holder } if holder.epoch == 2 && holder.tenure == new),
+        "an older tenure never takes the lease back: {held:?}"
+    );
+    let (outcome, _) = c.commit(CommitBatch { epoch: 2, creates: vec![t], ..c.batch() }).await?;
+    ensure!(matches!(&outcome.creates[0], Ok(r) if r.created), "the new tenure writes: {outcome:?}");
+    ensure_eq!(
+        c.acquire_in(LEASE_SHARD, OTHER, new + 1, 2_000).await?,
+        LeaseReply::Held {
+            holder: LeaseHolder {
+                node_id: NODE.into(),
+                address: format!("{NODE}.test:7000"),
+                epoch: 2,
+                tenure: new,
+            }
+        },
+        "another node's tenure id never matters while the lease is held"
+    );
+    c.shift(2_000);
+    ensure_eq!(
+        c.acquire_in(LEASE_SHARD, NODE, old, 2_000).await?,
+        LeaseReply::Granted { epoch: 3 },
+        "an expired lease goes to any asker at a new epoch, an older tenure too"
+    );
     Ok(())
 }
 
@@ -1381,7 +1467,8 @@ async fn random_lease_op<S: Store + ?Sized>(c: &mut Check<'_, S>, rng: &mut Spli
     let node = if rng.chance(50) { NODE } else { OTHER };
     let ttl_ms = 500 + rng.below(5_000);
     if rng.chance(50) {
-        c.acquire(shard, node, ttl_ms).await?;
+        let tenure = TENURE + rng.below(3);
+        c.acquire_in(shard, node, tenure, ttl_ms).await?;
     } else {
         let held = c.model().leases().get(&shard).map_or(0, |l| l.holder.epoch);
         let epoch = if rng.chance(85) { held } else { held + 1 };

@@ -153,11 +153,16 @@ mod tests {
     fn counts_elections_heartbeats_and_transitions() {
         let metrics = Metrics::new();
         let mut c = Coordinator::new("n1");
-        let acquire =
-            StoreOp::AcquireLease { shard: 0, node_id: "n1".into(), address: "a".into(), ttl_ms: 2_000 };
+        let acquire = StoreOp::AcquireLease {
+            shard: 0,
+            node_id: "n1".into(),
+            tenure: 1,
+            address: "a".into(),
+            ttl_ms: 2_000,
+        };
         c.on_sent(&metrics, 1, &acquire);
         c.on_sent(&metrics, 2, &acquire);
-        let other = LeaseHolder { node_id: "n2".into(), address: "b".into(), epoch: 4 };
+        let other = LeaseHolder { node_id: "n2".into(), address: "b".into(), epoch: 4, tenure: 1 };
         let held = Ok(StoreReply::Lease(LeaseReply::Held { holder: other.clone() }));
         c.on_done(&metrics, 1, &held, &Leadership::Opening);
         let granted = Ok(StoreReply::Lease(LeaseReply::Granted { epoch: 5 }));

@@ -20,6 +20,7 @@
 //! | `minoots_action_attempt_total{kind,outcome}` | counter | action attempts: `succeeded`, `retry`, `failed` (dead-lettered), by action kind |
 //! | `minoots_action_duration_seconds` | histogram | duration of one action attempt |
 //! | `minoots_action_dead_lettered_total` | counter | deliveries moved to the dead-letter queue |
+//! | `minoots_action_deferred_total` | counter | attempts not made because the destination's circuit breaker was open (not counted as attempts) |
 //! | `kernel_coordinator_election_attempts_total` | counter | lease acquisitions sent (cluster mode) |
 //! | `kernel_coordinator_election_results_total{outcome}` | counter | their results: `granted`, `held`, `error` |
 //! | `kernel_coordinator_leadership_transitions_total` | counter | times this node became or stopped being the leader |
@@ -82,6 +83,8 @@ pub struct Metrics {
     pub action_duration: Histogram,
     /// Deliveries dead-lettered.
     pub action_dead_lettered: Counter,
+    /// Attempts deferred by a destination's open circuit breaker.
+    pub action_deferred: Counter,
 }
 
 /// The `kind` and `outcome` labels of the action attempt counter.
@@ -199,6 +202,7 @@ impl Metrics {
         let action_attempts = Family::<ActionLabels, Counter>::default();
         let action_duration = Histogram::new(latency_buckets);
         let action_dead_lettered = Counter::default();
+        let action_deferred = Counter::default();
         registry.register(
             "minoots_outbox_pending",
             "Outbox rows after the published watermark",
@@ -224,6 +228,11 @@ impl Metrics {
             "Deliveries moved to the dead-letter queue",
             action_dead_lettered.clone(),
         );
+        registry.register(
+            "minoots_action_deferred",
+            "Attempts not made because the destination's circuit breaker was open (deferred, not counted)",
+            action_deferred.clone(),
+        );
         Self {
             registry,
             outbox_pending,
@@ -231,6 +240,7 @@ impl Metrics {
             action_attempts,
             action_duration,
             action_dead_lettered,
+            action_deferred,
             election_attempts,
             election_results,
             leadership_transitions,

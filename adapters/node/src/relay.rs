@@ -18,6 +18,15 @@
 //! the sink is caught up (a complete scan since this node began to lead and
 //! no failure since), so a timer's events reach the sink in order.
 //!
+//! Catching up does not wait for the scan tick: a node scans at once when it
+//! becomes leader, and when live rows arrive while the sink is not caught up
+//! it runs the catch-up scan right away (the rows are committed, so that scan
+//! offers them too, in `seq` order behind the backlog). After a restart or a
+//! failover the first fires therefore reach the sink as soon as the backlog
+//! has, not a tick later. Two states leave catching up to the tick, so a
+//! failing sink or store is not retried on every commit: the sink's failure
+//! backoff, and a scan that failed on the store.
+//!
 //! Delivery to subscribers is at least once: a row can be sent again after a
 //! crash or a failover; its `seq` lets consumers drop repeats.
 
@@ -37,8 +46,9 @@ use crate::store::Store;
 const SCAN_PAGE: u32 = 1_000;
 /// Most pages per scan (the rest waits for the next scan).
 const SCAN_PAGES_MAX: usize = 100;
-/// While leading, scan this often when rows were sent since the last scan.
-const SCAN_EVERY_MS: u64 = 200;
+/// While leading, scan this often when rows were sent since the last scan
+/// (catching up after a change of leader or a sink failure does not wait for it).
+pub const SCAN_EVERY_MS: u64 = 200;
 /// While leading, scan at least this often even when idle.
 const SCAN_IDLE_EVERY_MS: u64 = 5_000;
 /// Most sent-but-unscanned sequence numbers remembered (beyond, rows may be sent twice).
@@ -46,7 +56,7 @@ const SENT_MAX: usize = 200_000;
 /// Most live commit batches gathered into one sink call.
 const LIVE_BATCHES_MAX: usize = 64;
 /// First pause before the sink is tried again after a failure; doubles up to the next.
-const SINK_RETRY_MIN_MS: u64 = 250;
+pub const SINK_RETRY_MIN_MS: u64 = 250;
 /// Longest pause between sink attempts while it fails.
 const SINK_RETRY_MAX_MS: u64 = 5_000;
 
@@ -99,6 +109,7 @@ pub async fn run(
         scanned_through: 0,
         highest_seen: 0,
         dirty: true,
+        scan_failed: false,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(SCAN_EVERY_MS));
     let mut idle_ticks = 0u64;
@@ -115,6 +126,12 @@ pub async fn run(
                 }
                 let leader = *signals.leader.borrow();
                 relay.send_live(rows, leader).await;
+                if leader && relay.wants_catch_up() {
+                    // The sink is behind: catch up now rather than at the next tick,
+                    // so these rows (and the backlog before them) reach it at once.
+                    idle_ticks = 0;
+                    relay.scan().await;
+                }
             }
             changed = signals.leader.changed() => {
                 if changed.is_err() {
@@ -122,6 +139,11 @@ pub async fn run(
                 }
                 relay.dirty = true; // a new tenure: pick up what the last leader left
                 relay.sink_live = false; // and reach the sink in order again
+                if *signals.leader.borrow_and_update() {
+                    // At once: live rows reach the sink only after this scan.
+                    idle_ticks = 0;
+                    relay.scan().await;
+                }
             }
             _ = signals.rescan.notified() => relay.dirty = true,
             _ = tick.tick() => {
@@ -165,6 +187,9 @@ struct Relay {
     highest_seen: u64,
     /// Rows were sent (or may exist) that no scan has covered yet.
     dirty: bool,
+    /// The last scan failed on the store (reading or marking): until a scan
+    /// gets through, only the tick retries.
+    scan_failed: bool,
 }
 
 impl Relay {
@@ -193,6 +218,17 @@ impl Relay {
         }
     }
 
+    /// Whether live rows should start the catch-up scan now: there is a sink,
+    /// it is not caught up, it is not backing off after a failure, and the
+    /// last scan did not fail on the store (those wait for the tick).
+    fn wants_catch_up(&self) -> bool {
+        self.outputs.sink.is_some() && !self.sink_live && !self.sink_backing_off() && !self.scan_failed
+    }
+
+    fn sink_backing_off(&self) -> bool {
+        self.sink_retry_at.is_some_and(|at| tokio::time::Instant::now() < at)
+    }
+
     fn broadcast(&self, row: &OutboxEvent) {
         // No subscriber is not an error: the row stays in the outbox history.
         let _ = self.outputs.subscribers.send(Arc::new(row.clone()));
@@ -201,7 +237,7 @@ impl Relay {
     /// Offers rows to the sink; returns how many leading rows it accepted.
     async fn offer_to_sink(&mut self, rows: &[OutboxEvent]) -> usize {
         let Some(sink) = self.outputs.sink.clone() else { return rows.len() };
-        if self.sink_retry_at.is_some_and(|at| tokio::time::Instant::now() < at) {
+        if self.sink_backing_off() {
             return 0;
         }
         let accepted = sink.publish(rows).await.min(rows.len());
@@ -232,12 +268,14 @@ impl Relay {
 
     /// Sends unpublished rows not sent yet, and marks what it covered published.
     async fn scan(&mut self) {
+        self.scan_failed = false;
         let mut after = 0u64;
         for _ in 0..SCAN_PAGES_MAX {
             let rows = match self.store.outbox_unpublished(after, SCAN_PAGE).await {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox scan failed; retrying at the next tick");
+                    self.scan_failed = true;
                     return;
                 }
             };
@@ -271,6 +309,7 @@ impl Relay {
             if let Err(e) = self.store.outbox_mark_published(through).await {
                 // The rows stay unpublished and are scanned (and offered) again: at least once.
                 tracing::warn!(error = %e, "marking outbox rows published failed");
+                self.scan_failed = true;
                 return;
             }
             self.sent = self.sent.split_off(&(through + 1));

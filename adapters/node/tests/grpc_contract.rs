@@ -281,6 +281,33 @@ async fn contract_client_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_time_within_the_past_tolerance_is_accepted_and_an_older_one_names_it() {
+    let node = TestNode::start().await;
+    let mut client = node.contract_client().await;
+    // Within the past-fire tolerance (60 s by default) a fire time in the past is
+    // accepted, as over REST, and keeps its instant; beyond it, the error names it.
+    let now_ms = minoots_node::Clock::now(&minoots_node::SystemClock::new()).wall_ms;
+    let at = |offset_ms: i64, name: &str| {
+        let mut request = contract_schedule(name, 1);
+        let iso = minoots_core::time::format_wall_ms(now_ms + offset_ms);
+        request.schedule_time = Some(c::timer_schedule_request::ScheduleTime::FireTimeIso(iso.clone()));
+        (request, iso)
+    };
+    let (recent, recent_iso) = at(-5_000, "recent-past");
+    let accepted = client.schedule_timer(with_key(KEY_A, recent)).await.expect("5 s in the past is accepted");
+    assert_eq!(accepted.into_inner().timer.expect("timer").fire_at_iso, recent_iso);
+    let (old, _) = at(-120_000, "old-past");
+    let status = expect_code(client.schedule_timer(with_key(KEY_A, old)).await, Code::InvalidArgument);
+    assert_eq!(field_of(&status).as_deref(), Some("fireAt"));
+    assert!(
+        status.message().contains("60 s") && status.message().contains("tolerance"),
+        "{}",
+        status.message()
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extensions_over_the_full_client() {
     use minoots_proto as pb;
     let node = TestNode::start().await;

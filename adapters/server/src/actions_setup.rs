@@ -41,6 +41,8 @@ pub struct Actions {
     wake: Arc<Notify>,
     node_id: String,
     concurrency: usize,
+    /// The runner's heartbeat period and lapse.
+    heartbeat_ms: (u64, u64),
 }
 
 impl Actions {
@@ -52,7 +54,8 @@ impl Actions {
         clock: Arc<dyn Clock>,
         node_id: &str,
     ) -> Result<Self, Box<dyn Error>> {
-        let exec = args.exec_config();
+        let exec = args.exec_config()?;
+        let heartbeat_ms = args.runner_heartbeat_ms()?;
         let policy = exec.policy();
         let (store, data_dir) = match &place {
             ActionPlace::Sqlite(dir) => {
@@ -73,12 +76,13 @@ impl Actions {
         let run_here = !args.no_action_runner;
         let sink: Option<Arc<dyn EventSink>> = match &nats {
             Some(nats) => Some(nats.sink()),
-            None if run_here => Some(Arc::new(OutboxIntake::new(store.clone(), wake.clone(), clock))),
+            None if run_here => Some(Arc::new(OutboxIntake::new(store.clone(), wake.clone(), clock.clone()))),
             None => None,
         };
         let runner = if run_here {
             let keys = args.signing_keys(data_dir.as_deref())?;
-            let executor = Arc::new(Executor::new(exec, keys, nats.as_ref().map(|n| n.client.clone())));
+            let executor =
+                Arc::new(Executor::new(exec, keys, nats.as_ref().map(|n| n.client.clone()), clock));
             Some((executor, nats))
         } else {
             None
@@ -91,6 +95,7 @@ impl Actions {
             wake,
             node_id: node_id.to_owned(),
             concurrency: args.action_concurrency.max(1),
+            heartbeat_ms,
         })
     }
 
@@ -108,6 +113,8 @@ impl Actions {
         let config = RunnerConfig {
             runner_id: self.node_id.clone(),
             concurrency: self.concurrency,
+            heartbeat_ms: self.heartbeat_ms.0,
+            heartbeat_lapse_ms: self.heartbeat_ms.1,
             ..RunnerConfig::default()
         };
         let runner =

@@ -43,13 +43,27 @@ pub struct ClusterArgs {
     /// Consecutive database failures that open the circuit breaker (commits and reads then fail fast; 0: off).
     #[arg(long, env = "DB_CIRCUIT_BREAKER_FAILURE_THRESHOLD", default_value_t = 5)]
     pub db_circuit_breaker_failure_threshold: u32,
-    /// How long the circuit breaker stays open before letting operations through again.
-    #[arg(long, env = "DB_CIRCUIT_BREAKER_RESET_MS", default_value_t = 1_000)]
-    pub db_circuit_breaker_reset_ms: u64,
-    /// Warn when this share (0–1) of a connection pool is in use (0: never).
+    /// How long the circuit breaker stays open before probing: seconds (`1`, `0.5`) or a duration
+    /// (`500ms`); doubles while probes fail. Default 1 s.
+    #[arg(long = "db-circuit-breaker-recovery-timeout", env = "DB_CIRCUIT_BREAKER_RECOVERY_TIMEOUT", value_parser = parse_seconds_ms)]
+    pub db_circuit_breaker_recovery_timeout_ms: Option<u64>,
+    /// Alias of `--db-circuit-breaker-recovery-timeout`, in milliseconds.
+    #[arg(long, env = "DB_CIRCUIT_BREAKER_RESET_MS")]
+    pub db_circuit_breaker_reset_ms: Option<u64>,
+    /// Longest open period while probes keep failing (seconds or a duration).
+    #[arg(long = "db-circuit-breaker-recovery-timeout-max", env = "DB_CIRCUIT_BREAKER_RECOVERY_TIMEOUT_MAX", default_value = "30", value_parser = parse_seconds_ms)]
+    pub db_circuit_breaker_recovery_timeout_max_ms: u64,
+    /// Operations let through at once to probe a half-open breaker; that many successes close it.
+    #[arg(long, env = "DB_CIRCUIT_BREAKER_HALF_OPEN_MAX_CALLS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub db_circuit_breaker_half_open_max_calls: u32,
+    /// Warn when an operation waited at least this long for a pooled connection (0: never).
+    #[arg(long, env = "POSTGRES_POOL_WAIT_WARN_MS", default_value_t = 50)]
+    pub postgres_pool_wait_warn_ms: u64,
+    /// Kept for old configurations: `0` turns the pool-wait warning off; other values are ignored
+    /// (the warning is about waiting, see `--postgres-pool-wait-warn-ms`).
     #[arg(long, env = "POSTGRES_POOL_EXHAUSTION_THRESHOLD", default_value_t = 0.9)]
     pub postgres_pool_exhaustion_threshold: f64,
-    /// Least time between two pool-exhaustion warnings for one pool.
+    /// Least time between two pool-wait warnings for one pool.
     #[arg(long, env = "POSTGRES_POOL_EXHAUSTION_WARN_INTERVAL_MS", default_value_t = 10_000)]
     pub postgres_pool_exhaustion_warn_interval_ms: u64,
     /// Host (name or IP) other nodes' callers are sent to (the leader hint is
@@ -75,12 +89,20 @@ impl ClusterArgs {
             schema: self.database_schema.clone(),
             readers: self.database_pool_size.max(1),
             acquire_timeout_ms: self.database_acquire_timeout_ms.max(1),
-            breaker: minoots_store::BreakerConfig {
+            breaker: BreakerArgs {
                 failure_threshold: self.db_circuit_breaker_failure_threshold,
-                reset_ms: self.db_circuit_breaker_reset_ms.max(1),
-            },
+                recovery_timeout_ms: self.db_circuit_breaker_recovery_timeout_ms,
+                recovery_timeout_alias_ms: self.db_circuit_breaker_reset_ms,
+                recovery_timeout_max_ms: self.db_circuit_breaker_recovery_timeout_max_ms,
+                half_open_max_calls: self.db_circuit_breaker_half_open_max_calls,
+            }
+            .config("DB_CIRCUIT_BREAKER")?,
             pool_watch: minoots_store::PoolWatchConfig {
-                threshold: self.postgres_pool_exhaustion_threshold.clamp(0.0, 1.0),
+                wait_warn_ms: if self.postgres_pool_exhaustion_threshold <= 0.0 {
+                    0
+                } else {
+                    self.postgres_pool_wait_warn_ms
+                },
                 warn_interval_ms: self.postgres_pool_exhaustion_warn_interval_ms,
             },
             ..minoots_store::PostgresConfig::new(self.url()?)
@@ -103,6 +125,62 @@ impl ClusterArgs {
             )
         })?;
         Ok(config)
+    }
+}
+
+/// A duration given in seconds (`1`, `0.5`, `30`), the seed system's unit,
+/// or as text with a unit (`500ms`, `2s`, `1m`); in milliseconds.
+pub fn parse_seconds_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if text.ends_with(|c: char| c.is_ascii_alphabetic()) {
+        let duration = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+        return u64::try_from(duration.as_millis()).map_err(|_| format!("{text:?} is too long"));
+    }
+    let seconds: f64 =
+        text.parse().map_err(|_| format!("{text:?}: seconds (`1`, `0.5`) or a duration (`500ms`)"))?;
+    if !seconds.is_finite() || !(0.0..=31_536_000.0).contains(&seconds) {
+        return Err(format!("{text:?}: between 0 and one year of seconds"));
+    }
+    Ok((seconds * 1_000.0).round() as u64)
+}
+
+/// One breaker's settings as given on the command line (database or webhooks).
+struct BreakerArgs {
+    failure_threshold: u32,
+    recovery_timeout_ms: Option<u64>,
+    /// The older millisecond setting (`DB_CIRCUIT_BREAKER_RESET_MS`), if this breaker has one.
+    recovery_timeout_alias_ms: Option<u64>,
+    recovery_timeout_max_ms: u64,
+    half_open_max_calls: u32,
+}
+
+impl BreakerArgs {
+    /// The breaker's configuration; `prefix` names its environment variables in errors.
+    fn config(&self, prefix: &str) -> Result<minoots_core::breaker::BreakerConfig, String> {
+        let defaults = minoots_core::breaker::BreakerConfig::default();
+        let recovery_timeout_ms = match (self.recovery_timeout_ms, self.recovery_timeout_alias_ms) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(format!(
+                    "{prefix}_RECOVERY_TIMEOUT ({a} ms) and its alias {prefix}_RESET_MS ({b} ms) disagree: set one"
+                ));
+            }
+            (Some(ms), _) | (None, Some(ms)) => ms,
+            (None, None) => defaults.recovery_timeout_ms,
+        }
+        .max(1);
+        if self.recovery_timeout_max_ms < recovery_timeout_ms {
+            return Err(format!(
+                "{prefix}_RECOVERY_TIMEOUT_MAX ({} ms) is below {prefix}_RECOVERY_TIMEOUT ({recovery_timeout_ms} ms)",
+                self.recovery_timeout_max_ms
+            ));
+        }
+        Ok(minoots_core::breaker::BreakerConfig {
+            failure_threshold: self.failure_threshold,
+            recovery_timeout_ms,
+            recovery_timeout_max_ms: self.recovery_timeout_max_ms,
+            half_open_max_calls: self.half_open_max_calls.max(1),
+            half_open_retry_ms: defaults.half_open_retry_ms,
+        })
     }
 }
 
@@ -152,7 +230,19 @@ pub struct ServeArgs {
     /// Do not create the development tenant and key on an empty store.
     #[arg(long, env = "MINOOTS_NO_DEV_KEY")]
     pub no_dev_key: bool,
+    /// How far in the past a `fireAt` may lie (a client whose clock is behind);
+    /// such a timer fires at once. Older is refused (400). At most one day.
+    #[arg(
+        long,
+        env = "MINOOTS_PAST_FIRE_TOLERANCE_MS",
+        default_value_t = minoots_core::draft::DEFAULT_PAST_FIRE_TOLERANCE_MS,
+        value_parser = clap::value_parser!(u64).range(..=PAST_FIRE_TOLERANCE_MAX_MS)
+    )]
+    pub past_fire_tolerance_ms: u64,
 }
+
+/// The largest `--past-fire-tolerance-ms` accepted: one day.
+pub const PAST_FIRE_TOLERANCE_MAX_MS: u64 = 86_400_000;
 
 /// Installs the global tracing subscriber.
 pub fn init_logging(level: &str, format: LogFormat) {
@@ -207,6 +297,26 @@ pub struct ActionArgs {
     /// Default webhook timeout.
     #[arg(long, env = "ACTION_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
     pub webhook_timeout_ms: u64,
+    /// Consecutive connection errors, timeouts, 408s or 5xx from one webhook destination
+    /// (scheme, host, port) that open its circuit breaker (0: off).
+    #[arg(long, env = "ACTION_WEBHOOK_BREAKER_FAILURE_THRESHOLD", default_value_t = 5)]
+    pub webhook_breaker_failure_threshold: u32,
+    /// How long an open destination waits before probing: seconds (`1`, `0.5`) or a duration
+    /// (`500ms`); doubles while probes fail.
+    #[arg(long = "webhook-breaker-recovery-timeout", env = "ACTION_WEBHOOK_BREAKER_RECOVERY_TIMEOUT", default_value = "1", value_parser = parse_seconds_ms)]
+    pub webhook_breaker_recovery_timeout_ms: u64,
+    /// Longest open period while a destination's probes keep failing (seconds or a duration).
+    #[arg(long = "webhook-breaker-recovery-timeout-max", env = "ACTION_WEBHOOK_BREAKER_RECOVERY_TIMEOUT_MAX", default_value = "30", value_parser = parse_seconds_ms)]
+    pub webhook_breaker_recovery_timeout_max_ms: u64,
+    /// Attempts let through at once to probe a half-open destination; that many successes close it.
+    #[arg(long, env = "ACTION_WEBHOOK_BREAKER_HALF_OPEN_MAX_CALLS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub webhook_breaker_half_open_max_calls: u32,
+    /// How often the action runner renews its heartbeat.
+    #[arg(long, env = "ACTION_RUNNER_HEARTBEAT_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub action_runner_heartbeat_ms: u64,
+    /// A runner whose heartbeat is this old (database clock) is dead: any runner takes over its claims.
+    #[arg(long, env = "ACTION_RUNNER_HEARTBEAT_LAPSE_MS", default_value_t = 5_000)]
+    pub action_runner_heartbeat_lapse_ms: u64,
     /// JSON file of webhook signing keys (`{"default": {"current", "next"?}, "tenants": {...}}`);
     /// standalone default: `signing-keys.json` in the data directory, generated when missing.
     #[arg(long, env = "MINOOTS_SIGNING_KEYS_FILE")]
@@ -236,8 +346,16 @@ pub struct ActionArgs {
 
 impl ActionArgs {
     /// The executor's configuration.
-    pub fn exec_config(&self) -> minoots_actions::ExecConfig {
-        minoots_actions::ExecConfig {
+    pub fn exec_config(&self) -> Result<minoots_actions::ExecConfig, String> {
+        let webhook_breaker = BreakerArgs {
+            failure_threshold: self.webhook_breaker_failure_threshold,
+            recovery_timeout_ms: Some(self.webhook_breaker_recovery_timeout_ms),
+            recovery_timeout_alias_ms: None,
+            recovery_timeout_max_ms: self.webhook_breaker_recovery_timeout_max_ms,
+            half_open_max_calls: self.webhook_breaker_half_open_max_calls,
+        }
+        .config("ACTION_WEBHOOK_BREAKER")?;
+        Ok(minoots_actions::ExecConfig {
             webhook_timeout_ms: self.webhook_timeout_ms.max(1),
             command_programs: self.command_allow.iter().filter(|p| !p.is_empty()).cloned().collect(),
             command_timeout_ms: self.command_timeout_ms.max(1),
@@ -246,7 +364,20 @@ impl ActionArgs {
                 webhook_url: self.agent_webhook_url.clone(),
                 nats_subject: self.agent_nats_subject.clone(),
             },
+            webhook_breaker,
+        })
+    }
+
+    /// The heartbeat timing of the action runner, checked: `(heartbeat_ms, heartbeat_lapse_ms)`.
+    pub fn runner_heartbeat_ms(&self) -> Result<(u64, u64), String> {
+        let (beat, lapse) = (self.action_runner_heartbeat_ms, self.action_runner_heartbeat_lapse_ms);
+        if lapse < beat.saturating_mul(2) {
+            return Err(format!(
+                "ACTION_RUNNER_HEARTBEAT_LAPSE_MS ({lapse}) must be at least twice ACTION_RUNNER_HEARTBEAT_MS ({beat}): \
+                 a live runner would lose its claims between two heartbeats"
+            ));
         }
+        Ok((beat, lapse))
     }
 
     /// The NATS settings, when NATS is configured.
@@ -285,5 +416,118 @@ impl ActionArgs {
                     .into())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct TestCli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        TestCli::try_parse_from(["minoots"].into_iter().chain(args.iter().copied())).expect("parses").serve
+    }
+
+    fn db_breaker(args: &[&str]) -> Result<minoots_core::breaker::BreakerConfig, String> {
+        let mut argv = vec!["--database-url", "postgres://x@127.0.0.1/db"];
+        argv.extend_from_slice(args);
+        parse(&argv).cluster.postgres_config().map(|c| c.breaker)
+    }
+
+    #[test]
+    fn recovery_timeouts_are_seconds_or_durations() {
+        assert_eq!(parse_seconds_ms("1"), Ok(1_000));
+        assert_eq!(parse_seconds_ms("0.5"), Ok(500));
+        assert_eq!(parse_seconds_ms(" 60 "), Ok(60_000));
+        assert_eq!(parse_seconds_ms("250ms"), Ok(250));
+        assert_eq!(parse_seconds_ms("2s"), Ok(2_000));
+        assert!(parse_seconds_ms("-1").is_err());
+        assert!(parse_seconds_ms("soon").is_err());
+    }
+
+    #[test]
+    fn database_breaker_flags_with_the_millisecond_alias() {
+        let defaults = db_breaker(&[]).expect("defaults");
+        assert_eq!(
+            (defaults.failure_threshold, defaults.recovery_timeout_ms, defaults.recovery_timeout_max_ms),
+            (5, 1_000, 30_000)
+        );
+        assert_eq!(defaults.half_open_max_calls, 3);
+        let seconds = db_breaker(&["--db-circuit-breaker-recovery-timeout", "0.5"]).expect("seconds");
+        assert_eq!(seconds.recovery_timeout_ms, 500);
+        let alias = db_breaker(&["--db-circuit-breaker-reset-ms", "2500"]).expect("alias");
+        assert_eq!(alias.recovery_timeout_ms, 2_500);
+        let both = db_breaker(&[
+            "--db-circuit-breaker-recovery-timeout",
+            "2.5",
+            "--db-circuit-breaker-reset-ms",
+            "2500",
+        ]);
+        assert_eq!(both.map(|b| b.recovery_timeout_ms), Ok(2_500), "agreeing settings are fine");
+        let clash = db_breaker(&[
+            "--db-circuit-breaker-recovery-timeout",
+            "1",
+            "--db-circuit-breaker-reset-ms",
+            "3000",
+        ]);
+        assert!(clash.expect_err("disagree").contains("DB_CIRCUIT_BREAKER_RESET_MS"));
+        let upside_down = db_breaker(&["--db-circuit-breaker-recovery-timeout", "60"]);
+        assert!(upside_down.expect_err("above the max").contains("RECOVERY_TIMEOUT_MAX"));
+        let probes = db_breaker(&["--db-circuit-breaker-half-open-max-calls", "1"]).expect("probes");
+        assert_eq!(probes.half_open_max_calls, 1);
+    }
+
+    #[test]
+    fn webhook_breaker_and_runner_heartbeat_flags() {
+        let exec = parse(&[]).actions.exec_config().expect("defaults");
+        assert_eq!(exec.webhook_breaker, minoots_core::breaker::BreakerConfig::default());
+        let args = parse(&[
+            "--webhook-breaker-failure-threshold",
+            "2",
+            "--webhook-breaker-recovery-timeout",
+            "300ms",
+            "--webhook-breaker-recovery-timeout-max",
+            "10",
+            "--webhook-breaker-half-open-max-calls",
+            "1",
+        ]);
+        let breaker = args.actions.exec_config().expect("valid").webhook_breaker;
+        assert_eq!(
+            (
+                breaker.failure_threshold,
+                breaker.recovery_timeout_ms,
+                breaker.recovery_timeout_max_ms,
+                breaker.half_open_max_calls
+            ),
+            (2, 300, 10_000, 1)
+        );
+        assert_eq!(parse(&[]).actions.runner_heartbeat_ms(), Ok((1_000, 5_000)));
+        let too_tight =
+            parse(&["--action-runner-heartbeat-ms", "1000", "--action-runner-heartbeat-lapse-ms", "1500"]);
+        assert!(too_tight.actions.runner_heartbeat_ms().is_err(), "a lapse under two heartbeats is refused");
+    }
+
+    #[test]
+    fn the_pool_wait_warning_and_its_old_switch() {
+        let url = ["--database-url", "postgres://x@127.0.0.1/db"];
+        let watch = |extra: &[&str]| {
+            let mut argv = url.to_vec();
+            argv.extend_from_slice(extra);
+            parse(&argv).cluster.postgres_config().expect("valid").pool_watch
+        };
+        assert_eq!(watch(&[]).wait_warn_ms, 50);
+        assert_eq!(watch(&["--postgres-pool-wait-warn-ms", "200"]).wait_warn_ms, 200);
+        assert_eq!(
+            watch(&["--postgres-pool-exhaustion-threshold", "0"]).wait_warn_ms,
+            0,
+            "0 still turns it off"
+        );
     }
 }

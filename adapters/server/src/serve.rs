@@ -78,6 +78,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     node_config.event_sink = actions.sink.clone();
     let mut engine = EngineConfig::new(args.node_id.clone(), seed);
     engine.actions = actions.policy.clone();
+    engine.past_fire_tolerance_ms = args.past_fire_tolerance_ms;
     if let Some(lease) = opened.lease {
         engine.mode = LeadershipMode::Lease(lease);
         engine.address = leader_hint(args.cluster.advertise_addr.as_deref(), http_addr, grpc_addr);

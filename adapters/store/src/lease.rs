@@ -8,19 +8,19 @@
 
 use minoots_core::StoreFailure;
 use minoots_core::WallMs;
-use minoots_core::lease::{Lease, LeaseHolder};
+use minoots_core::lease::{Lease, LeaseAsker, LeaseHolder};
 use minoots_core::store::StoreReply;
 use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
 
 use crate::rows::{db_failure, epoch_from_sql, epoch_to_sql};
 
-const READ_LEASE: &str = "SELECT node_id, address, epoch, expires_at_ms FROM leases WHERE shard = ?1";
+const READ_LEASE: &str = "SELECT node_id, address, epoch, expires_at_ms, tenure FROM leases WHERE shard = ?1";
 
-const WRITE_LEASE: &str = "INSERT INTO leases (shard, node_id, address, epoch, expires_at_ms) \
-     VALUES (?1, ?2, ?3, ?4, ?5) \
+const WRITE_LEASE: &str = "INSERT INTO leases (shard, node_id, address, epoch, expires_at_ms, tenure) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
      ON CONFLICT (shard) DO UPDATE SET node_id = excluded.node_id, address = excluded.address, \
-     epoch = excluded.epoch, expires_at_ms = excluded.expires_at_ms";
+     epoch = excluded.epoch, expires_at_ms = excluded.expires_at_ms, tenure = excluded.tenure";
 
 const EXTEND_LEASE: &str = "UPDATE leases SET expires_at_ms = ?2 WHERE shard = ?1";
 
@@ -38,6 +38,7 @@ pub(crate) async fn read(conn: &mut SqliteConnection, shard: u32) -> Result<Opti
             node_id: row.try_get(0).map_err(get_err)?,
             address: row.try_get(1).map_err(get_err)?,
             epoch: epoch_from_sql(row.try_get(2).map_err(get_err)?)?,
+            tenure: row.try_get::<i64, _>(4).map_err(get_err)? as u64,
         },
         expires_at_ms: row.try_get(3).map_err(get_err)?,
     }))
@@ -50,6 +51,7 @@ async fn write(conn: &mut SqliteConnection, shard: u32, lease: &Lease) -> Result
         .bind(lease.holder.address.clone())
         .bind(epoch_to_sql(lease.holder.epoch)?)
         .bind(lease.expires_at_ms)
+        .bind(lease.holder.tenure as i64)
         .execute(&mut *conn)
         .await
         .map_err(|e| db_failure("writing a lease", e))?;
@@ -62,10 +64,9 @@ pub(crate) async fn open(
     shard: u32,
     node_id: &str,
 ) -> Result<StoreReply, StoreFailure> {
-    let epoch = read(conn, shard).await?.map_or(0, |l| l.holder.epoch) + 1;
-    let holder = LeaseHolder { node_id: node_id.to_owned(), address: String::new(), epoch };
-    write(conn, shard, &Lease { holder, expires_at_ms: WallMs::MAX }).await?;
-    Ok(StoreReply::Opened { epoch })
+    let lease = Lease::open(read(conn, shard).await?.as_ref(), node_id);
+    write(conn, shard, &lease).await?;
+    Ok(StoreReply::Opened { epoch: lease.holder.epoch })
 }
 
 /// `AcquireLease` at store time `now`.
@@ -73,12 +74,11 @@ pub(crate) async fn acquire(
     conn: &mut SqliteConnection,
     now: WallMs,
     shard: u32,
-    node_id: &str,
-    address: &str,
+    asker: &LeaseAsker<'_>,
     ttl_ms: u64,
 ) -> Result<StoreReply, StoreFailure> {
     let current = read(conn, shard).await?;
-    let (row, reply) = Lease::acquire(current.as_ref(), now, node_id, address, ttl_ms);
+    let (row, reply) = Lease::acquire(current.as_ref(), now, asker, ttl_ms);
     if let Some(row) = row {
         write(conn, shard, &row).await?;
     }

@@ -242,8 +242,9 @@ impl SqliteStore {
         let now = self.now_ms();
         let reply = match op {
             StoreOp::Open { node_id } => lease::open(&mut tx, LEASE_SHARD, node_id).await?,
-            StoreOp::AcquireLease { shard, node_id, address, ttl_ms } => {
-                lease::acquire(&mut tx, now, *shard, node_id, address, *ttl_ms).await?
+            StoreOp::AcquireLease { shard, node_id, tenure, address, ttl_ms } => {
+                let asker = minoots_core::lease::LeaseAsker { node_id, address, tenure: *tenure };
+                lease::acquire(&mut tx, now, *shard, &asker, *ttl_ms).await?
             }
             StoreOp::RenewLease { shard, node_id, epoch, ttl_ms } => {
                 lease::renew(&mut tx, now, *shard, node_id, *epoch, *ttl_ms).await?

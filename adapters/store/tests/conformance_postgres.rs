@@ -85,6 +85,7 @@ async fn acquire(store: &PostgresStore, node: &str, ttl_ms: u64) -> LeaseReply {
     let op = StoreOp::AcquireLease {
         shard: LEASE_SHARD,
         node_id: node.into(),
+        tenure: 0,
         address: format!("{node}:1"),
         ttl_ms,
     };
@@ -147,7 +148,7 @@ async fn database_clock_leases_expire_and_fence_the_deposed_holder() {
     assert_eq!(
         held,
         LeaseReply::Held {
-            holder: LeaseHolder { node_id: "node-a".into(), address: "node-a:1".into(), epoch: 1 }
+            holder: LeaseHolder { node_id: "node-a".into(), address: "node-a:1".into(), epoch: 1, tenure: 0 }
         }
     );
     assert_eq!(renew(&store, "node-a", epoch_a, 400).await, LeaseReply::Renewed);
@@ -169,7 +170,12 @@ async fn database_clock_leases_expire_and_fence_the_deposed_holder() {
     assert_eq!(
         renew(&store, "node-a", epoch_a, 400).await,
         LeaseReply::Lost {
-            holder: Some(LeaseHolder { node_id: "node-b".into(), address: "node-b:1".into(), epoch: 2 })
+            holder: Some(LeaseHolder {
+                node_id: "node-b".into(),
+                address: "node-b:1".into(),
+                epoch: 2,
+                tenure: 0
+            })
         },
         "the deposed holder cannot renew"
     );

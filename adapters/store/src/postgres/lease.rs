@@ -15,7 +15,7 @@
 //! forever) so that two first acquisitions lock the same row; it reads as "no
 //! lease".
 
-use minoots_core::lease::{Lease, LeaseHolder};
+use minoots_core::lease::{Lease, LeaseAsker, LeaseHolder};
 use minoots_core::store::StoreReply;
 use minoots_core::{StoreFailure, WallMs};
 use sqlx::Row;
@@ -66,6 +66,7 @@ pub(crate) async fn read(
             node_id: row.try_get(0).map_err(get_err)?,
             address: row.try_get(1).map_err(get_err)?,
             epoch,
+            tenure: row.try_get::<i64, _>(4).map_err(get_err)? as u64,
         },
         expires_at_ms: row.try_get(3).map_err(get_err)?,
     }))
@@ -108,6 +109,7 @@ async fn write(conn: &mut PgConnection, shard: u32, lease: &Lease) -> Result<(),
         .bind(lease.holder.address.clone())
         .bind(epoch_to_sql(lease.holder.epoch)?)
         .bind(lease.expires_at_ms)
+        .bind(lease.holder.tenure as i64)
         .execute(&mut *conn)
         .await
         .map_err(|e| pg_failure("writing a lease", e))?;
@@ -120,10 +122,9 @@ pub(crate) async fn open(
     shard: u32,
     node_id: &str,
 ) -> Result<StoreReply, StoreFailure> {
-    let epoch = lock_for_takeover(conn, shard).await?.map_or(0, |l| l.holder.epoch) + 1;
-    let holder = LeaseHolder { node_id: node_id.to_owned(), address: String::new(), epoch };
-    write(conn, shard, &Lease { holder, expires_at_ms: WallMs::MAX }).await?;
-    Ok(StoreReply::Opened { epoch })
+    let lease = Lease::open(lock_for_takeover(conn, shard).await?.as_ref(), node_id);
+    write(conn, shard, &lease).await?;
+    Ok(StoreReply::Opened { epoch: lease.holder.epoch })
 }
 
 /// `AcquireLease`.
@@ -131,13 +132,12 @@ pub(crate) async fn acquire(
     conn: &mut PgConnection,
     injected_now: Option<WallMs>,
     shard: u32,
-    node_id: &str,
-    address: &str,
+    asker: &LeaseAsker<'_>,
     ttl_ms: u64,
 ) -> Result<StoreReply, StoreFailure> {
     let current = lock_for_takeover(conn, shard).await?;
     let now = store_now(conn, injected_now).await?;
-    let (row, reply) = Lease::acquire(current.as_ref(), now, node_id, address, ttl_ms);
+    let (row, reply) = Lease::acquire(current.as_ref(), now, asker, ttl_ms);
     if let Some(row) = row {
         write(conn, shard, &row).await?;
     }

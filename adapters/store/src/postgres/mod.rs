@@ -28,9 +28,9 @@
 //!   `statement_timeout` (no operation waits forever), `application_name`.
 //!   Each operation also has a client-side deadline (`op_timeout_ms`).
 //! - **Circuit breaker and pool watch** (`guard`): after repeated failures,
-//!   commits, loads and reads fail fast for a while (lease operations keep
-//!   probing); a warning is logged when a pool's connections in use reach a
-//!   threshold.
+//!   commits, loads and reads fail fast for a while, then a few probe
+//!   through (lease operations keep running and count); a warning is logged
+//!   when an operation had to wait for a pooled connection.
 //! - **Schema.** Optionally in a named schema (`search_path`), created if
 //!   missing: several stores can share one database (the tests use one
 //!   schema per scenario).
@@ -53,8 +53,9 @@ use minoots_core::store::{DueKey, DueTimer, LEASE_SHARD, ListQuery, Recurrence, 
 use minoots_core::{StoreFailure, TenantId, TimerId, WallMs};
 use minoots_node::clock::Clock;
 use minoots_node::store::Store;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
 
 use crate::postgres::rows::{fire_from_row, pg_failure, timer_from_row, u32_from};
 use crate::postgres::sql::{
@@ -126,7 +127,7 @@ pub struct PostgresConfig {
     pub application_name: String,
     /// The circuit breaker in front of commits, loads and reads.
     pub breaker: BreakerConfig,
-    /// When to warn that a connection pool is nearly exhausted.
+    /// When to warn that operations wait for pooled connections.
     pub pool_watch: PoolWatchConfig,
 }
 
@@ -313,7 +314,7 @@ impl PostgresStore {
 
     /// The store clock now (a round trip in database-clock mode).
     pub async fn store_now(&self) -> Result<WallMs, StoreFailure> {
-        let mut conn = self.readers.acquire().await.map_err(|e| pg_failure("acquiring a reader", e))?;
+        let mut conn = self.reader_conn("acquiring a reader").await?;
         lease::store_now(&mut conn, self.injected_now()).await
     }
 
@@ -330,8 +331,9 @@ impl PostgresStore {
         let mut tx = pool.begin().await.map_err(|e| pg_failure("starting a lease transaction", e))?;
         let reply = match op {
             StoreOp::Open { node_id } => lease::open(&mut tx, LEASE_SHARD, node_id).await?,
-            StoreOp::AcquireLease { shard, node_id, address, ttl_ms } => {
-                lease::acquire(&mut tx, self.injected_now(), *shard, node_id, address, *ttl_ms).await?
+            StoreOp::AcquireLease { shard, node_id, tenure, address, ttl_ms } => {
+                let asker = minoots_core::lease::LeaseAsker { node_id, address, tenure: *tenure };
+                lease::acquire(&mut tx, self.injected_now(), *shard, &asker, *ttl_ms).await?
             }
             StoreOp::RenewLease { shard, node_id, epoch, ttl_ms } => {
                 lease::renew(&mut tx, self.injected_now(), *shard, node_id, *epoch, *ttl_ms).await?
@@ -343,7 +345,8 @@ impl PostgresStore {
     }
 
     async fn commit(&self, batch: &minoots_core::store::CommitBatch) -> Result<StoreReply, StoreFailure> {
-        let mut tx = self.writer.begin().await.map_err(|e| pg_failure("starting a commit", e))?;
+        let mut conn = self.writer_conn("acquiring a writer for a commit").await?;
+        let mut tx = conn.begin().await.map_err(|e| pg_failure("starting a commit", e))?;
         let reply = commit::commit(&mut tx, || self.injected_now(), batch).await?;
         tx.commit().await.map_err(|e| pg_failure("committing", e))?;
         Ok(reply)
@@ -364,7 +367,7 @@ impl PostgresStore {
             .bind(after_due)
             .bind(after_id)
             .bind(i64::from(limit) + 1)
-            .fetch_all(&self.writer)
+            .fetch_all(&mut *self.writer_conn("acquiring a writer to load due timers").await?)
             .await
             .map_err(|e| pg_failure("loading due timers", e))?;
         let more = rows.len() > limit as usize;
@@ -397,7 +400,7 @@ impl PostgresStore {
         let row = sqlx::query(AssertSqlSafe(GET_TIMER.as_str()))
             .bind(timer_id.0)
             .bind(tenant_id.as_str())
-            .fetch_optional(&self.readers)
+            .fetch_optional(&mut *self.reader_conn("acquiring a reader").await?)
             .await
             .map_err(|e| pg_failure("reading a timer", e))?;
         Ok(StoreReply::Timer(row.as_ref().map(timer_from_row).transpose()?))
@@ -425,7 +428,7 @@ impl PostgresStore {
             .bind(statuses)
             .bind(labels)
             .bind(i64::from(query.limit) + 1)
-            .fetch_all(&self.readers)
+            .fetch_all(&mut *self.reader_conn("acquiring a reader").await?)
             .await
             .map_err(|e| pg_failure("listing timers", e))?;
         let more = rows.len() > limit;
@@ -440,7 +443,7 @@ impl PostgresStore {
         after_occurrence: u32,
         limit: u32,
     ) -> Result<StoreReply, StoreFailure> {
-        let mut conn = self.readers.acquire().await.map_err(|e| pg_failure("acquiring a reader", e))?;
+        let mut conn = self.reader_conn("acquiring a reader").await?;
         let exists = sqlx::query(TIMER_EXISTS)
             .bind(timer_id.0)
             .bind(tenant_id.as_str())
@@ -464,7 +467,7 @@ impl PostgresStore {
     /// Deletes published outbox rows beyond the retention bounds, at most
     /// `outbox_prune_max_rows` per call. Returns how many rows it deleted.
     pub async fn prune_outbox(&self) -> Result<u64, StoreFailure> {
-        let mut conn = self.writer.acquire().await.map_err(|e| pg_failure("acquiring a writer", e))?;
+        let mut conn = self.writer_conn("acquiring a writer").await?;
         let now = lease::store_now(&mut conn, self.injected_now()).await?;
         let cutoff_ms = now.saturating_sub(self.config.outbox_keep_ms);
         let published: i64 = sqlx::query_scalar(PUBLISHED_THROUGH)
@@ -505,7 +508,7 @@ impl PostgresStore {
         let call = self.marks.fetch_add(1, Ordering::Relaxed) + 1;
         sqlx::query(MARK_PUBLISHED)
             .bind(up_to)
-            .execute(&self.writer)
+            .execute(&mut *self.writer_conn("acquiring a writer to mark the outbox").await?)
             .await
             .map_err(|e| pg_failure("marking the outbox published", e))?;
         if call.is_multiple_of(self.config.outbox_prune_every.max(1)) {
@@ -518,7 +521,7 @@ impl PostgresStore {
         let rows = sqlx::query(OUTBOX_UNPUBLISHED)
             .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
             .bind(i64::from(limit))
-            .fetch_all(&self.readers)
+            .fetch_all(&mut *self.reader_conn("acquiring a reader").await?)
             .await
             .map_err(|e| pg_failure("reading the outbox", e))?;
         rows.iter()
@@ -531,23 +534,21 @@ impl PostgresStore {
 
     async fn pending(&self) -> Result<u64, StoreFailure> {
         let count: i64 = sqlx::query_scalar(COUNT_PENDING)
-            .fetch_one(&self.readers)
+            .fetch_one(&mut *self.reader_conn("acquiring a reader").await?)
             .await
             .map_err(|e| pg_failure("counting pending timers", e))?;
         seq_from_sql(count)
     }
 
     /// Runs `work` with the client-side deadline, behind the circuit breaker
-    /// unless it is a lease operation (`probe`), and records its outcome.
+    /// unless it is a lease operation (`bypass`: it always runs), and records its outcome.
     async fn deadline<T>(
         &self,
         what: &str,
-        probe: bool,
+        bypass: bool,
         work: impl Future<Output = Result<T, StoreFailure>>,
     ) -> Result<T, StoreFailure> {
-        if !probe {
-            self.breaker.check()?;
-        }
+        let call = self.breaker.call(bypass)?;
         let result =
             match tokio::time::timeout(Duration::from_millis(self.config.op_timeout_ms.max(1)), work).await {
                 Ok(result) => result,
@@ -556,7 +557,7 @@ impl PostgresStore {
                     self.config.op_timeout_ms
                 ))),
             };
-        self.breaker.record(result.is_ok());
+        call.finish(result.is_ok());
         result
     }
 
@@ -565,19 +566,14 @@ impl PostgresStore {
         self.breaker.is_open()
     }
 
-    fn watch_pool(&self, op: &StoreOp) {
-        let (name, pool, max) = match op {
-            StoreOp::AcquireLease { .. } | StoreOp::RenewLease { .. } => {
-                ("lease", &self.lease_pool, self.config.lease_connections)
-            }
-            StoreOp::Open { .. } | StoreOp::Commit(_) | StoreOp::LoadDue { .. } => {
-                ("writer", &self.writer, self.config.writers)
-            }
-            StoreOp::Get { .. } | StoreOp::List(_) | StoreOp::ListFires { .. } => {
-                ("readers", &self.readers, self.config.readers)
-            }
-        };
-        self.pool_watch.observe(name, pool, max.max(1));
+    /// A writer connection, its wait timed by the pool watch.
+    async fn writer_conn(&self, what: &str) -> Result<PoolConnection<Postgres>, StoreFailure> {
+        self.pool_watch.acquire("writer", &self.writer).await.map_err(|e| pg_failure(what, e))
+    }
+
+    /// A reader connection, its wait timed by the pool watch.
+    async fn reader_conn(&self, what: &str) -> Result<PoolConnection<Postgres>, StoreFailure> {
+        self.pool_watch.acquire("readers", &self.readers).await.map_err(|e| pg_failure(what, e))
     }
 }
 
@@ -606,14 +602,13 @@ impl Store for PostgresStore {
     fn guard_stats(&self) -> minoots_node::StoreGuardStats {
         minoots_node::StoreGuardStats {
             circuit_open: self.breaker.is_open(),
-            circuit_opens: self.breaker.opens.load(std::sync::atomic::Ordering::Relaxed),
+            circuit_opens: self.breaker.opens(),
             pool_exhaustion_warnings: self.pool_watch.warnings.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
     fn execute(&self, op: StoreOp) -> BoxFuture<'_, Result<StoreReply, StoreFailure>> {
         Box::pin(async move {
-            self.watch_pool(&op);
             let probe = matches!(
                 op,
                 StoreOp::Open { .. } | StoreOp::AcquireLease { .. } | StoreOp::RenewLease { .. }

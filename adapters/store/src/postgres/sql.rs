@@ -45,23 +45,23 @@ pub(crate) const WRITE_META: &str =
 /// serialise) but not with the holder's own renewal, which updates non-key
 /// columns only (`FOR NO KEY UPDATE`): a renewal never waits behind a commit.
 pub(crate) const LEASE_FOR_COMMIT: &str =
-    "SELECT node_id, address, epoch, expires_at_ms FROM leases WHERE shard = $1 FOR KEY SHARE";
+    "SELECT node_id, address, epoch, expires_at_ms, tenure FROM leases WHERE shard = $1 FOR KEY SHARE";
 
 /// The lease of shard `$1`, locked for a takeover (`AcquireLease`, `Open`).
 pub(crate) const LEASE_FOR_TAKEOVER: &str =
-    "SELECT node_id, address, epoch, expires_at_ms FROM leases WHERE shard = $1 FOR UPDATE";
+    "SELECT node_id, address, epoch, expires_at_ms, tenure FROM leases WHERE shard = $1 FOR UPDATE";
 
 /// The lease of shard `$1`, locked for its holder's renewal.
 pub(crate) const LEASE_FOR_RENEWAL: &str =
-    "SELECT node_id, address, epoch, expires_at_ms FROM leases WHERE shard = $1 FOR NO KEY UPDATE";
+    "SELECT node_id, address, epoch, expires_at_ms, tenure FROM leases WHERE shard = $1 FOR NO KEY UPDATE";
 
 /// Makes sure shard `$1` has a lease row to lock (epoch 0: never granted).
 pub(crate) const LEASE_PLACEHOLDER: &str = "INSERT INTO leases (shard, node_id, address, epoch, expires_at_ms) \
      VALUES ($1, '', '', 0, -9223372036854775808) ON CONFLICT (shard) DO NOTHING";
 
-/// Writes a grant: `$1` shard, `$2` holder, `$3` address, `$4` epoch, `$5` expiry.
-pub(crate) const WRITE_LEASE: &str =
-    "UPDATE leases SET node_id = $2, address = $3, epoch = $4, expires_at_ms = $5 WHERE shard = $1";
+/// Writes a grant: `$1` shard, `$2` holder, `$3` address, `$4` epoch, `$5` expiry, `$6` tenure.
+pub(crate) const WRITE_LEASE: &str = "UPDATE leases SET node_id = $2, address = $3, epoch = $4, \
+     expires_at_ms = $5, tenure = $6 WHERE shard = $1";
 
 /// Extends a lease: `$1` shard, `$2` expiry.
 pub(crate) const EXTEND_LEASE: &str = "UPDATE leases SET expires_at_ms = $2 WHERE shard = $1";
