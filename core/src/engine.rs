@@ -288,7 +288,7 @@ pub struct EngineStats {
 #[derive(Debug)]
 enum Inflight {
     Open,
-    Acquire { sent_mono: u64 },
+    Acquire { sent_mono: u64, tenure: u64 },
     Renew { sent_mono: u64, epoch: u64 },
     Commit(CommitPlan),
     Load { generation: u64 },
@@ -663,7 +663,9 @@ impl Engine {
                 let node_id = self.config.node_id.clone();
                 self.emit_store(Inflight::Open, StoreOp::Open { node_id });
             }
-            (Inflight::Acquire { sent_mono }, result) => self.on_acquired(now, sent_mono, result),
+            (Inflight::Acquire { sent_mono, tenure }, result) => {
+                self.on_acquired(now, sent_mono, tenure, result)
+            }
             (Inflight::Renew { sent_mono, epoch }, result) => self.on_renewed(now, sent_mono, epoch, result),
             (Inflight::Commit(plan), Ok(StoreReply::Committed { outcome, events })) => {
                 self.commit_inflight = false;
@@ -1037,11 +1039,24 @@ impl Engine {
         }
     }
 
-    fn on_acquired(&mut self, now: Now, sent_mono: u64, result: Result<StoreReply, StoreFailure>) {
+    fn on_acquired(
+        &mut self,
+        now: Now,
+        sent_mono: u64,
+        tenure: u64,
+        result: Result<StoreReply, StoreFailure>,
+    ) {
         self.lease.acquire_inflight = false;
         let LeadershipMode::Lease(config) = self.config.mode else {
             panic!("a lease reply in standalone mode");
         };
+        if tenure != self.tenure {
+            // Asked for in a tenure this engine has left since (a commit's
+            // outcome became unknown meanwhile): a grant extends that tenure,
+            // which must not be acted on. Ask again, in the current one, now.
+            self.lease.next_acquire_mono = now.mono_ms;
+            return;
+        }
         self.lease.next_acquire_mono = now.mono_ms + config.acquire_retry_ms;
         match result {
             Ok(StoreReply::Lease(LeaseReply::Granted { epoch })) => {
@@ -1108,7 +1123,8 @@ impl Engine {
                         address: self.config.address.clone(),
                         ttl_ms: config.ttl_ms,
                     };
-                    self.emit_store(Inflight::Acquire { sent_mono: now.mono_ms }, op);
+                    let tenure = self.tenure;
+                    self.emit_store(Inflight::Acquire { sent_mono: now.mono_ms, tenure }, op);
                 }
             }
         }

@@ -6,10 +6,11 @@
 //! what catches `early-stepdown-off`: a leader paused past its lease that
 //! wakes up and fires).
 //!
-//! A grant that a *newer tenure of the same node* took over an unexpired
-//! lease with (a successor process started beside a frozen predecessor) does
-//! not count: the predecessor cannot know of it before it reads the store,
-//! and what stops its writes is the store's fencing, which `fire-fenced`,
+//! A send whose epoch a *newer tenure of the same node* had already taken
+//! over, unexpired, is not judged here (a successor process started beside a
+//! frozen predecessor, or a process that left a tenure after a lost commit):
+//! the old tenure cannot know of it before it reads the store, and what
+//! stops its writes is the store's fencing, which `fire-fenced`,
 //! `at-most-once` and `acked-durable` check.
 
 use super::{Property, Violation};
@@ -26,13 +27,20 @@ pub struct DeposedNeverActs {
 impl Property for DeposedNeverActs {
     fn check(&mut self, _db: &Database, oracle: &Oracle, found: &mut Vec<Violation>) {
         for send in &oracle.sends[self.next..] {
-            let newer = oracle.grants.iter().find(|g| {
-                let successor = g.lease.holder == send.node_id
+            // Revoked before it was sent: a newer tenure of the same node took
+            // this epoch's unexpired lease over (whatever was granted after).
+            let revoked = oracle.grants.iter().any(|g| {
+                g.true_us <= send.true_us
+                    && g.lease.holder == send.node_id
                     && g.previous.as_ref().is_some_and(|p| {
-                        p.holder == g.lease.holder && p.epoch == send.epoch && p.expires_store_ms > g.store_ms
-                    });
-                g.lease.epoch > send.epoch && g.true_us <= send.true_us && !successor
+                        p.holder == send.node_id && p.epoch == send.epoch && p.expires_store_ms > g.store_ms
+                    })
             });
+            if revoked {
+                continue;
+            }
+            let newer =
+                oracle.grants.iter().find(|g| g.lease.epoch > send.epoch && g.true_us <= send.true_us);
             if let Some(grant) = newer {
                 found.push(Violation {
                     property: "deposed-never-acts",
