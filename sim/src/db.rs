@@ -132,6 +132,7 @@ impl Database {
             epoch: l.holder.epoch,
             holder: l.holder.node_id.clone(),
             expires_store_ms: l.expires_at_ms,
+            tenure: l.holder.tenure,
         })
     }
 
@@ -253,7 +254,12 @@ fn observe(
                 _ => LEASE_SHARD,
             };
             let lease = db.lease(shard).expect("a granted lease has a row");
-            seen.grant = Some(LeaseGrant { lease, true_us: true_us(), store_ms: now, previous: before });
+            let asked_tenure = match op {
+                StoreOp::AcquireLease { tenure, .. } => Some(*tenure),
+                _ => None,
+            };
+            seen.grant =
+                Some(LeaseGrant { lease, true_us: true_us(), store_ms: now, previous: before, asked_tenure });
         }
         (StoreOp::RenewLease { node_id, epoch, .. }, StoreReply::Lease(LeaseReply::Lost { holder })) => {
             seen.notes.push(format!(

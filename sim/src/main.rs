@@ -447,6 +447,7 @@ mod cli {
             "no-due-check" => "never-early",
             "early-stepdown-off" => "deposed-never-acts",
             "ack-before-commit" => "acked-durable",
+            "node-keeps-epoch" => "lease-exclusive",
             other => unreachable!("no target property for planted bug {other}"),
         }
     }

@@ -42,6 +42,8 @@ pub struct LeaseInForce {
     pub holder: String,
     /// End of validity, store clock.
     pub expires_store_ms: WallMs,
+    /// The holder's tenure id (new at every process start and after every lost commit).
+    pub tenure: u64,
 }
 
 /// A lease granted (acquired or stolen, never a renewal) at the database.
@@ -55,6 +57,8 @@ pub struct LeaseGrant {
     pub store_ms: WallMs,
     /// The lease it replaced, as it stood just before.
     pub previous: Option<LeaseInForce>,
+    /// The tenure the asker asked in (`None` for a standalone `Open`).
+    pub asked_tenure: Option<u64>,
 }
 
 /// A fenced write as it left a node.

@@ -3,7 +3,9 @@
 //! once the previous holder's lease has expired by the store's clock, and
 //! every new tenure carries a larger epoch than any earlier one of its shard.
 //! The one grant that keeps its epoch is the holder re-acquiring its own
-//! unexpired lease (a retry or a late duplicate): the same tenure, extended.
+//! unexpired lease (a retry or a late duplicate) *in the same tenure*: every
+//! process start, and every tenure a process moves to after a lost commit,
+//! is fenced by an epoch of its own.
 
 use std::collections::BTreeMap;
 
@@ -47,6 +49,20 @@ impl Property for LeaseExclusive {
                     && prev.epoch == lease.epoch
                     && prev.expires_store_ms > grant.store_ms
             });
+            if extension
+                && let (Some(prev), Some(asked)) = (&grant.previous, grant.asked_tenure)
+                && asked != prev.tenure
+            {
+                found.push(Violation {
+                    property: "lease-exclusive",
+                    message: format!(
+                        "shard {}: {} asked in tenure {asked} and was granted epoch {}, which belongs to its \
+                         tenure {}: two processes (or tenures) share one fencing token",
+                        lease.shard, lease.holder, lease.epoch, prev.tenure
+                    ),
+                    subjects: subjects.clone(),
+                });
+            }
             if let Some(last) = self.last_epoch.get(&lease.shard)
                 && lease.epoch <= *last
                 && !extension
