@@ -205,7 +205,7 @@ impl<'s, S: Store + ?Sized> Check<'s, S> {
             shard,
             node_id: node_id.into(),
             tenure,
-            address: format!("{node_id}.test:7000"),
+            address: lease_address(node_id),
             ttl_ms,
         };
         match self.apply(op).await? {
@@ -944,12 +944,7 @@ async fn leases<S: Store + ?Sized>(mut c: Check<'_, S>) -> Outcome {
     );
     ensure_eq!(&outcome.cancels[0], &Err(unleased), "cancel without a lease");
 
-    let holder = |node: &str, epoch| LeaseHolder {
-        node_id: node.into(),
-        address: format!("{node}.test:7000"),
-        epoch,
-        tenure: TENURE,
-    };
+    let holder = |node: &str, epoch| lease_holder(node, epoch, TENURE);
     ensure_eq!(c.acquire(LEASE_SHARD, NODE, 2_000).await?, LeaseReply::Granted { epoch: 1 }, "a free lease");
     let (outcome, _) = c.commit(CommitBatch { creates: vec![t.clone(), u.clone()], ..c.batch() }).await?;
     ensure!(outcome.creates.iter().all(|r| matches!(r, Ok(r) if r.created)), "creates by the holder");
@@ -1038,6 +1033,16 @@ async fn leases<S: Store + ?Sized>(mut c: Check<'_, S>) -> Outcome {
     Ok(())
 }
 
+/// The address `Check::acquire_in` gives for `node`.
+fn lease_address(node: &str) -> String {
+    format!("{node}.test:7000")
+}
+
+/// The holder `Check::acquire_in` makes of `node` at `epoch` in `tenure`.
+fn lease_holder(node: &str, epoch: u64, tenure: u64) -> LeaseHolder {
+    LeaseHolder { node_id: node.into(), address: lease_address(node), epoch, tenure }
+}
+
 /// Tenures: a newer tenure of the holder takes over at once at a new epoch
 /// and fences the old one out; the same tenure keeps its epoch; an older one
 /// never takes the lease back.
@@ -1067,14 +1072,7 @@ async fn lease_tenures<S: Store + ?Sized>(mut c: Check<'_, S>) -> Outcome {
     );
     ensure_eq!(
         c.renew(LEASE_SHARD, NODE, 1, 2_000).await?,
-        LeaseReply::Lost {
-            holder: Some(LeaseHolder {
-                node_id: NODE.into(),
-                address: format!("{NODE}.test:7000"),
-                epoch: 2,
-                tenure: new,
-            })
-        },
+        LeaseReply::Lost { holder: Some(lease_holder(NODE, 2, new)) },
         "the old tenure cannot renew"
     );
     let held = c.acquire_in(LEASE_SHARD, NODE, old, 2_000).await?;
@@ -1086,14 +1084,7 @@ async fn lease_tenures<S: Store + ?Sized>(mut c: Check<'_, S>) -> Outcome {
     ensure!(matches!(&outcome.creates[0], Ok(r) if r.created), "the new tenure writes: {outcome:?}");
     ensure_eq!(
         c.acquire_in(LEASE_SHARD, OTHER, new + 1, 2_000).await?,
-        LeaseReply::Held {
-            holder: LeaseHolder {
-                node_id: NODE.into(),
-                address: format!("{NODE}.test:7000"),
-                epoch: 2,
-                tenure: new,
-            }
-        },
+        LeaseReply::Held { holder: lease_holder(NODE, 2, new) },
         "another node's tenure id never matters while the lease is held"
     );
     c.shift(2_000);
