@@ -19,14 +19,23 @@ pub enum Role {
     /// Cancel.
     #[serde(rename = "timer.cancel")]
     TimerCancel,
-    /// Everything in the tenant, including key management and the `__all__` stream.
+    /// Everything in the tenant (every role above).
     #[serde(rename = "tenant.admin")]
     TenantAdmin,
+    /// The operator's: streams every tenant's events (`__all__`). Not a
+    /// tenant role — `tenant.admin` never implies it and the development
+    /// key does not hold it; only the operator grants it
+    /// (`minoots keys create --roles operator`).
+    #[serde(rename = "operator")]
+    Operator,
 }
 
 impl Role {
     /// Every role, in order.
-    pub const ALL: [Role; 4] = [Role::TimerRead, Role::TimerWrite, Role::TimerCancel, Role::TenantAdmin];
+    pub const ALL: [Role; 5] =
+        [Role::TimerRead, Role::TimerWrite, Role::TimerCancel, Role::TenantAdmin, Role::Operator];
+    /// The roles that act inside one tenant (all but [`Role::Operator`]).
+    pub const TENANT: [Role; 4] = [Role::TimerRead, Role::TimerWrite, Role::TimerCancel, Role::TenantAdmin];
 
     /// The API spelling.
     pub fn as_str(&self) -> &'static str {
@@ -35,13 +44,17 @@ impl Role {
             Role::TimerWrite => "timer.write",
             Role::TimerCancel => "timer.cancel",
             Role::TenantAdmin => "tenant.admin",
+            Role::Operator => "operator",
         }
     }
 
     /// Parses the API spelling, naming `field` in the error.
     pub fn parse(field: &str, text: &str) -> Result<Role, ValidationError> {
         Role::ALL.into_iter().find(|r| r.as_str() == text).ok_or_else(|| {
-            ValidationError::new(field, "must be one of timer.read, timer.write, timer.cancel, tenant.admin")
+            ValidationError::new(
+                field,
+                "must be one of timer.read, timer.write, timer.cancel, tenant.admin, operator",
+            )
         })
     }
 }
@@ -74,9 +87,10 @@ pub enum Forbidden {
 }
 
 impl Principal {
-    /// Whether the principal holds `role` (tenant.admin holds every role).
+    /// Whether the principal holds `role` (tenant.admin holds every tenant
+    /// role, never [`Role::Operator`]).
     pub fn has(&self, role: Role) -> bool {
-        self.roles.contains(&role) || self.roles.contains(&Role::TenantAdmin)
+        self.roles.contains(&role) || (role != Role::Operator && self.roles.contains(&Role::TenantAdmin))
     }
 
     /// `Ok` if the principal holds `role`.

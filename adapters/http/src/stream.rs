@@ -2,7 +2,7 @@
 //!
 //! Each event is `id: <outbox seq>`, `event: timer.scheduled|timer.fired|timer.cancelled`,
 //! `data: <EventEnvelope JSON>`. The stream is scoped to the key's tenant;
-//! `tenantId=__all__` streams every tenant and needs `tenant.admin`.
+//! `tenantId=__all__` streams every tenant and needs role `operator`.
 //! `topics=timer.fired,timer.cancelled` (comma-separated or repeated) keeps
 //! only those types. Comments are sent as keep-alives.
 //!
@@ -15,8 +15,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
+use futures::future::BoxFuture;
 use minoots_core::TenantId;
 use minoots_core::auth::Role;
 use minoots_core::event::OutboxEvent;
@@ -27,9 +29,9 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::AppState;
 use crate::error::HttpError;
-use crate::extract::{Caller, QueryPairs, ReadRole};
+use crate::extract::{API_KEY_HEADER, Caller, QueryPairs, ReadRole};
 
-/// The `tenantId` value that streams every tenant (tenant.admin only).
+/// The `tenantId` value that streams every tenant (role `operator` only).
 pub const ALL_TENANTS: &str = "__all__";
 
 /// Who sees what on one stream.
@@ -52,6 +54,7 @@ impl Filter {
 pub async fn stream(
     State(state): State<AppState>,
     caller: Caller<ReadRole>,
+    headers: HeaderMap,
     QueryPairs(params): QueryPairs,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, HttpError> {
     let mut topics: Vec<&'static str> = Vec::new();
@@ -76,7 +79,7 @@ pub async fn stream(
         }
     }
     let tenant = if tenant_param == Some(ALL_TENANTS) {
-        caller.principal.require(Role::TenantAdmin)?;
+        caller.principal.require(Role::Operator)?;
         None
     } else {
         Some(caller.principal.scope(tenant_param)?)
@@ -84,7 +87,10 @@ pub async fn stream(
     // Subscribe before answering: every event committed after the response
     // headers reach the client is on this stream.
     let receiver = state.handle.subscribe();
-    let events = events(receiver, Filter { tenant, topics });
+    let api_key = headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let node = state.handle.clone();
+    let revoked = Box::pin(async move { node.key_revoked(&api_key).await });
+    let events = events(receiver, revoked, Filter { tenant, topics });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(state.config.sse_keep_alive)))
 }
 
@@ -121,17 +127,32 @@ fn closed_event() -> Event {
     Event::default().event("error").data(body.to_string())
 }
 
-/// Turns the node's broadcast into a filtered SSE stream that ends after an error event.
+/// The terminal `event: error` when the subscriber's key is revoked.
+fn revoked_event() -> Event {
+    let body = serde_json::json!({
+        "error": {"code": "unauthenticated", "message": "the API key was revoked; this stream is closed"}
+    });
+    Event::default().event("error").data(body.to_string())
+}
+
+/// Turns the node's broadcast into a filtered SSE stream that ends after an
+/// error event (lagged, revoked key, node stopping).
 fn events(
     receiver: broadcast::Receiver<Arc<OutboxEvent>>,
+    revoked: BoxFuture<'static, ()>,
     filter: Filter,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(Some((receiver, filter)), |state| async move {
-        let (mut receiver, filter) = state?;
+    futures::stream::unfold(Some((receiver, revoked, filter)), |state| async move {
+        let (mut receiver, mut revoked, filter) = state?;
         loop {
-            match receiver.recv().await {
+            let received = tokio::select! {
+                biased;
+                _ = &mut revoked => return Some((Ok(revoked_event()), None)),
+                received = receiver.recv() => received,
+            };
+            match received {
                 Ok(event) if filter.admits(&event) => {
-                    return Some((Ok(sse_event(&event)), Some((receiver, filter))));
+                    return Some((Ok(sse_event(&event)), Some((receiver, revoked, filter))));
                 }
                 Ok(_) => continue,
                 Err(RecvError::Lagged(missed)) => return Some((Ok(lagged_event(missed)), None)),

@@ -27,6 +27,8 @@ const ACME_READ: &str = "acme-read-secret";
 const ACME_ADMIN: &str = "acme-admin-secret";
 /// Reads, writes and cancels in tenant `globex`.
 const GLOBEX: &str = "globex-all-secret";
+/// The operator's key: streams every tenant.
+const OPERATOR: &str = "operator-secret";
 
 /// An id no timer has.
 const UNKNOWN_ID: &str = "01900000-0000-7000-8000-000000000001";
@@ -69,6 +71,7 @@ async fn start_with(config: HttpConfig, event_buffer: usize) -> Server {
     add_key(&keys, ACME_READ, "key_acme_read", "acme", &[Role::TimerRead]).await;
     add_key(&keys, ACME_ADMIN, "key_acme_admin", "acme", &[Role::TenantAdmin]).await;
     add_key(&keys, GLOBEX, "key_globex_all", "globex", &all).await;
+    add_key(&keys, OPERATOR, "key_operator", "ops", &[Role::TimerRead, Role::Operator]).await;
     let node =
         NodeConfig { node_id: "n1".into(), seed: 7, request_queue: 10_000, event_buffer, event_sink: None };
     let (handle, _task) = start_node(node, store.clone(), keys.clone(), clock);
@@ -648,15 +651,19 @@ async fn a_two_second_timer_fires_and_shows_in_fires_stream_and_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stream_filters_topics_and_all_tenants_needs_admin() {
+async fn stream_filters_topics_and_all_tenants_needs_the_operator_role() {
     let s = start().await;
     let answer = s.get("/api/timers/stream?tenantId=__all__", ACME).await;
     assert_error(&answer, StatusCode::FORBIDDEN, "permission_denied", None);
+    // tenant.admin is a tenant's role: it never reaches other tenants.
+    let answer = s.get("/api/timers/stream?tenantId=__all__", ACME_ADMIN).await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "permission_denied", None);
+    assert!(answer.1.to_string().contains("operator"), "{}", answer.1);
     let answer = s.get("/api/timers/stream?tenantId=globex", ACME).await;
     assert_error(&answer, StatusCode::FORBIDDEN, "permission_denied", Some("tenantId"));
 
     let cancelled_only = open_stream(&s, "?topics=timer.cancelled", ACME).await;
-    let everything = open_stream(&s, "?tenantId=__all__", ACME_ADMIN).await;
+    let everything = open_stream(&s, "?tenantId=__all__", OPERATOR).await;
     let globex_id = s.create_later(GLOBEX, json!({})).await;
     let acme_id = s.create_later(ACME, json!({})).await;
     let (status, _) = s.post(&format!("/api/timers/{acme_id}/cancel"), ACME, json!({"reason": "done"})).await;
@@ -676,6 +683,32 @@ async fn stream_filters_topics_and_all_tenants_needs_admin() {
         .filter_map(|v| v["event"]["timer"]["id"].as_str().map(str::to_owned))
         .collect();
     assert!(seen.contains(&globex_id) && seen.contains(&acme_id), "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_key_ends_its_open_streams() {
+    let s = start().await;
+    let revoked = "acme-soon-revoked-secret";
+    add_key(&s.keys, revoked, "key_acme_soon_revoked", "acme", &[Role::TimerRead]).await;
+    let doomed = open_stream(&s, "", revoked).await;
+    let kept = open_stream(&s, "", ACME).await;
+    let before = s.create_later(ACME, json!({})).await;
+    assert!(s.keys.revoke_key("key_acme_soon_revoked".into(), 1).await.expect("revoked"));
+
+    // The revoked key's stream ends with an error event; nothing after the revocation reaches it.
+    let events = read_events(doomed, Duration::from_secs(30), |_| false).await;
+    let last = events.last().expect("at least the error event");
+    assert_eq!(last.event.as_deref(), Some("error"), "{events:?}");
+    let body: Value = serde_json::from_str(&last.data).expect("error JSON");
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    assert!(
+        events.iter().any(|e| e.data.contains(&before)),
+        "events before the revocation arrive: {events:?}"
+    );
+    let after = s.create_later(ACME, json!({})).await;
+    let events =
+        read_events(kept, Duration::from_secs(10), |e| e.iter().any(|e| e.data.contains(&after))).await;
+    assert!(events.iter().all(|e| e.event.as_deref() != Some("error")), "{events:?}");
 }
 
 /// Single-threaded on purpose: the relay hands a whole commit's events to the

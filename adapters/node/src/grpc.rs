@@ -54,7 +54,7 @@ pub const FIELD_HEADER: &str = "x-minoots-field";
 pub const RETRY_AFTER_HEADER: &str = "retry-after-ms";
 /// Metadata with the leader's address when this node is not it.
 pub const LEADER_HEADER: &str = "x-minoots-leader";
-/// `StreamTimerEvents` tenant meaning "every tenant" (tenant.admin only).
+/// `StreamTimerEvents` tenant meaning "every tenant" (role `operator` only).
 pub const ALL_TENANTS: &str = "__all__";
 /// The role a stopped node reports.
 const STOPPED: &str = "stopped";
@@ -200,12 +200,19 @@ impl HorologyKernel for KernelService {
         request: Request<TimerEventStreamRequest>,
     ) -> Result<tonic::Response<Self::StreamTimerEventsStream>, Status> {
         let principal = self.authorize(request.metadata(), Role::TimerRead).await?;
+        let api_key =
+            request.metadata().get(API_KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let revoked = {
+            let (node, api_key) = (self.handle.clone(), api_key.to_owned());
+            Box::pin(async move { node.key_revoked(&api_key).await })
+                as futures::future::BoxFuture<'static, ()>
+        };
         let req = request.into_inner();
         let tenant = if req.tenant_id == ALL_TENANTS {
-            if !principal.has(Role::TenantAdmin) {
+            if !principal.has(Role::Operator) {
                 return Err(Status::permission_denied(format!(
                     "streaming every tenant ({ALL_TENANTS}) needs role {}",
-                    Role::TenantAdmin.as_str()
+                    Role::Operator.as_str()
                 )));
             }
             None
@@ -215,8 +222,13 @@ impl HorologyKernel for KernelService {
         let kinds = parse_topics(&req.topics).map_err(|e| invalid(&e))?;
         // Subscribe before answering: every event committed after the client
         // sees the response headers reaches it.
-        let subscription =
-            Subscription { events: self.handle.subscribe(), node: self.handle.clone(), tenant, kinds };
+        let subscription = Subscription {
+            events: self.handle.subscribe(),
+            node: self.handle.clone(),
+            revoked,
+            tenant,
+            kinds,
+        };
         Ok(tonic::Response::new(Box::pin(subscription.into_stream())))
     }
 
@@ -280,6 +292,8 @@ struct Subscription {
     /// The node, to end the stream when it stops (handles elsewhere keep the
     /// broadcast sender alive, so `Closed` alone would never come).
     node: NodeHandle,
+    /// Resolves when the subscriber's key is revoked: the stream then ends.
+    revoked: futures::future::BoxFuture<'static, ()>,
     /// `None` = every tenant.
     tenant: Option<TenantId>,
     /// `None` = every kind.
@@ -294,8 +308,8 @@ impl Subscription {
 
     /// The subscription as a stream. It polls the broadcast receiver directly
     /// (no task in between), so when the client goes away and tonic drops
-    /// the stream, the receiver goes with it. A lag or a node shutdown ends
-    /// the stream with an error status: events are never skipped silently.
+    /// the stream, the receiver goes with it. A lag, a revoked key or a node
+    /// shutdown ends the stream with an error status: events are never skipped silently.
     /// Events already received are delivered before a shutdown ends it.
     fn into_stream(self) -> impl Stream<Item = Result<pb::TimerEvent, Status>> + Send + 'static {
         futures::stream::unfold(Some(self), |state| async move {
@@ -303,6 +317,10 @@ impl Subscription {
             loop {
                 let received = tokio::select! {
                     biased;
+                    _ = &mut sub.revoked => {
+                        let status = Status::unauthenticated("the API key was revoked; this stream is closed");
+                        return Some((Err(status), None));
+                    }
                     received = sub.events.recv() => received,
                     _ = sub.node.wait_for_role(STOPPED) => Err(broadcast::error::RecvError::Closed),
                 };

@@ -12,6 +12,10 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::keys::{KeyStore, hash_api_key};
 use crate::metrics::Metrics;
 
+/// How often an open event stream re-checks its API key: a revoked key's
+/// streams end within this long.
+pub const STREAM_KEY_RECHECK_MS: u64 = 2_000;
+
 /// A command on its way to the driver, with where to send the reply.
 pub(crate) type Call = (Command, oneshot::Sender<Result<Response, ApiError>>);
 
@@ -106,6 +110,19 @@ impl NodeHandle {
             .map_err(|e| AuthError::Unavailable(e.0))?
             .ok_or(AuthError::Invalid)?;
         Ok(Principal { tenant_id: record.tenant_id, roles: record.roles, key_id: record.id })
+    }
+
+    /// Resolves once `api_key` no longer authenticates (revoked or removed),
+    /// checking every [`STREAM_KEY_RECHECK_MS`]; an unreadable key store is
+    /// not a revocation. Streams select on it to end a revoked key's stream.
+    pub async fn key_revoked(&self, api_key: &str) {
+        let hash = hash_api_key(api_key);
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(STREAM_KEY_RECHECK_MS)).await;
+            if let Ok(None) = self.keys.find_key(&hash).await {
+                return;
+            }
+        }
     }
 
     /// Asks the node to stop: it refuses new calls, lets queued writes

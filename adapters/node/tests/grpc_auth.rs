@@ -3,7 +3,8 @@
 //! is PERMISSION_DENIED, naming another tenant is PERMISSION_DENIED, and
 //! tenant B can neither see, cancel, list, stream nor read the fires of
 //! tenant A's timers (they simply do not exist for it: NOT_FOUND).
-//! `__all__` streams every tenant, for tenant.admin keys only.
+//! `__all__` streams every tenant, for the operator role only (never
+//! tenant.admin); a revoked key's open stream ends.
 #![cfg(not(madsim))]
 
 mod grpc_support;
@@ -11,6 +12,7 @@ mod grpc_support;
 use std::time::Duration;
 
 use grpc_support::*;
+use minoots_node::KeyStore;
 use minoots_proto as pb;
 use minoots_proto::horology_kernel_client::HorologyKernelClient;
 use tonic::transport::Channel;
@@ -124,9 +126,14 @@ async fn roles_are_enforced() {
         client.cancel_timer(with_key(KEY_A_ADMIN, cancel(&a.id, ""))).await.expect("admin cancels");
     assert_eq!(cancelled.into_inner().status, pb::TimerStatus::Cancelled as i32);
 
-    // Only tenant.admin streams every tenant.
+    // Only the operator streams every tenant: tenant.admin is a tenant's role.
     expect_code(client.stream_timer_events(with_key(KEY_A, stream("__all__"))).await, Code::PermissionDenied);
     expect_code(client.stream_timer_events(with_key(KEY_B, stream("__all__"))).await, Code::PermissionDenied);
+    let status = expect_code(
+        client.stream_timer_events(with_key(KEY_A_ADMIN, stream("__all__"))).await,
+        Code::PermissionDenied,
+    );
+    assert!(status.message().contains("operator"), "{status:?}");
     node.stop().await;
 }
 
@@ -139,9 +146,9 @@ async fn tenants_are_isolated() {
     let mut b_events =
         client.stream_timer_events(with_key(KEY_B, stream(""))).await.expect("B stream").into_inner();
     let mut all_events = client
-        .stream_timer_events(with_key(KEY_A_ADMIN, stream("__all__")))
+        .stream_timer_events(with_key(KEY_OPERATOR, stream("__all__")))
         .await
-        .expect("admin stream")
+        .expect("operator stream")
         .into_inner();
 
     let a = schedule_ok(&mut client, KEY_A, "secret-of-a").await;
@@ -191,10 +198,25 @@ async fn tenants_are_isolated() {
     assert_eq!(s.timer.expect("timer").id, b_own.id);
     assert!(stays_silent(&mut b_events, Duration::from_millis(300)).await);
 
-    // The admin's __all__ stream sees both tenants, in commit order.
+    // The operator's __all__ stream sees both tenants, in commit order.
     let one = next_message(&mut all_events).await;
     let two = next_message(&mut all_events).await;
     assert_eq!((one.tenant_id.as_str(), two.tenant_id.as_str()), (TENANT_A, TENANT_B));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_key_ends_its_open_stream() {
+    let node = TestNode::start().await;
+    let mut client = node.client().await;
+    let mut doomed =
+        client.stream_timer_events(with_key(KEY_A_READ, stream(""))).await.expect("stream").into_inner();
+    assert!(node.store.revoke_key(format!("id-{KEY_A_READ}"), 1).await.expect("revoke"));
+    let ended =
+        tokio::time::timeout(Duration::from_secs(30), doomed.message()).await.expect("the stream ends");
+    let status = ended.expect_err("an error status, not an event");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("revoked"), "{status:?}");
     node.stop().await;
 }
 

@@ -32,6 +32,8 @@ pub const KEY_A_WRITE: &str = "key-a-write";
 pub const KEY_A_ADMIN: &str = "key-a-admin";
 /// Tenant B, timer.read + timer.write + timer.cancel.
 pub const KEY_B: &str = "key-b-rwc";
+/// The operator's key (tenant `ops`): timer.read + operator, streams every tenant.
+pub const KEY_OPERATOR: &str = "key-operator";
 
 /// How long a test waits for anything that should happen promptly.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -55,12 +57,13 @@ impl TestNode {
         let clock = Arc::new(SystemClock::new());
         let store = Arc::new(ModelStore::new(clock.clone()));
         let rwc = [Role::TimerRead, Role::TimerWrite, Role::TimerCancel];
-        let keys: [(&str, &str, &[Role]); 5] = [
+        let keys: [(&str, &str, &[Role]); 6] = [
             (KEY_A, TENANT_A, &rwc),
             (KEY_A_READ, TENANT_A, &[Role::TimerRead]),
             (KEY_A_WRITE, TENANT_A, &[Role::TimerWrite]),
             (KEY_A_ADMIN, TENANT_A, &[Role::TenantAdmin]),
             (KEY_B, TENANT_B, &rwc),
+            (KEY_OPERATOR, "ops", &[Role::TimerRead, Role::Operator]),
         ];
         for (secret, tenant, roles) in keys {
             let record = ApiKeyRecord {

@@ -42,7 +42,8 @@ pub enum KeysCommand {
         /// The tenant the key acts for.
         #[arg(long)]
         tenant: String,
-        /// Comma-separated roles: timer.read, timer.write, timer.cancel, tenant.admin.
+        /// Comma-separated roles: timer.read, timer.write, timer.cancel, tenant.admin
+        /// (every role in the tenant), operator (streams every tenant; never implied).
         #[arg(long, value_delimiter = ',', default_value = "timer.read,timer.write,timer.cancel")]
         roles: Vec<String>,
         /// A label to recognise the key by.

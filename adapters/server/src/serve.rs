@@ -245,7 +245,8 @@ async fn wait_for_first_lease_round(handle: &minoots_node::NodeHandle) {
     }
 }
 
-/// Creates tenant `tenant-local` with key `local-dev-key` (all roles) when the store has no key yet.
+/// Creates tenant `tenant-local` with key `local-dev-key` (every tenant role,
+/// not `operator`) when the store has no key yet.
 async fn seed_dev_key(keys: &dyn KeyStore, clock: &SystemClock) -> Result<(), Box<dyn Error>> {
     if keys.count_keys().await? > 0 {
         return Ok(());
@@ -253,7 +254,7 @@ async fn seed_dev_key(keys: &dyn KeyStore, clock: &SystemClock) -> Result<(), Bo
     let record = ApiKeyRecord {
         id: "key_local_dev".into(),
         tenant_id: minoots_core::TenantId::parse("tenant", DEV_TENANT)?,
-        roles: Role::ALL.into_iter().collect(),
+        roles: Role::TENANT.into_iter().collect(),
         label: "development key created on an empty store".into(),
         created_at_ms: minoots_node::Clock::now(clock).wall_ms,
         revoked_at_ms: None,
@@ -262,11 +263,11 @@ async fn seed_dev_key(keys: &dyn KeyStore, clock: &SystemClock) -> Result<(), Bo
     tracing::warn!(
         tenant = DEV_TENANT,
         api_key = DEV_KEY,
-        "empty store: created development tenant and API key with all roles; \
+        "empty store: created development tenant and API key with every tenant role; \
          create real keys with `minoots keys create` and revoke key_local_dev before exposing this server"
     );
     println!(
-        "development API key: {DEV_KEY} (tenant {DEV_TENANT}, all roles; revoke key_local_dev in production)"
+        "development API key: {DEV_KEY} (tenant {DEV_TENANT}, every tenant role; revoke key_local_dev in production)"
     );
     Ok(())
 }

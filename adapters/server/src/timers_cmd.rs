@@ -437,7 +437,7 @@ pub struct WatchArgs {
     /// Event types, comma-separated: timer.scheduled, timer.fired, timer.cancelled (default: all).
     #[arg(long, value_delimiter = ',')]
     pub topics: Vec<String>,
-    /// Every tenant's events, not only the key's own (needs role tenant.admin).
+    /// Every tenant's events, not only the key's own (needs role operator).
     #[arg(long)]
     pub all_tenants: bool,
 }
