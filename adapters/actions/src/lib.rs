@@ -16,12 +16,15 @@
 pub mod circuits;
 pub mod claims;
 pub mod execute;
+pub mod inbox;
 pub mod nats;
+mod recorder;
 pub mod runner;
 pub mod signing;
 pub mod store;
 
 pub use execute::{AgentEndpoint, ExecConfig, Executor, Undelivered};
+pub use inbox::Inbox;
 pub use minoots_core::breaker::BreakerConfig;
 pub use nats::{Nats, NatsConfig, NatsObserver};
 pub use runner::{OutboxIntake, Runner, RunnerConfig};

@@ -23,8 +23,9 @@ use futures::future::BoxFuture;
 use minoots_core::event::OutboxEvent;
 use minoots_node::EventSink;
 use minoots_node::views::EventEnvelope;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
+use crate::inbox::Inbox;
 use crate::runner::{DeliveryObserver, deliveries_of};
 use crate::store::{ActionStore, AttemptRecord, NewDelivery};
 
@@ -179,18 +180,18 @@ impl Nats {
     }
 
     /// Consumes `fired` events into `store` until `shutdown` turns true,
-    /// waking the runner through `wake`. A message is acknowledged only
-    /// after its deliveries are queued.
+    /// handing fresh deliveries to the runner reading `inbox`. A message is
+    /// acknowledged only after its deliveries are queued.
     pub async fn consume_into(
         &self,
         store: ActionStore,
-        wake: Arc<Notify>,
+        inbox: Arc<Inbox>,
         clock: Arc<dyn minoots_node::Clock>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut pause_ms = 250u64;
         while !*shutdown.borrow() {
-            match self.consume_once(&store, &wake, &clock, &mut shutdown).await {
+            match self.consume_once(&store, &inbox, &clock, &mut shutdown).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "the JetStream action consumer stopped; restarting it");
@@ -207,7 +208,7 @@ impl Nats {
     async fn consume_once(
         &self,
         store: &ActionStore,
-        wake: &Arc<Notify>,
+        inbox: &Inbox,
         clock: &Arc<dyn minoots_node::Clock>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), NatsError> {
@@ -252,7 +253,7 @@ impl Nats {
             };
             let mut wait_ms = 100u64;
             loop {
-                match store.enqueue(&deliveries, clock.now().wall_ms).await {
+                match inbox.queue(store, deliveries.clone(), clock.now().wall_ms).await {
                     Ok(_) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "queueing deliveries failed; retrying before the ack");
@@ -260,9 +261,6 @@ impl Nats {
                         wait_ms = (wait_ms * 2).min(5_000);
                     }
                 }
-            }
-            if !deliveries.is_empty() {
-                wake.notify_one();
             }
             if let Err(e) = message.ack().await {
                 // Redelivered after the ack wait; queueing is idempotent.

@@ -7,7 +7,10 @@
 //! from a JetStream durable consumer (`crate::nats`). Either way a delivery
 //! is queued before its source is acknowledged, and queueing is idempotent
 //! (keyed by `{timer_id}:{occurrence}:{action_id}`), so a repeated event
-//! never queues a second delivery.
+//! never queues a second delivery. Fresh deliveries reach the runner of the
+//! same process through its [`Inbox`], already claimed; the runner also
+//! claims due deliveries from the store (retries, deferrals, what the inbox
+//! could not take, what a dead incarnation left).
 //!
 //! A delivery never starts before its fire is recorded: only `timer.fired`
 //! events, which the store writes in the fire's own transaction, queue work.
@@ -16,7 +19,8 @@
 //! process start, see [`crate::claims`]): it registers before claiming
 //! anything (releasing a previous incarnation's claims), renews its
 //! heartbeat every `heartbeat_ms` while it runs, and releases its claims
-//! when it stops cleanly. Every attempt is bounded by `attempt_timeout_ms`.
+//! when it stops cleanly. Every attempt is bounded by `attempt_timeout_ms`
+//! and recorded through the [`Recorder`] (group commits).
 //! An attempt its destination's circuit breaker refuses is deferred: the
 //! delivery is put back for the breaker's probe time, no attempt recorded.
 
@@ -29,11 +33,13 @@ use minoots_core::event::{EventKind, OutboxEvent};
 use minoots_node::EventSink;
 use minoots_node::metrics::Metrics;
 use minoots_node::views::EventEnvelope;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::circuits::Deferral;
 use crate::claims::ClaimTerms;
 use crate::execute::{Executor, Failure, Undelivered};
+use crate::inbox::Inbox;
+use crate::recorder::{RecordFailed, Recorder};
 use crate::store::{ActionStore, AttemptOutcome, AttemptRecord, ClaimedDelivery, NewDelivery, NextStep};
 
 /// A claim outlives its attempt's bound by this much (time to record the attempt).
@@ -44,6 +50,8 @@ const FORGET_LAPSED_AFTER_MS: i64 = 3_600_000;
 const FORGET_EVERY_BEATS: u64 = 600;
 /// Tries to record an attempt (or a deferral) before giving up on it (the claim then lapses).
 const RECORD_TRIES: u32 = 20;
+/// With every slot busy, look at the store again after this long.
+const BUSY_LOOK_MS: u64 = 5;
 
 /// Tunables of a runner.
 #[derive(Debug, Clone)]
@@ -138,10 +146,11 @@ fn bundle_programs(bundle: &serde_json::Value) -> std::collections::BTreeSet<Str
         .collect()
 }
 
-/// The standalone intake: the relay's sink, queueing deliveries in the action store.
+/// The standalone intake: the relay's sink, queueing deliveries in the
+/// action store and handing them to the local runner.
 pub struct OutboxIntake {
     store: ActionStore,
-    wake: Arc<Notify>,
+    inbox: Arc<Inbox>,
     clock: Arc<dyn minoots_node::Clock>,
 }
 
@@ -152,9 +161,9 @@ impl std::fmt::Debug for OutboxIntake {
 }
 
 impl OutboxIntake {
-    /// Queues into `store` and wakes the runner through `wake`.
-    pub fn new(store: ActionStore, wake: Arc<Notify>, clock: Arc<dyn minoots_node::Clock>) -> Self {
-        Self { store, wake, clock }
+    /// Queues into `store` and hands fresh deliveries to the runner reading `inbox`.
+    pub fn new(store: ActionStore, inbox: Arc<Inbox>, clock: Arc<dyn minoots_node::Clock>) -> Self {
+        Self { store, inbox, clock }
     }
 }
 
@@ -170,11 +179,8 @@ impl EventSink for OutboxIntake {
             if deliveries.is_empty() {
                 return rows.len();
             }
-            match self.store.enqueue(&deliveries, self.clock.now().wall_ms).await {
-                Ok(_) => {
-                    self.wake.notify_one();
-                    rows.len()
-                }
+            match self.inbox.queue(&self.store, deliveries, self.clock.now().wall_ms).await {
+                Ok(_) => rows.len(),
                 Err(e) => {
                     tracing::warn!(error = %e, "queueing deliveries failed; the outbox keeps the events");
                     0
@@ -187,6 +193,8 @@ impl EventSink for OutboxIntake {
 /// A running runner's shared parts: one incarnation.
 pub struct Runner {
     store: ActionStore,
+    inbox: Arc<Inbox>,
+    recorder: Recorder,
     executor: Arc<Executor>,
     metrics: Arc<Metrics>,
     config: RunnerConfig,
@@ -196,9 +204,12 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// A runner over `store`: a new incarnation of `config.runner_id`.
+    /// A runner over `store` reading `inbox`: a new incarnation of
+    /// `config.runner_id`. Starts its attempt recorder (call it within a
+    /// tokio runtime).
     pub fn new(
         store: ActionStore,
+        inbox: Arc<Inbox>,
         executor: Arc<Executor>,
         metrics: Arc<Metrics>,
         config: RunnerConfig,
@@ -206,7 +217,8 @@ impl Runner {
         observer: Option<Arc<dyn DeliveryObserver>>,
     ) -> Arc<Self> {
         let incarnation = format!("{}/{:016x}", config.runner_id, rand::random::<u64>());
-        Arc::new(Self { store, executor, metrics, config, incarnation, clock, observer })
+        let (recorder, _recording) = Recorder::start(store.clone());
+        Arc::new(Self { store, inbox, recorder, executor, metrics, config, incarnation, clock, observer })
     }
 
     /// This incarnation's id (recorded on its claims).
@@ -269,10 +281,11 @@ impl Runner {
         }
     }
 
-    /// Registers, then claims and runs due deliveries until `shutdown` turns
-    /// true; `wake` cuts a sleep short. On the way out, waits (bounded) for
-    /// running attempts and releases this incarnation's claims.
-    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    /// Registers, then runs what its inbox hands it and claims due
+    /// deliveries from the store, until `shutdown` turns true. On the way
+    /// out, waits (bounded) for running attempts and releases this
+    /// incarnation's claims.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         if !self.register(&mut shutdown).await {
             return;
         }
@@ -280,63 +293,31 @@ impl Runner {
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let claim_ms =
             i64::try_from(self.config.attempt_timeout_ms.saturating_add(CLAIM_MARGIN_MS)).unwrap_or(i64::MAX);
-        let lapse_ms = i64::try_from(self.config.heartbeat_lapse_ms).unwrap_or(i64::MAX);
+        let mut inbox = self.inbox.open(&self.incarnation, claim_ms);
+        if inbox.is_none() {
+            tracing::warn!("another runner already reads this inbox; claiming from the store only");
+        }
         let mut failures = 0u32;
+        // When to look at the store next (at once: a predecessor may have left work).
+        let mut look_at = tokio::time::Instant::now();
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let free = slots.available_permits();
-            let now_ms = self.clock.now().wall_ms;
-            let claimed = if free == 0 {
-                Ok(Vec::new())
-            } else {
-                self.store
-                    .claim_due(ClaimTerms {
-                        incarnation: &self.incarnation,
-                        now_ms,
-                        claim_until_ms: now_ms.saturating_add(claim_ms),
-                        heartbeat_lapse_ms: lapse_ms,
-                        limit: free as u32,
-                    })
-                    .await
-            };
-            let sleep_ms = match claimed {
-                Ok(batch) if !batch.is_empty() => {
-                    failures = 0;
-                    for claimed in batch {
-                        let Ok(permit) = slots.clone().acquire_owned().await else { return };
-                        let runner = self.clone();
-                        tokio::spawn(async move {
-                            runner.attempt(claimed).await;
-                            drop(permit);
-                        });
-                    }
-                    0
+            if tokio::time::Instant::now() >= look_at {
+                let wait_ms = self.claim_from_store(&slots, claim_ms, &mut failures).await;
+                look_at = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+                if wait_ms == 0 {
+                    continue;
                 }
-                Ok(_) if free == 0 => 5,
-                Ok(_) => match self.store.next_due_ms().await {
-                    Ok(Some(at)) => u64::try_from(at - self.clock.now().wall_ms)
-                        .unwrap_or(0)
-                        .min(self.config.idle_poll_ms),
-                    Ok(None) => self.config.idle_poll_ms,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading the next due delivery failed");
-                        self.config.idle_poll_ms
-                    }
-                },
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(error = %e, "claiming deliveries failed");
-                    (100u64 << failures.min(6)).min(5_000)
-                }
-            };
-            if sleep_ms > 0 {
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = shutdown.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
-                }
+            }
+            // A look at the store that is due goes first: a busy inbox never starves what waits there.
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {}
+                _ = tokio::time::sleep_until(look_at) => {}
+                _ = self.inbox.wake.notified() => look_at = tokio::time::Instant::now(),
+                Some(claimed) = next_handed(&mut inbox) => self.start_attempt(claimed, &slots).await,
             }
         }
         // Let running attempts finish (bounded), then hand what is left to other runners.
@@ -357,8 +338,70 @@ impl Runner {
         }
     }
 
+    /// Claims due deliveries from the store for the free slots and starts
+    /// them; returns how long (ms) until the store is worth another look.
+    async fn claim_from_store(
+        self: &Arc<Self>,
+        slots: &Arc<Semaphore>,
+        claim_ms: i64,
+        failures: &mut u32,
+    ) -> u64 {
+        let free = slots.available_permits();
+        if free == 0 {
+            return BUSY_LOOK_MS;
+        }
+        let now_ms = self.clock.now().wall_ms;
+        let claimed = self
+            .store
+            .claim_due(ClaimTerms {
+                incarnation: &self.incarnation,
+                now_ms,
+                claim_until_ms: now_ms.saturating_add(claim_ms),
+                heartbeat_lapse_ms: i64::try_from(self.config.heartbeat_lapse_ms).unwrap_or(i64::MAX),
+                limit: free as u32,
+            })
+            .await;
+        match claimed {
+            Ok(batch) if !batch.is_empty() => {
+                *failures = 0;
+                for claimed in batch {
+                    self.start_attempt(claimed, slots).await;
+                }
+                0
+            }
+            Ok(_) => {
+                *failures = 0;
+                match self.store.next_due_ms().await {
+                    Ok(Some(at)) => u64::try_from(at - self.clock.now().wall_ms)
+                        .unwrap_or(0)
+                        .min(self.config.idle_poll_ms),
+                    Ok(None) => self.config.idle_poll_ms,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the next due delivery failed");
+                        self.config.idle_poll_ms
+                    }
+                }
+            }
+            Err(e) => {
+                *failures += 1;
+                tracing::warn!(error = %e, "claiming deliveries failed");
+                (100u64 << (*failures).min(6)).min(5_000)
+            }
+        }
+    }
+
+    /// Starts one attempt once a slot is free.
+    async fn start_attempt(self: &Arc<Self>, claimed: ClaimedDelivery, slots: &Arc<Semaphore>) {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let runner = self.clone();
+        tokio::spawn(async move { runner.attempt(claimed, permit).await });
+    }
+
     /// One attempt of one claimed delivery, recorded with its next step.
-    async fn attempt(&self, claimed: ClaimedDelivery) {
+    /// The slot (`permit`) is given back as soon as the action has run:
+    /// concurrency bounds requests in flight, while recording waits in the
+    /// recorder's bounded queue.
+    async fn attempt(&self, claimed: ClaimedDelivery, permit: OwnedSemaphorePermit) {
         let delivery = &claimed.delivery;
         let attempt_no = claimed.attempts + 1;
         let round_no = claimed.round_attempts + 1;
@@ -379,6 +422,7 @@ impl Runner {
             Err(e) => Err(Failure::permanent(format!("the stored action does not parse: {e}")).into()),
         };
         let duration_ms = started.elapsed().as_millis() as u64;
+        drop(permit);
         let now_ms = self.clock.now().wall_ms;
         let result = match result {
             Ok(done) => Ok(done),
@@ -418,11 +462,15 @@ impl Runner {
         // after its claim lapses (still at least once, with the same key).
         let mut wait_ms = 100u64;
         for _ in 0..RECORD_TRIES {
-            match self.store.record_attempt(delivery, &record, next, now_ms).await {
+            match self.recorder.record(delivery, &record, next, now_ms).await {
                 Ok(Some(number)) => {
                     if next == NextStep::DeadLetter {
                         self.metrics.action_dead_lettered.inc();
                         tracing::warn!(key = %delivery.idempotency_key, attempts = number, error = ?record.error, "delivery dead-lettered");
+                    }
+                    if let NextStep::RetryAt(_) = next {
+                        // The store holds the retry now: look again when it is due.
+                        self.inbox.wake.notify_one();
                     }
                     if let (Some(observer), NextStep::Delivered | NextStep::DeadLetter) =
                         (&self.observer, next)
@@ -432,6 +480,8 @@ impl Runner {
                     return;
                 }
                 Ok(None) => return, // another runner finished it
+                // Stopping: the claim is released or lapses, and the delivery runs again.
+                Err(RecordFailed::Stopped) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "recording an attempt failed; retrying");
                     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
@@ -454,7 +504,11 @@ impl Runner {
                 .defer(delivery, &self.incarnation, deferral.until_ms, &deferral.reason, now_ms)
                 .await
             {
-                Ok(_) => return, // false: no longer ours (taken over or finished); nothing to do
+                Ok(_) => {
+                    // false: no longer ours (taken over or finished); true: look again when it is due.
+                    self.inbox.wake.notify_one();
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "deferring a delivery failed; retrying");
                     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
@@ -462,6 +516,14 @@ impl Runner {
                 }
             }
         }
+    }
+}
+
+/// The next delivery the inbox hands over; never resolves without an inbox.
+async fn next_handed(inbox: &mut Option<mpsc::Receiver<ClaimedDelivery>>) -> Option<ClaimedDelivery> {
+    match inbox {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,6 +10,7 @@
 //! known dead; the delivery then runs again with the same idempotency key
 //! (at least once).
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -147,6 +148,30 @@ pub enum NextStep {
     DeadLetter,
 }
 
+/// One attempt to record with what follows it (see [`ActionStore::record_attempts`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptToRecord<'a> {
+    /// The delivery attempted.
+    pub delivery: &'a NewDelivery,
+    /// The attempt.
+    pub attempt: &'a AttemptRecord,
+    /// What follows it.
+    pub next: NextStep,
+    /// The recorder's wall clock (ms since the epoch).
+    pub now_ms: i64,
+}
+
+/// The claim the first deliveries of a queueing get for a local runner.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimAtQueueing<'a> {
+    /// The runner incarnation they are claimed for.
+    pub incarnation: &'a str,
+    /// The claim's attempt bound (ms since the epoch).
+    pub claimed_until_ms: i64,
+    /// How many of the deliveries, from the first, are claimed (the rest are queued unclaimed).
+    pub first: usize,
+}
+
 /// A dead-lettered delivery.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -212,23 +237,97 @@ pub struct ActionStore {
     pub(crate) pool: Pool,
 }
 
-const ENQUEUE: &str = "INSERT INTO deliveries (idempotency_key, tenant_id, timer_id, occurrence, action_id, kind, \
-     action, retry_policy, envelope, status, attempts, round_attempts, next_attempt_at_ms, claimed_until_ms, \
-     created_at_ms, updated_at_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, 0, $10, 0, $10, $10) \
-     ON CONFLICT (idempotency_key) DO NOTHING";
+// Queueing and recording write many rows per statement (one driver round
+// trip for a whole group: on SQLite each statement is a hop to the
+// connection's thread and back). The texts are built for a row count by
+// `multi_row`; `$1..$k` are shared by every row, the rest are per row.
 
-const BUMP_ATTEMPTS: &str = "UPDATE deliveries SET attempts = attempts + 1, round_attempts = round_attempts + 1, \
-     status = $2, next_attempt_at_ms = $3, claimed_by = NULL, claimed_until_ms = 0, updated_at_ms = $4, \
-     last_error = $5 \
-     WHERE idempotency_key = $1 AND status = 'pending' RETURNING attempts";
+/// Rows per multi-row statement. Kept small: SQLite finds each parameter by
+/// name, so binding costs grow with the square of a statement's parameters
+/// (at most 14 a row), while 32 rows already make the round trips rare.
+const ROWS_PER_STATEMENT: usize = 32;
 
-const INSERT_ATTEMPT: &str = "INSERT INTO delivery_attempts (idempotency_key, attempt, tenant_id, timer_id, \
-     occurrence, action_id, kind, started_at_ms, duration_ms, outcome, status_code, error, output, runner) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+/// Queues rows: shared `$1` now, `$2` claimed by, `$3` claimed until; 9 per row.
+const ENQUEUE: MultiRow = MultiRow {
+    head: "INSERT INTO deliveries (idempotency_key, tenant_id, timer_id, occurrence, action_id, kind, \
+           action, retry_policy, envelope, status, attempts, round_attempts, next_attempt_at_ms, claimed_by, \
+           claimed_until_ms, created_at_ms, updated_at_ms) VALUES ",
+    row: &["", "", "", "", "", "", "", "", "", "'pending'", "0", "0", "$1", "$2", "$3", "$1", "$1"],
+    shared: 3,
+    tail: " ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
+};
 
-const INSERT_DEAD: &str = "INSERT INTO dead_letters (idempotency_key, tenant_id, timer_id, occurrence, action_id, \
-     kind, dead_at_ms, attempts, last_error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+/// Counts attempts and sets what follows them: key, status, next attempt at, now, error per row.
+/// (VALUES columns are `column1…` in both dialects.)
+const BUMP_ATTEMPTS: MultiRow = MultiRow {
+    head: "UPDATE deliveries SET attempts = attempts + 1, round_attempts = round_attempts + 1, \
+           status = b.column2, next_attempt_at_ms = b.column3, claimed_by = NULL, claimed_until_ms = 0, \
+           updated_at_ms = b.column4, last_error = b.column5 FROM (VALUES ",
+    row: &["", "", "CAST(# AS BIGINT)", "CAST(# AS BIGINT)", ""],
+    shared: 0,
+    tail: ") AS b WHERE deliveries.idempotency_key = b.column1 AND deliveries.status = 'pending' \
+           RETURNING idempotency_key, attempts",
+};
+
+/// History rows: 14 per row.
+const INSERT_ATTEMPTS: MultiRow = MultiRow {
+    head: "INSERT INTO delivery_attempts (idempotency_key, attempt, tenant_id, timer_id, occurrence, action_id, \
+           kind, started_at_ms, duration_ms, outcome, status_code, error, output, runner) VALUES ",
+    row: &["", "", "", "", "", "", "", "", "", "", "", "", "", ""],
+    shared: 0,
+    tail: "",
+};
+
+/// Dead letters: 9 per row.
+const INSERT_DEAD: MultiRow = MultiRow {
+    head: "INSERT INTO dead_letters (idempotency_key, tenant_id, timer_id, occurrence, action_id, kind, \
+           dead_at_ms, attempts, last_error) VALUES ",
+    row: &["", "", "", "", "", "", "", "", ""],
+    shared: 0,
+    tail: "",
+};
+
+/// A statement over many rows: `head`, then one `(…)` per row, then `tail`.
+/// Each row cell is a fixed expression (`'pending'`, `$1`), or a fresh
+/// parameter when empty, or a fresh parameter put in place of `#`.
+struct MultiRow {
+    head: &'static str,
+    row: &'static [&'static str],
+    /// Parameters `$1..=$shared` bound once for all rows.
+    shared: usize,
+    tail: &'static str,
+}
+
+impl MultiRow {
+    /// The text for `rows` rows.
+    fn text(&self, rows: usize) -> String {
+        let mut text = String::with_capacity(self.head.len() + self.tail.len() + rows * self.row.len() * 8);
+        text.push_str(self.head);
+        let mut next = self.shared;
+        for r in 0..rows {
+            text.push_str(if r == 0 { "(" } else { ", (" });
+            for (c, cell) in self.row.iter().enumerate() {
+                if c > 0 {
+                    text.push_str(", ");
+                }
+                if cell.is_empty() || cell.contains('#') {
+                    next += 1;
+                    let parameter = format!("${next}");
+                    text.push_str(&if cell.is_empty() {
+                        parameter.clone()
+                    } else {
+                        cell.replace('#', &parameter)
+                    });
+                } else {
+                    text.push_str(cell);
+                }
+            }
+            text.push(')');
+        }
+        text.push_str(self.tail);
+        text
+    }
+}
 
 const LIST_ATTEMPTS: &str = "SELECT idempotency_key, attempt, timer_id, occurrence, action_id, kind, started_at_ms, \
      duration_ms, outcome, status_code, error, output, runner FROM delivery_attempts \
@@ -293,32 +392,58 @@ impl ActionStore {
 
     /// Queues deliveries (those already queued are left alone); returns how many were new.
     pub async fn enqueue(&self, deliveries: &[NewDelivery], now_ms: i64) -> Result<u64, StoreError> {
+        let fresh = self.enqueue_claimed(deliveries, now_ms, None).await?;
+        Ok(fresh.iter().filter(|new| **new).count() as u64)
+    }
+
+    /// Queues deliveries in one transaction, the first `claim.first` new
+    /// ones already claimed under `claim` if given (see [`crate::inbox`]);
+    /// those already queued are left alone, whoever holds them. Returns, per
+    /// delivery, whether it was new.
+    pub async fn enqueue_claimed(
+        &self,
+        deliveries: &[NewDelivery],
+        now_ms: i64,
+        claim: Option<ClaimAtQueueing<'_>>,
+    ) -> Result<Vec<bool>, StoreError> {
         if deliveries.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
+        let (claimed, unclaimed) = deliveries.split_at(claim.map_or(0, |c| c.first.min(deliveries.len())));
+        let mut inserted: HashSet<String> = HashSet::with_capacity(deliveries.len());
+        let claimed_by = claim.map(|c| c.incarnation);
+        let claimed_until_ms = claim.map_or(0, |c| c.claimed_until_ms);
+        let mut chunks: Vec<(&[NewDelivery], Option<&str>, i64)> = Vec::new();
+        chunks.extend(claimed.chunks(ROWS_PER_STATEMENT).map(|chunk| (chunk, claimed_by, claimed_until_ms)));
+        chunks.extend(unclaimed.chunks(ROWS_PER_STATEMENT).map(|chunk| (chunk, None, 0)));
         on_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(failed("starting an enqueue"))?;
-            let mut inserted = 0;
-            for d in deliveries {
-                inserted += sqlx::query(ENQUEUE)
-                    .bind(&d.idempotency_key)
-                    .bind(&d.tenant_id)
-                    .bind(&d.timer_id)
-                    .bind(i64::from(d.occurrence))
-                    .bind(&d.action_id)
-                    .bind(&d.kind)
-                    .bind(&d.action)
-                    .bind(&d.retry_policy)
-                    .bind(&d.envelope)
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(failed("queueing a delivery"))?
-                    .rows_affected();
+            for &(chunk, claimed_by, claimed_until_ms) in &chunks {
+                let text = ENQUEUE.text(chunk.len());
+                let mut query =
+                    sqlx::query(sqlx::AssertSqlSafe(text)).persistent(chunk.len() == 1).bind(now_ms).bind(claimed_by).bind(claimed_until_ms);
+                for d in chunk {
+                    query = query
+                        .bind(&d.idempotency_key)
+                        .bind(&d.tenant_id)
+                        .bind(&d.timer_id)
+                        .bind(i64::from(d.occurrence))
+                        .bind(&d.action_id)
+                        .bind(&d.kind)
+                        .bind(&d.action)
+                        .bind(&d.retry_policy)
+                        .bind(&d.envelope);
+                }
+                let rows = query.fetch_all(&mut *tx).await.map_err(failed("queueing deliveries"))?;
+                for row in &rows {
+                    inserted.insert(row.try_get::<String, _>(0).map_err(failed("reading queued keys"))?);
+                }
             }
             tx.commit().await.map_err(failed("committing an enqueue"))?;
-            Ok(inserted)
-        })
+            Ok::<(), StoreError>(())
+        })?;
+        // A key given twice is new once (the first time).
+        Ok(deliveries.iter().map(|d| inserted.remove(&d.idempotency_key)).collect())
     }
 
     /// Records an attempt and what follows it, in one transaction; a dead
@@ -332,61 +457,111 @@ impl ActionStore {
         next: NextStep,
         now_ms: i64,
     ) -> Result<Option<u32>, StoreError> {
-        let (status, next_at) = match next {
-            NextStep::Delivered => ("succeeded", now_ms),
-            NextStep::RetryAt(at) => ("pending", at),
-            NextStep::DeadLetter => ("dead", now_ms),
-        };
+        let entry = AttemptToRecord { delivery, attempt, next, now_ms };
+        Ok(self.record_attempts(&[entry]).await?.pop().flatten())
+    }
+
+    /// Records many attempts in one transaction (a group commit), each as
+    /// [`ActionStore::record_attempt`] would; returns each one's result in order.
+    pub async fn record_attempts(
+        &self,
+        entries: &[AttemptToRecord<'_>],
+    ) -> Result<Vec<Option<u32>>, StoreError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Each statement below must name a delivery once: a key met again starts a new run.
+        let mut runs: Vec<&[AttemptToRecord<'_>]> = Vec::new();
+        let mut run_start = 0;
+        let mut keys = HashSet::new();
+        for (i, entry) in entries.iter().enumerate() {
+            if i - run_start == ROWS_PER_STATEMENT || !keys.insert(entry.delivery.idempotency_key.as_str()) {
+                runs.push(&entries[run_start..i]);
+                run_start = i;
+                keys.clear();
+                keys.insert(entry.delivery.idempotency_key.as_str());
+            }
+        }
+        runs.push(&entries[run_start..]);
+        let mut numbers = Vec::with_capacity(entries.len());
         on_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(failed("starting an attempt record"))?;
-            let number: Option<i64> = sqlx::query_scalar(BUMP_ATTEMPTS)
-                .bind(&delivery.idempotency_key)
-                .bind(status)
-                .bind(next_at)
-                .bind(now_ms)
-                .bind(&attempt.error)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(failed("updating a delivery"))?;
-            let Some(number) = number else {
-                return Ok(None);
-            };
-            sqlx::query(INSERT_ATTEMPT)
-                .bind(&delivery.idempotency_key)
-                .bind(number)
-                .bind(&delivery.tenant_id)
-                .bind(&delivery.timer_id)
-                .bind(i64::from(delivery.occurrence))
-                .bind(&delivery.action_id)
-                .bind(&delivery.kind)
-                .bind(attempt.started_at_ms)
-                .bind(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX))
-                .bind(attempt.outcome.as_str())
-                .bind(attempt.status_code)
-                .bind(&attempt.error)
-                .bind(&attempt.output)
-                .bind(&attempt.runner)
-                .execute(&mut *tx)
-                .await
-                .map_err(failed("recording an attempt"))?;
-            if next == NextStep::DeadLetter {
-                sqlx::query(INSERT_DEAD)
-                    .bind(&delivery.idempotency_key)
-                    .bind(&delivery.tenant_id)
-                    .bind(&delivery.timer_id)
-                    .bind(i64::from(delivery.occurrence))
-                    .bind(&delivery.action_id)
-                    .bind(&delivery.kind)
-                    .bind(now_ms)
-                    .bind(number)
-                    .bind(&attempt.error)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(failed("dead-lettering a delivery"))?;
+            for run in runs {
+                let one = run.len() == 1;
+                let mut bump = sqlx::query(sqlx::AssertSqlSafe(BUMP_ATTEMPTS.text(run.len()))).persistent(one);
+                for e in run {
+                    let (status, next_at) = match e.next {
+                        NextStep::Delivered => ("succeeded", e.now_ms),
+                        NextStep::RetryAt(at) => ("pending", at),
+                        NextStep::DeadLetter => ("dead", e.now_ms),
+                    };
+                    bump = bump
+                        .bind(&e.delivery.idempotency_key)
+                        .bind(status)
+                        .bind(next_at)
+                        .bind(e.now_ms)
+                        .bind(&e.attempt.error);
+                }
+                let mut counted: HashMap<String, i64> = HashMap::with_capacity(run.len());
+                for row in bump.fetch_all(&mut *tx).await.map_err(failed("updating deliveries"))? {
+                    let key: String = row.try_get(0).map_err(failed("reading updated deliveries"))?;
+                    counted.insert(key, row.try_get(1).map_err(failed("reading updated deliveries"))?);
+                }
+                let recorded: Vec<(&AttemptToRecord<'_>, i64)> = run
+                    .iter()
+                    .filter_map(|e| counted.get(&e.delivery.idempotency_key).map(|n| (e, *n)))
+                    .collect();
+                numbers.extend(run.iter().map(|e| counted.get(&e.delivery.idempotency_key).map(|n| to_u32(*n))));
+                if recorded.is_empty() {
+                    continue;
+                }
+                let mut history =
+                    sqlx::query(sqlx::AssertSqlSafe(INSERT_ATTEMPTS.text(recorded.len()))).persistent(recorded.len() == 1);
+                for (e, number) in &recorded {
+                    let (d, a) = (e.delivery, e.attempt);
+                    history = history
+                        .bind(&d.idempotency_key)
+                        .bind(*number)
+                        .bind(&d.tenant_id)
+                        .bind(&d.timer_id)
+                        .bind(i64::from(d.occurrence))
+                        .bind(&d.action_id)
+                        .bind(&d.kind)
+                        .bind(a.started_at_ms)
+                        .bind(i64::try_from(a.duration_ms).unwrap_or(i64::MAX))
+                        .bind(a.outcome.as_str())
+                        .bind(a.status_code)
+                        .bind(&a.error)
+                        .bind(&a.output)
+                        .bind(&a.runner);
+                }
+                history.execute(&mut *tx).await.map_err(failed("recording attempts"))?;
+                let dead: Vec<&(&AttemptToRecord<'_>, i64)> =
+                    recorded.iter().filter(|(e, _)| e.next == NextStep::DeadLetter).collect();
+                if dead.is_empty() {
+                    continue;
+                }
+                let mut letters =
+                    sqlx::query(sqlx::AssertSqlSafe(INSERT_DEAD.text(dead.len()))).persistent(dead.len() == 1);
+                for (e, number) in dead {
+                    let d = e.delivery;
+                    letters = letters
+                        .bind(&d.idempotency_key)
+                        .bind(&d.tenant_id)
+                        .bind(&d.timer_id)
+                        .bind(i64::from(d.occurrence))
+                        .bind(&d.action_id)
+                        .bind(&d.kind)
+                        .bind(e.now_ms)
+                        .bind(*number)
+                        .bind(&e.attempt.error);
+                }
+                letters.execute(&mut *tx).await.map_err(failed("dead-lettering deliveries"))?;
             }
             tx.commit().await.map_err(failed("committing an attempt record"))?;
-            Ok(Some(to_u32(number)))
-        })
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(numbers)
     }
 
     /// A timer's attempts, oldest first (at most [`LIST_MAX`]).

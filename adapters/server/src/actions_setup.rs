@@ -8,11 +8,11 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use minoots_actions::{ActionStore, Executor, Nats, NatsObserver, OutboxIntake, Runner, RunnerConfig};
+use minoots_actions::{ActionStore, Executor, Inbox, Nats, NatsObserver, OutboxIntake, Runner, RunnerConfig};
 use minoots_core::action::ActionPolicy;
 use minoots_node::metrics::Metrics;
 use minoots_node::{Clock, EventSink};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::config::ActionArgs;
 
@@ -38,7 +38,7 @@ pub struct Actions {
     /// Deliveries, history and DLQ (for the APIs).
     pub store: ActionStore,
     runner: Option<(Arc<Executor>, Option<Nats>)>,
-    wake: Arc<Notify>,
+    inbox: Arc<Inbox>,
     node_id: String,
     concurrency: usize,
     /// The runner's heartbeat period and lapse.
@@ -72,11 +72,14 @@ impl Actions {
             }
             None => None,
         };
-        let wake = Arc::new(Notify::new());
+        let concurrency = args.action_concurrency.max(1);
+        let inbox = Arc::new(Inbox::new(concurrency));
         let run_here = !args.no_action_runner;
         let sink: Option<Arc<dyn EventSink>> = match &nats {
             Some(nats) => Some(nats.sink()),
-            None if run_here => Some(Arc::new(OutboxIntake::new(store.clone(), wake.clone(), clock.clone()))),
+            None if run_here => {
+                Some(Arc::new(OutboxIntake::new(store.clone(), inbox.clone(), clock.clone())))
+            }
             None => None,
         };
         let runner = if run_here {
@@ -92,9 +95,9 @@ impl Actions {
             policy,
             store,
             runner,
-            wake,
+            inbox,
             node_id: node_id.to_owned(),
-            concurrency: args.action_concurrency.max(1),
+            concurrency,
             heartbeat_ms,
         })
     }
@@ -117,13 +120,20 @@ impl Actions {
             heartbeat_lapse_ms: self.heartbeat_ms.1,
             ..RunnerConfig::default()
         };
-        let runner =
-            Runner::new(self.store.clone(), executor.clone(), metrics, config, clock.clone(), observer);
-        let mut tasks = vec![tokio::spawn(runner.run(self.wake.clone(), shutdown.clone()))];
+        let runner = Runner::new(
+            self.store.clone(),
+            self.inbox.clone(),
+            executor.clone(),
+            metrics,
+            config,
+            clock.clone(),
+            observer,
+        );
+        let mut tasks = vec![tokio::spawn(runner.run(shutdown.clone()))];
         if let Some(nats) = nats.clone() {
             let store = self.store.clone();
-            let wake = self.wake.clone();
-            tasks.push(tokio::spawn(async move { nats.consume_into(store, wake, clock, shutdown).await }));
+            let inbox = self.inbox.clone();
+            tasks.push(tokio::spawn(async move { nats.consume_into(store, inbox, clock, shutdown).await }));
         }
         tasks
     }
