@@ -1,8 +1,10 @@
-//! `minoots bench`: a load generator against a running server over gRPC, the
+//! `minoots bench`: a load generator against a running server, the
 //! measuring tool of DESIGN.md §9. It owns the whole measurement: scheduling
-//! load (batched `ScheduleTimers` or single `ScheduleTimer` requests at a
+//! load (batches or single requests, over gRPC or REST — `--api` — at a
 //! bounded concurrency and an optional target rate), watching the fires come
-//! back on `StreamTimerEvents`, and reading the server's memory (RSS from
+//! back on `StreamTimerEvents`, with `--webhook` receiving every timer's
+//! webhook on a receiver of its own (`crate::bench_receiver`: due → receipt,
+//! what a user of webhooks feels), and reading the server's memory (RSS from
 //! `/proc/<pid>/status`, gauges from `/metrics`). Numbers only: it asserts
 //! nothing unless `--strict` is given.
 //!
@@ -60,14 +62,15 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::bench_receiver::{Receiver, WebhookReport};
 use crate::timers_cmd::{
-    ConnectArgs, KernelClient, code_name, parse_duration_ms, parse_instant_ms, status_text,
+    ConnectArgs, KernelClient, code_name, error_chain, parse_duration_ms, parse_instant_ms, status_text,
 };
 
 /// Label carrying the run id on every timer the bench creates.
-const RUN_LABEL: &str = "bench-run";
+pub(crate) const RUN_LABEL: &str = "bench-run";
 /// Label carrying the phase (`batch`, `single`, `preload`).
-const MODE_LABEL: &str = "bench-mode";
+pub(crate) const MODE_LABEL: &str = "bench-mode";
 /// Re-subscriptions of the event stream before the bench gives up on it.
 const MAX_STREAM_RESTARTS: u32 = 20;
 /// Largest value the histograms hold (one day, in microseconds).
@@ -77,6 +80,15 @@ const MISSING_SAMPLE_LEN: usize = 10;
 /// Upper bounds of the options (keeps memory and run time bounded).
 const MAX_TIMERS: u64 = 5_000_000;
 const MAX_PRELOAD: u64 = 50_000_000;
+
+/// Which API the schedule requests use (fires are always watched on the gRPC event stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Api {
+    /// `ScheduleTimers` / `ScheduleTimer` over gRPC.
+    Grpc,
+    /// `POST /api/timers/batch` / `POST /api/timers` over REST (`--rest-url`).
+    Rest,
+}
 
 /// How the timers are scheduled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -100,6 +112,12 @@ pub struct BenchArgs {
     /// How to schedule them.
     #[arg(long, value_enum, default_value_t = Mode::Batch)]
     pub mode: Mode,
+    /// Which API schedules them.
+    #[arg(long, value_enum, default_value_t = Api::Grpc)]
+    pub api: Api,
+    /// The REST API's base URL (`--api rest`).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:4000")]
+    pub rest_url: String,
     /// Timers per `ScheduleTimers` request (batch mode and preload).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub batch_size: u64,
@@ -136,6 +154,10 @@ pub struct BenchArgs {
     /// Preloaded timers are due between this horizon and twice it from now.
     #[arg(long = "preload-horizon", value_name = "DURATION", default_value = "1h", value_parser = parse_duration_ms)]
     pub preload_horizon_ms: u64,
+    /// Give every timer a webhook action to a receiver the bench runs (loopback, a free port) and report
+    /// due → webhook receipt beside the fire record. The server must allow loopback webhook URLs.
+    #[arg(long)]
+    pub webhook: bool,
     /// Exit non-zero when a fire is missing, duplicated, early or unexpected.
     #[arg(long)]
     pub strict: bool,
@@ -165,7 +187,7 @@ fn due_at_ms(start_wall_ms: i64, lead_ms: u64, index: u64, count: u64, window_ms
 }
 
 /// A histogram of microseconds.
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3).expect("constant histogram bounds are valid")
 }
 
@@ -187,7 +209,7 @@ pub struct Percentiles {
 }
 
 /// Summarises a histogram of microseconds in milliseconds; `None` when empty.
-fn summarize_us(histogram: &Histogram<u64>) -> Option<Percentiles> {
+pub(crate) fn summarize_us(histogram: &Histogram<u64>) -> Option<Percentiles> {
     if histogram.is_empty() {
         return None;
     }
@@ -238,7 +260,7 @@ fn parse_metric(text: &str, name: &str) -> Option<f64> {
 }
 
 /// Locks a mutex, also after a panic elsewhere (the data are plain counters).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -250,13 +272,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// (taken right as its millisecond ticks, so the anchor is not up to 1 ms
 /// behind), advanced by the monotonic clock.
 #[derive(Debug, Clone, Copy)]
-struct WallClock {
+pub(crate) struct WallClock {
     anchor_wall_us: i64,
     anchor: Instant,
 }
 
 impl WallClock {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let clock = minoots_node::SystemClock::new();
         let started = Instant::now();
         let first_ms = clock.now().wall_ms;
@@ -274,7 +296,7 @@ impl WallClock {
         Self { anchor_wall_us: wall_ms.saturating_mul(1000), anchor }
     }
 
-    fn now_us(&self) -> i64 {
+    pub(crate) fn now_us(&self) -> i64 {
         let elapsed_us = i64::try_from(self.anchor.elapsed().as_micros()).unwrap_or(i64::MAX);
         self.anchor_wall_us.saturating_add(elapsed_us)
     }
@@ -457,6 +479,8 @@ struct Plan {
     window_ms: u64,
     /// Keep acknowledged ids (to find missing fires).
     keep_ids: bool,
+    /// The action bundle every timer carries (`--webhook`), as JSON.
+    action_bundle: Option<String>,
 }
 
 /// Shared by the workers of one phase.
@@ -537,12 +561,13 @@ impl Outcome {
     }
 }
 
-/// The request for one bench timer.
-fn bench_request(due_ms: i64, labels: &BTreeMap<String, String>) -> TimerScheduleRequest {
+/// The request for one bench timer of `plan`.
+fn bench_request(due_ms: i64, plan: &Plan) -> TimerScheduleRequest {
     TimerScheduleRequest {
         requested_by: "minoots-bench".to_owned(),
         schedule_time: Some(timer_schedule_request::ScheduleTime::FireTimeIso(format_wall_ms(due_ms))),
-        labels: labels.clone(),
+        labels: plan.labels.clone(),
+        action_bundle_json: plan.action_bundle.clone().unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -556,7 +581,135 @@ async fn pace(start: Instant, index: u64, rate_per_s: u64) {
     tokio::time::sleep_until(at).await;
 }
 
-async fn batch_worker(mut client: KernelClient, ctx: Arc<PhaseCtx>, size: u64) -> Outcome {
+/// One item's answer: the timer id, or an error code and message.
+type ItemResult = Result<String, (String, String)>;
+
+/// Where schedule requests go: the gRPC API or the REST API.
+#[derive(Clone)]
+enum Scheduler {
+    Grpc(KernelClient),
+    Rest { http: reqwest::Client, base: String, api_key: String },
+}
+
+impl Scheduler {
+    /// Schedules one batch; `Err` when the whole request failed.
+    async fn batch(&mut self, dues: &[i64], plan: &Plan) -> Result<Vec<ItemResult>, (String, String)> {
+        match self {
+            Scheduler::Grpc(client) => {
+                let request = TimerBatchScheduleRequest {
+                    timers: dues.iter().map(|&due| bench_request(due, plan)).collect(),
+                };
+                let reply = client.schedule_timers(request).await.map_err(|status| {
+                    (code_name(status.code()).to_owned(), format!("ScheduleTimers: {}", status_text(&status)))
+                })?;
+                Ok(reply
+                    .into_inner()
+                    .results
+                    .into_iter()
+                    .map(|item| match item.result {
+                        Some(timer_batch_result::Result::Timer(timer)) => Ok(timer.id),
+                        Some(timer_batch_result::Result::Error(e)) => Err((
+                            e.code.clone(),
+                            format!("ScheduleTimers item: {}: {} (field: {})", e.code, e.message, e.field),
+                        )),
+                        None => {
+                            Err(("EMPTY_RESULT".to_owned(), "ScheduleTimers: an empty result".to_owned()))
+                        }
+                    })
+                    .collect())
+            }
+            Scheduler::Rest { http, base, api_key } => {
+                let timers: Vec<serde_json::Value> = dues.iter().map(|&due| rest_body(due, plan)).collect();
+                let url = format!("{base}/api/timers/batch");
+                let body = serde_json::json!({ "timers": timers });
+                let answer = rest_post(http, &url, api_key, &body).await?;
+                let results = answer["results"].as_array().cloned().unwrap_or_default();
+                Ok(results
+                    .iter()
+                    .map(|item| match item["timer"]["id"].as_str() {
+                        Some(id) => Ok(id.to_owned()),
+                        None => Err(rest_error(&item["error"], "POST /api/timers/batch item")),
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Schedules one timer.
+    async fn one(&mut self, due: i64, plan: &Plan) -> ItemResult {
+        match self {
+            Scheduler::Grpc(client) => match client.schedule_timer(bench_request(due, plan)).await {
+                Ok(reply) => reply.into_inner().timer.map(|t| t.id).ok_or_else(|| {
+                    ("EMPTY_RESULT".to_owned(), "ScheduleTimer: a reply without a timer".to_owned())
+                }),
+                Err(status) => Err((
+                    code_name(status.code()).to_owned(),
+                    format!("ScheduleTimer: {}", status_text(&status)),
+                )),
+            },
+            Scheduler::Rest { http, base, api_key } => {
+                let url = format!("{base}/api/timers");
+                let answer = rest_post(http, &url, api_key, &rest_body(due, plan)).await?;
+                answer["id"].as_str().map(str::to_owned).ok_or_else(|| {
+                    ("EMPTY_RESULT".to_owned(), "POST /api/timers: an answer without an id".to_owned())
+                })
+            }
+        }
+    }
+}
+
+/// The REST body for one bench timer of `plan`.
+fn rest_body(due_ms: i64, plan: &Plan) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "fireAt": format_wall_ms(due_ms),
+        "requestedBy": "minoots-bench",
+        "labels": plan.labels,
+    });
+    if let Some(bundle) = &plan.action_bundle {
+        body["actionBundle"] = serde_json::from_str(bundle).unwrap_or_default();
+    }
+    body
+}
+
+/// POSTs JSON; the answer's JSON on 2xx, else `(code, message)`.
+async fn rest_post(
+    http: &reqwest::Client,
+    url: &str,
+    api_key: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, (String, String)> {
+    let response = http
+        .post(url)
+        .header("x-api-key", api_key)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| ("TRANSPORT".to_owned(), format!("POST {url}: {}", error_chain(&e))))?;
+    let status = response.status();
+    let answer: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|e| ("BAD_ANSWER".to_owned(), format!("POST {url}: {}", error_chain(&e))))?;
+    if status.is_success() {
+        Ok(answer)
+    } else {
+        Err(rest_error(&answer["error"], &format!("POST {url} ({status})")))
+    }
+}
+
+/// `(code, message)` of a REST error object.
+fn rest_error(error: &serde_json::Value, context: &str) -> (String, String) {
+    let code = error["code"].as_str().unwrap_or("UNKNOWN").to_owned();
+    let message = format!(
+        "{context}: {}: {} (field: {})",
+        code,
+        error["message"].as_str().unwrap_or(""),
+        error["field"].as_str().unwrap_or("")
+    );
+    (code, message)
+}
+
+async fn batch_worker(mut scheduler: Scheduler, ctx: Arc<PhaseCtx>, size: u64) -> Outcome {
     let mut out = Outcome::new();
     let batches = ctx.plan.timers.div_ceil(size);
     // Bounded: each turn claims a batch index; at most `batches` turns overall.
@@ -569,46 +722,34 @@ async fn batch_worker(mut client: KernelClient, ctx: Arc<PhaseCtx>, size: u64) -
         let end = ctx.plan.timers.min(first + size);
         pace(ctx.start, first, ctx.plan.rate_per_s).await;
         let dues: Vec<i64> = (first..end).map(|i| ctx.due_ms(i)).collect();
-        let request = TimerBatchScheduleRequest {
-            timers: dues.iter().map(|&due| bench_request(due, &ctx.plan.labels)).collect(),
-        };
         let sent = Instant::now();
-        let reply = client.schedule_timers(request).await;
+        let reply = scheduler.batch(&dues, &ctx.plan).await;
         let ack_us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
         let acked_wall_ms = ctx.clock.now_ms();
         let count = end - first;
         match reply {
-            Ok(reply) => {
+            Ok(results) => {
                 out.requests_ok += 1;
                 out.ack_us.saturating_record(ack_us);
-                let results = reply.into_inner().results;
                 let missing = count.saturating_sub(results.len() as u64);
                 if missing > 0 {
                     out.error(&ctx, "SHORT_REPLY", missing, || {
-                        format!("ScheduleTimers answered {} of {count} timers", results.len())
+                        format!("a batch answered {} of {count} timers", results.len())
                     });
                 }
                 for (due, item) in dues.iter().zip(results) {
-                    match item.result {
-                        Some(timer_batch_result::Result::Timer(timer)) => {
-                            out.ok(&ctx, timer.id, *due, acked_wall_ms)
-                        }
-                        Some(timer_batch_result::Result::Error(e)) => out.error(&ctx, &e.code, 1, || {
-                            format!("ScheduleTimers item: {}: {} (field: {})", e.code, e.message, e.field)
-                        }),
-                        None => out
-                            .error(&ctx, "EMPTY_RESULT", 1, || "ScheduleTimers: an empty result".to_owned()),
+                    match item {
+                        Ok(id) => out.ok(&ctx, id, *due, acked_wall_ms),
+                        Err((code, message)) => out.error(&ctx, &code, 1, || message),
                     }
                 }
             }
-            Err(status) => out.error(&ctx, code_name(status.code()), count, || {
-                format!("ScheduleTimers: {}", status_text(&status))
-            }),
+            Err((code, message)) => out.error(&ctx, &code, count, || message),
         }
     }
 }
 
-async fn single_worker(mut client: KernelClient, ctx: Arc<PhaseCtx>) -> Outcome {
+async fn single_worker(mut scheduler: Scheduler, ctx: Arc<PhaseCtx>) -> Outcome {
     let mut out = Outcome::new();
     // Bounded: each turn claims one timer index; at most `timers` turns overall.
     loop {
@@ -619,22 +760,15 @@ async fn single_worker(mut client: KernelClient, ctx: Arc<PhaseCtx>) -> Outcome 
         pace(ctx.start, index, ctx.plan.rate_per_s).await;
         let due = ctx.due_ms(index);
         let sent = Instant::now();
-        let reply = client.schedule_timer(bench_request(due, &ctx.plan.labels)).await;
+        let reply = scheduler.one(due, &ctx.plan).await;
         let ack_us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
         match reply {
-            Ok(reply) => {
+            Ok(id) => {
                 out.requests_ok += 1;
                 out.ack_us.saturating_record(ack_us);
-                match reply.into_inner().timer {
-                    Some(timer) => out.ok(&ctx, timer.id, due, ctx.clock.now_ms()),
-                    None => out.error(&ctx, "EMPTY_RESULT", 1, || {
-                        "ScheduleTimer: a reply without a timer".to_owned()
-                    }),
-                }
+                out.ok(&ctx, id, due, ctx.clock.now_ms());
             }
-            Err(status) => out.error(&ctx, code_name(status.code()), 1, || {
-                format!("ScheduleTimer: {}", status_text(&status))
-            }),
+            Err((code, message)) => out.error(&ctx, &code, 1, || message),
         }
     }
 }
@@ -678,7 +812,7 @@ fn new_ctx(plan: Plan, clock: WallClock) -> Arc<PhaseCtx> {
     })
 }
 
-async fn run_workers(ctx: Arc<PhaseCtx>, clients: &[KernelClient]) -> Result<Outcome, Box<dyn Error>> {
+async fn run_workers(ctx: Arc<PhaseCtx>, clients: &[Scheduler]) -> Result<Outcome, Box<dyn Error>> {
     if clients.is_empty() {
         return Err("no connection to schedule over".into());
     }
@@ -807,6 +941,8 @@ async fn fetch_text(client: &reqwest::Client, url: &str) -> Result<String, Strin
 struct ConfigReport {
     timers: u64,
     mode: &'static str,
+    api: &'static str,
+    webhook: bool,
     batch_size: u64,
     concurrency: u64,
     batch_concurrency: u64,
@@ -873,6 +1009,8 @@ struct PhaseReport {
     fire_lateness_ms: Option<Percentiles>,
     /// Lateness at receipt: local clock at receipt − due_at.
     receive_lateness_ms: Option<Percentiles>,
+    /// Webhook deliveries to the bench's receiver (`--webhook`).
+    webhooks: Option<WebhookReport>,
     wait_s: f64,
 }
 
@@ -938,7 +1076,14 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
 
     let mut clients = Vec::new();
     for _ in 0..args.channels {
-        clients.push(args.connect.connect().await?);
+        clients.push(match args.api {
+            Api::Grpc => Scheduler::Grpc(args.connect.connect().await?),
+            Api::Rest => Scheduler::Rest {
+                http: reqwest::Client::builder().pool_max_idle_per_host(64).build()?,
+                base: args.rest_url.trim_end_matches('/').to_owned(),
+                api_key: args.connect.api_key.clone(),
+            },
+        });
     }
     let mut samples = vec![probe.sample("start").await];
     eprintln!("bench: run {run_id} against {}", args.connect.server_url());
@@ -954,6 +1099,14 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
         stream_task = Some(tokio::spawn(read_events(stream_client, stream, collector.clone(), clock)));
     }
 
+    let receiver = if args.webhook && args.timers > 0 {
+        let receiver = Receiver::start(&run_id, clock).await?;
+        eprintln!("bench: webhooks go to {}", receiver.action_bundle());
+        Some(receiver)
+    } else {
+        None
+    };
+
     let mut preload = None;
     if args.preload > 0 {
         let before = samples.last().and_then(|s| s.rss_kb);
@@ -965,6 +1118,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
             lead_ms: args.preload_horizon_ms,
             window_ms: args.preload_horizon_ms,
             keep_ids: false,
+            action_bundle: None,
         };
         eprintln!("bench: preloading {} timers due in {} ms or later", args.preload, args.preload_horizon_ms);
         let outcome = schedule_with_progress(plan, &clients, clock, "preload").await?;
@@ -995,7 +1149,8 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
     };
     let mut phases = Vec::new();
     for &mode in modes {
-        phases.push(measure(&args, mode, &run_id, &clients, clock, &collector, &probe, &mut samples).await?);
+        let watch = Watch { fires: &collector, webhooks: receiver.as_ref() };
+        phases.push(measure(&args, mode, &run_id, &clients, clock, watch, &probe, &mut samples).await?);
     }
 
     let event_stream = stream_task.map(|task| {
@@ -1015,6 +1170,11 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
         config: ConfigReport {
             timers: args.timers,
             mode: mode_name(args.mode),
+            api: match args.api {
+                Api::Grpc => "grpc",
+                Api::Rest => "rest",
+            },
+            webhook: args.webhook,
             batch_size: args.batch_size,
             concurrency: args.concurrency,
             batch_concurrency: args.batch_concurrency,
@@ -1037,8 +1197,17 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
     } else {
         print!("{}", render_summary(&report));
     }
-    let violations: u64 =
-        report.phases.iter().map(|p| p.missing + p.duplicates + p.early_fires + p.unexpected_fires).sum();
+    let violations: u64 = report
+        .phases
+        .iter()
+        .map(|p| {
+            p.missing
+                + p.duplicates
+                + p.early_fires
+                + p.unexpected_fires
+                + p.webhooks.as_ref().map_or(0, |w| w.missing + w.received_before_due)
+        })
+        .sum();
     if violations > 0 {
         eprintln!(
             "bench: WARNING: {violations} missing, duplicate, early or unexpected fires (see the report)"
@@ -1057,7 +1226,7 @@ fn labels(run_id: &str, mode: &str) -> BTreeMap<String, String> {
 /// Schedules a plan's timers over `clients` with progress lines; returns the merged outcome.
 async fn schedule_with_progress(
     plan: Plan,
-    clients: &[KernelClient],
+    clients: &[Scheduler],
     clock: WallClock,
     label: &str,
 ) -> Result<Outcome, Box<dyn Error>> {
@@ -1068,18 +1237,26 @@ async fn schedule_with_progress(
     outcome
 }
 
-/// One measured phase: schedule, wait for the fires, count.
+/// What a phase watches arrive: fires on the event stream, and webhooks.
+#[derive(Clone, Copy)]
+struct Watch<'a> {
+    fires: &'a Arc<Collector>,
+    webhooks: Option<&'a Receiver>,
+}
+
+/// One measured phase: schedule, wait for the fires (and webhooks), count.
 #[allow(clippy::too_many_arguments)]
 async fn measure(
     args: &BenchArgs,
     mode: Mode,
     run_id: &str,
-    clients: &[KernelClient],
+    clients: &[Scheduler],
     clock: WallClock,
-    collector: &Arc<Collector>,
+    watch: Watch<'_>,
     probe: &Probe,
     samples: &mut Vec<Sample>,
 ) -> Result<PhaseReport, Box<dyn Error>> {
+    let collector = watch.fires;
     let name = mode_name(mode);
     let (sender, ack_unit) = match mode {
         Mode::Single => (Sender::Single { in_flight: args.concurrency }, "request"),
@@ -1088,6 +1265,9 @@ async fn measure(
         }
     };
     collector.register(name);
+    if let Some(receiver) = watch.webhooks {
+        receiver.register(name);
+    }
     let plan = Plan {
         sender,
         timers: args.timers,
@@ -1096,6 +1276,7 @@ async fn measure(
         lead_ms: args.lead_ms,
         window_ms: args.window_ms,
         keep_ids: true,
+        action_bundle: watch.webhooks.map(Receiver::action_bundle),
     };
     eprintln!(
         "bench {name}: scheduling {} timers due over {} ms from +{} ms ({:.0} fires/s)",
@@ -1105,7 +1286,7 @@ async fn measure(
         args.timers as f64 * 1000.0 / args.window_ms as f64
     );
     let ctx = new_ctx(plan, clock);
-    let start = ctx.start;
+    let (start, start_wall_ms) = (ctx.start, ctx.start_wall_ms);
     // One progress line a second through both the schedule and the wait.
     let progress = spawn_progress(name.to_owned(), ctx.clone(), Some(collector.clone()));
     let outcome = match run_workers(ctx, clients).await {
@@ -1121,12 +1302,19 @@ async fn measure(
     let last_due = start + Duration::from_millis(args.lead_ms.saturating_add(args.window_ms));
     let deadline = last_due.max(Instant::now()) + Duration::from_millis(args.grace_ms);
     let wait_start = Instant::now();
-    while Instant::now() < deadline && collector.unique(name) < outcome.acked {
+    let all_arrived = || {
+        collector.unique(name) >= outcome.acked
+            && watch.webhooks.is_none_or(|receiver| receiver.unique(name) >= outcome.acked)
+    };
+    while Instant::now() < deadline && !all_arrived() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let wait_s = wait_start.elapsed().as_secs_f64();
     progress.abort();
     let fires = collector.take(name);
+    let last_due_ms =
+        due_at_ms(start_wall_ms, args.lead_ms, args.timers.saturating_sub(1), args.timers, args.window_ms);
+    let webhooks = watch.webhooks.map(|receiver| receiver.take(name, outcome.acked, last_due_ms));
     samples.push(probe.sample(&format!("after {name} fires")).await);
 
     let mut missing_ids: Vec<&String> =
@@ -1148,6 +1336,7 @@ async fn measure(
         received_before_due: fires.received_before_due,
         fire_lateness_ms: summarize_us(&fires.server_lateness_us),
         receive_lateness_ms: summarize_us(&fires.receive_lateness_us),
+        webhooks,
         wait_s,
     })
 }
@@ -1202,9 +1391,11 @@ fn render_table(rows: &[Vec<String>]) -> String {
 fn render_summary(report: &Report) -> String {
     let c = &report.config;
     let mut text = format!(
-        "minoots bench  run {}  server {}\n  timers {} per mode, window {} ms from +{} ms after each schedule phase starts, grace {} ms, rate {}\n",
+        "minoots bench  run {}  server {}  api {}{}\n  timers {} per mode, window {} ms from +{} ms after each schedule phase starts, grace {} ms, rate {}\n",
         report.run_id,
         report.server,
+        c.api,
+        if c.webhook { "  webhooks to the bench's receiver" } else { "" },
         c.timers,
         c.window_ms,
         c.lead_ms,
@@ -1228,6 +1419,15 @@ fn render_summary(report: &Report) -> String {
             vec!["fire lateness, server p50/p99/p99.9/max (ms)".into()],
             vec!["fire lateness, received p50/p99/p99.9/max (ms)".into()],
         ];
+        let webhooks = report.phases.iter().any(|p| p.webhooks.is_some());
+        if webhooks {
+            rows.extend([
+                vec!["webhooks received / duplicates / missing".into()],
+                vec!["webhook due → receipt p50/p99/p99.9/max (ms)".into()],
+                vec!["webhooks delivered/s".into()],
+                vec!["last receipt − last due (ms)".into()],
+            ]);
+        }
         for p in &report.phases {
             let s = &p.schedule;
             let cells = [
@@ -1246,7 +1446,16 @@ fn render_summary(report: &Report) -> String {
                 ms_text(p.fire_lateness_ms),
                 ms_text(p.receive_lateness_ms),
             ];
-            for (row, cell) in rows.iter_mut().zip(cells) {
+            let hook_cells = p.webhooks.as_ref().map(|w| {
+                [
+                    format!("{} / {} / {}", w.received, w.duplicates, w.missing),
+                    ms_text(w.receipt_lateness_ms),
+                    format!("{:.0}", w.delivered_per_s),
+                    opt_text(w.last_receipt_after_last_due_ms.map(|ms| format!("{ms:.0}"))),
+                ]
+            });
+            for (row, cell) in rows.iter_mut().zip(cells.into_iter().chain(hook_cells.into_iter().flatten()))
+            {
                 row.push(cell);
             }
         }

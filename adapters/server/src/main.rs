@@ -4,6 +4,7 @@
 
 mod actions_setup;
 mod bench;
+mod bench_receiver;
 mod cli;
 mod config;
 mod dlq_cmd;
