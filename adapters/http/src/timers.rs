@@ -96,6 +96,12 @@ pub async fn create(
     }
 }
 
+/// The batch answer, serialized straight from the views (no intermediate JSON tree).
+#[derive(Debug, Serialize)]
+struct BatchAnswer {
+    results: Vec<BatchItem>,
+}
+
 /// One item of a batch answer.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -170,7 +176,7 @@ pub async fn create_batch(
         EngineResponse::ScheduledBatch(results) => {
             let results: Vec<BatchItem> =
                 results.into_iter().enumerate().map(|(i, r)| batch_item(i, r)).collect();
-            Ok((StatusCode::CREATED, Json(serde_json::json!({ "results": results }))).into_response())
+            Ok((StatusCode::CREATED, Json(BatchAnswer { results })).into_response())
         }
         other => Err(unexpected(&other)),
     }
