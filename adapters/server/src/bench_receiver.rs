@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::serve::ListenerExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -93,6 +94,10 @@ impl Receiver {
         let addr = listener.local_addr()?;
         let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(shared.clone());
         let task = tokio::spawn(async move {
+            // No Nagle: answer each delivery at once, as a fast receiver would.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             if let Err(e) = axum::serve(listener, app).await {
                 eprintln!("bench: the webhook receiver stopped: {e}");
             }

@@ -69,7 +69,9 @@ pub async fn serve_grpc_listener(
         .add_service(health)
         .add_service(reflection)
         .add_service(kernel)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        // No Nagle: an event-stream message is small and must leave at once, not
+        // wait for the client's delayed ACK (tens of ms).
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
         .await?;
     Ok(())
 }

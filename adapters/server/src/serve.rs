@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use minoots_core::auth::Role;
 use minoots_core::engine::{EngineConfig, LeadershipMode};
 use minoots_core::lease::LeaseConfig;
@@ -99,6 +100,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         ..Default::default()
     };
     let api = minoots_http::api_router(handle.clone(), http_config);
+    // No Nagle: SSE events and small answers leave at once, not after the client's delayed ACK.
+    let http = http.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let http_task =
         tokio::spawn(axum::serve(http, api).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
     let metrics_task = tokio::spawn(
