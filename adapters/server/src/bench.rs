@@ -158,6 +158,10 @@ pub struct BenchArgs {
     /// due → webhook receipt beside the fire record. The server must allow loopback webhook URLs.
     #[arg(long)]
     pub webhook: bool,
+    /// With `--webhook`: the receiver answers 503 for this long from the middle of each phase's window
+    /// (a receiver outage); the server retries those deliveries and the report shows what it cost.
+    #[arg(long = "webhook-outage", value_name = "DURATION", default_value = "0ms", value_parser = parse_duration_ms)]
+    pub webhook_outage_ms: u64,
     /// Exit non-zero when a fire is missing, duplicated, early or unexpected.
     #[arg(long)]
     pub strict: bool,
@@ -943,6 +947,7 @@ struct ConfigReport {
     mode: &'static str,
     api: &'static str,
     webhook: bool,
+    webhook_outage_ms: u64,
     batch_size: u64,
     concurrency: u64,
     batch_concurrency: u64,
@@ -1175,6 +1180,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
                 Api::Rest => "rest",
             },
             webhook: args.webhook,
+            webhook_outage_ms: args.webhook_outage_ms,
             batch_size: args.batch_size,
             concurrency: args.concurrency,
             batch_concurrency: args.batch_concurrency,
@@ -1287,6 +1293,10 @@ async fn measure(
     );
     let ctx = new_ctx(plan, clock);
     let (start, start_wall_ms) = (ctx.start, ctx.start_wall_ms);
+    if let Some(receiver) = watch.webhooks.filter(|_| args.webhook_outage_ms > 0) {
+        let middle_ms = i64::try_from(args.lead_ms.saturating_add(args.window_ms / 2)).unwrap_or(i64::MAX);
+        receiver.plan_outage(start_wall_ms.saturating_add(middle_ms), args.webhook_outage_ms);
+    }
     // One progress line a second through both the schedule and the wait.
     let progress = spawn_progress(name.to_owned(), ctx.clone(), Some(collector.clone()));
     let outcome = match run_workers(ctx, clients).await {
@@ -1426,6 +1436,7 @@ fn render_summary(report: &Report) -> String {
                 vec!["webhook due → receipt p50/p99/p99.9/max (ms)".into()],
                 vec!["webhooks delivered/s".into()],
                 vec!["last receipt − last due (ms)".into()],
+                vec!["answered 503 in the outage".into()],
             ]);
         }
         for p in &report.phases {
@@ -1452,6 +1463,7 @@ fn render_summary(report: &Report) -> String {
                     ms_text(w.receipt_lateness_ms),
                     format!("{:.0}", w.delivered_per_s),
                     opt_text(w.last_receipt_after_last_due_ms.map(|ms| format!("{ms:.0}"))),
+                    w.refused_in_outage.to_string(),
                 ]
             });
             for (row, cell) in rows.iter_mut().zip(cells.into_iter().chain(hook_cells.into_iter().flatten()))

@@ -7,7 +7,10 @@
 //! the run and phase from its timer's labels and the due time from its
 //! fire, and counts a delivery by its `Idempotency-Key` (a repeat is a
 //! duplicate delivery, which at-least-once allows; the report shows them).
-//! Deliveries of other runs are answered and ignored.
+//! Deliveries of other runs are answered and ignored. An *outage* (from
+//! `--webhook-outage`) makes it answer 503 to every delivery for a while,
+//! as a receiver being redeployed would: those deliveries are retried by
+//! the server and counted when they finally arrive.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -26,6 +29,7 @@ use crate::timers_cmd::parse_instant_ms;
 /// Deliveries of one phase.
 struct PhaseDeliveries {
     keys: HashSet<String>,
+    refused_in_outage: u64,
     duplicates: u64,
     before_due: u64,
     lateness_us: Histogram<u64>,
@@ -37,6 +41,7 @@ impl PhaseDeliveries {
     fn new() -> Self {
         Self {
             keys: HashSet::new(),
+            refused_in_outage: 0,
             duplicates: 0,
             before_due: 0,
             lateness_us: new_histogram(),
@@ -65,11 +70,15 @@ pub struct WebhookReport {
     pub last_receipt_after_last_due_ms: Option<f64>,
     /// Deliveries of this run so far whose body was not a fire envelope (every phase).
     pub malformed: u64,
+    /// Deliveries answered 503 during the outage (each is retried by the server).
+    pub refused_in_outage: u64,
 }
 
 struct Shared {
     run_id: String,
     clock: WallClock,
+    /// While the local clock (µs) is in `[start, end)`, every delivery is answered 503.
+    outage_us: Mutex<Option<(i64, i64)>>,
     phases: Mutex<HashMap<String, PhaseDeliveries>>,
     malformed: Mutex<u64>,
 }
@@ -87,6 +96,7 @@ impl Receiver {
         let shared = Arc::new(Shared {
             run_id: run_id.to_owned(),
             clock,
+            outage_us: Mutex::new(None),
             phases: Mutex::new(HashMap::new()),
             malformed: Mutex::new(0),
         });
@@ -118,6 +128,14 @@ impl Receiver {
         lock(&self.shared.phases).insert(mode.to_owned(), PhaseDeliveries::new());
     }
 
+    /// Answers 503 to every delivery from `start_ms` (local wall clock) for `duration_ms`.
+    pub fn plan_outage(&self, start_ms: i64, duration_ms: u64) {
+        let start_us = start_ms.saturating_mul(1000);
+        let end_us =
+            start_us.saturating_add(i64::try_from(duration_ms).unwrap_or(i64::MAX).saturating_mul(1000));
+        *lock(&self.shared.outage_us) = Some((start_us, end_us));
+    }
+
     /// Distinct deliveries of a phase so far.
     pub fn unique(&self, mode: &str) -> u64 {
         lock(&self.shared.phases).get(mode).map_or(0, |p| p.keys.len() as u64)
@@ -143,6 +161,7 @@ impl Receiver {
                 .last_receipt_us
                 .map(|last| (last - last_due_ms.saturating_mul(1000)) as f64 / 1000.0),
             malformed: *lock(&self.shared.malformed),
+            refused_in_outage: phase.refused_in_outage,
         }
     }
 }
@@ -169,8 +188,13 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         *lock(&shared.malformed) += 1;
         return StatusCode::OK;
     };
+    let in_outage = lock(&shared.outage_us).is_some_and(|(start, end)| (start..end).contains(&received_us));
     let mut phases = lock(&shared.phases);
     let Some(phase) = phases.get_mut(mode) else { return StatusCode::OK };
+    if in_outage {
+        phase.refused_in_outage += 1;
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
     if key.is_empty() || !phase.keys.insert(key) {
         phase.duplicates += 1;
         return StatusCode::OK;
