@@ -302,8 +302,9 @@ pub struct ActionArgs {
     #[arg(long, env = "ACTION_WEBHOOK_BREAKER_FAILURE_THRESHOLD", default_value_t = 5)]
     pub webhook_breaker_failure_threshold: u32,
     /// How long an open destination waits before probing: seconds (`1`, `0.5`) or a duration
-    /// (`500ms`); doubles while probes fail.
-    #[arg(long = "webhook-breaker-recovery-timeout", env = "ACTION_WEBHOOK_BREAKER_RECOVERY_TIMEOUT", default_value = "1", value_parser = parse_seconds_ms)]
+    /// (`500ms`); doubles while probes fail. Short by default: a receiver back after a
+    /// redeploy of a fraction of a second gets its deliveries within about that long.
+    #[arg(long = "webhook-breaker-recovery-timeout", env = "ACTION_WEBHOOK_BREAKER_RECOVERY_TIMEOUT", default_value = "250ms", value_parser = parse_seconds_ms)]
     pub webhook_breaker_recovery_timeout_ms: u64,
     /// Longest open period while a destination's probes keep failing (seconds or a duration).
     #[arg(long = "webhook-breaker-recovery-timeout-max", env = "ACTION_WEBHOOK_BREAKER_RECOVERY_TIMEOUT_MAX", default_value = "30", value_parser = parse_seconds_ms)]
@@ -487,7 +488,9 @@ mod tests {
     #[test]
     fn webhook_breaker_and_runner_heartbeat_flags() {
         let exec = parse(&[]).actions.exec_config().expect("defaults");
-        assert_eq!(exec.webhook_breaker, minoots_core::breaker::BreakerConfig::default());
+        let expected =
+            minoots_core::breaker::BreakerConfig { recovery_timeout_ms: 250, ..Default::default() };
+        assert_eq!(exec.webhook_breaker, expected);
         let args = parse(&[
             "--webhook-breaker-failure-threshold",
             "2",
