@@ -2,9 +2,9 @@
 //!
 //! Recording an attempt (the delivery's new state, the history row, the
 //! dead letter) must be durable before the runner acts on it, and one
-//! transaction per attempt — one fsync each on the embedded store, all on
-//! its one connection — was what held the standalone runner near a
-//! thousand webhooks a second. The recorder runs one transaction at a time
+//! transaction per attempt — a commit and a few statements each, every one
+//! a round trip to the embedded store's single connection — was what held
+//! the standalone runner near a thousand webhooks a second. The recorder runs one transaction at a time
 //! for every attempt that finished while the previous one committed (at
 //! most [`GROUP_MAX`]): the first attempt after a quiet spell is recorded
 //! at once, and under load each commit serves many. A group that fails is
