@@ -271,8 +271,8 @@ const BUMP_ATTEMPTS: MultiRow = MultiRow {
 
 /// History rows: 14 per row.
 const INSERT_ATTEMPTS: MultiRow = MultiRow {
-    head: "INSERT INTO delivery_attempts (idempotency_key, attempt, tenant_id, timer_id, occurrence, action_id, \
-           kind, started_at_ms, duration_ms, outcome, status_code, error, output, runner) VALUES ",
+    head: "INSERT INTO delivery_attempts (idempotency_key, tenant_id, timer_id, occurrence, action_id, kind, \
+           attempt, started_at_ms, duration_ms, outcome, status_code, error, output, runner) VALUES ",
     row: &["", "", "", "", "", "", "", "", "", "", "", "", "", ""],
     shared: 0,
     tail: "",
@@ -286,6 +286,21 @@ const INSERT_DEAD: MultiRow = MultiRow {
     shared: 0,
     tail: "",
 };
+
+/// Binds a delivery's identity — key, tenant, timer, occurrence, action,
+/// kind — the first six columns of every row [`ENQUEUE`], [`INSERT_ATTEMPTS`]
+/// and [`INSERT_DEAD`] write.
+macro_rules! bind_identity {
+    ($query:expr, $delivery:expr) => {
+        $query
+            .bind(&$delivery.idempotency_key)
+            .bind(&$delivery.tenant_id)
+            .bind(&$delivery.timer_id)
+            .bind(i64::from($delivery.occurrence))
+            .bind(&$delivery.action_id)
+            .bind(&$delivery.kind)
+    };
+}
 
 /// A statement over many rows: `head`, then one `(…)` per row, then `tail`.
 /// Each row cell is a fixed expression (`'pending'`, `$1`), or a fresh
@@ -419,20 +434,13 @@ impl ActionStore {
         on_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(failed("starting an enqueue"))?;
             for &(chunk, claimed_by, claimed_until_ms) in &chunks {
-                let text = ENQUEUE.text(chunk.len());
-                let mut query =
-                    sqlx::query(sqlx::AssertSqlSafe(text)).persistent(chunk.len() == 1).bind(now_ms).bind(claimed_by).bind(claimed_until_ms);
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(ENQUEUE.text(chunk.len())))
+                    .persistent(chunk.len() == 1)
+                    .bind(now_ms)
+                    .bind(claimed_by)
+                    .bind(claimed_until_ms);
                 for d in chunk {
-                    query = query
-                        .bind(&d.idempotency_key)
-                        .bind(&d.tenant_id)
-                        .bind(&d.timer_id)
-                        .bind(i64::from(d.occurrence))
-                        .bind(&d.action_id)
-                        .bind(&d.kind)
-                        .bind(&d.action)
-                        .bind(&d.retry_policy)
-                        .bind(&d.envelope);
+                    query = bind_identity!(query, d).bind(&d.action).bind(&d.retry_policy).bind(&d.envelope);
                 }
                 let rows = query.fetch_all(&mut *tx).await.map_err(failed("queueing deliveries"))?;
                 for row in &rows {
@@ -487,8 +495,8 @@ impl ActionStore {
         on_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(failed("starting an attempt record"))?;
             for run in runs {
-                let one = run.len() == 1;
-                let mut bump = sqlx::query(sqlx::AssertSqlSafe(BUMP_ATTEMPTS.text(run.len()))).persistent(one);
+                let mut bump =
+                    sqlx::query(sqlx::AssertSqlSafe(BUMP_ATTEMPTS.text(run.len()))).persistent(run.len() == 1);
                 for e in run {
                     let (status, next_at) = match e.next {
                         NextStep::Delivered => ("succeeded", e.now_ms),
@@ -511,22 +519,17 @@ impl ActionStore {
                     .iter()
                     .filter_map(|e| counted.get(&e.delivery.idempotency_key).map(|n| (e, *n)))
                     .collect();
-                numbers.extend(run.iter().map(|e| counted.get(&e.delivery.idempotency_key).map(|n| to_u32(*n))));
+                numbers
+                    .extend(run.iter().map(|e| counted.get(&e.delivery.idempotency_key).map(|n| to_u32(*n))));
                 if recorded.is_empty() {
                     continue;
                 }
-                let mut history =
-                    sqlx::query(sqlx::AssertSqlSafe(INSERT_ATTEMPTS.text(recorded.len()))).persistent(recorded.len() == 1);
+                let mut history = sqlx::query(sqlx::AssertSqlSafe(INSERT_ATTEMPTS.text(recorded.len())))
+                    .persistent(recorded.len() == 1);
                 for (e, number) in &recorded {
-                    let (d, a) = (e.delivery, e.attempt);
-                    history = history
-                        .bind(&d.idempotency_key)
+                    let a = e.attempt;
+                    history = bind_identity!(history, e.delivery)
                         .bind(*number)
-                        .bind(&d.tenant_id)
-                        .bind(&d.timer_id)
-                        .bind(i64::from(d.occurrence))
-                        .bind(&d.action_id)
-                        .bind(&d.kind)
                         .bind(a.started_at_ms)
                         .bind(i64::try_from(a.duration_ms).unwrap_or(i64::MAX))
                         .bind(a.outcome.as_str())
@@ -541,17 +544,10 @@ impl ActionStore {
                 if dead.is_empty() {
                     continue;
                 }
-                let mut letters =
-                    sqlx::query(sqlx::AssertSqlSafe(INSERT_DEAD.text(dead.len()))).persistent(dead.len() == 1);
+                let mut letters = sqlx::query(sqlx::AssertSqlSafe(INSERT_DEAD.text(dead.len())))
+                    .persistent(dead.len() == 1);
                 for (e, number) in dead {
-                    let d = e.delivery;
-                    letters = letters
-                        .bind(&d.idempotency_key)
-                        .bind(&d.tenant_id)
-                        .bind(&d.timer_id)
-                        .bind(i64::from(d.occurrence))
-                        .bind(&d.action_id)
-                        .bind(&d.kind)
+                    letters = bind_identity!(letters, e.delivery)
                         .bind(e.now_ms)
                         .bind(*number)
                         .bind(&e.attempt.error);
