@@ -12,65 +12,19 @@
 
 #![allow(clippy::disallowed_methods)] // Real time: the heartbeat lapse is judged by the database clock.
 
-#[path = "../../../tests/support/pg.rs"]
-mod pg;
+mod support;
 
 use std::time::Duration;
 
 use minoots_actions::ActionStore;
-use minoots_actions::claims::ClaimTerms;
-use minoots_actions::store::{AttemptOutcome, AttemptRecord, NewDelivery, NextStep};
-
-static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+use minoots_actions::store::NextStep;
+use support::{claim_at, delivery, keys, now_ms, postgres_store, sqlite_store, succeeded_attempt};
 
 /// The heartbeat lapse used by the scenario.
 const LAPSE_MS: i64 = 400;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
-}
-
-fn delivery(n: u32) -> NewDelivery {
-    NewDelivery {
-        idempotency_key: format!("timer-{n}:1:hook"),
-        tenant_id: "tenant".into(),
-        timer_id: format!("timer-{n}"),
-        occurrence: 1,
-        action_id: "hook".into(),
-        kind: "webhook".into(),
-        action: "{}".into(),
-        retry_policy: "{}".into(),
-        envelope: "{}".into(),
-    }
-}
-
 async fn claim(store: &ActionStore, incarnation: &str) -> Vec<String> {
-    claim_at(store, incarnation, now_ms(), 60_000).await
-}
-
-async fn claim_at(store: &ActionStore, incarnation: &str, now_ms: i64, claim_ms: i64) -> Vec<String> {
-    let terms = ClaimTerms {
-        incarnation,
-        now_ms,
-        claim_until_ms: now_ms + claim_ms,
-        heartbeat_lapse_ms: LAPSE_MS,
-        limit: 100,
-    };
-    let mut keys: Vec<String> = store
-        .claim_due(terms)
-        .await
-        .expect("claim")
-        .into_iter()
-        .map(|c| c.delivery.idempotency_key)
-        .collect();
-    keys.sort();
-    keys
-}
-
-fn keys(ns: &[u32]) -> Vec<String> {
-    let mut keys: Vec<String> = ns.iter().map(|n| delivery(*n).idempotency_key).collect();
-    keys.sort();
-    keys
+    claim_at(store, incarnation, now_ms(), 60_000, LAPSE_MS).await
 }
 
 async fn scenario(store: &ActionStore) {
@@ -79,19 +33,19 @@ async fn scenario(store: &ActionStore) {
     // A live incarnation keeps its claims.
     assert_eq!(store.register_incarnation("node-a", "node-a/1").await.expect("register"), 0);
     store.register_incarnation("node-b", "node-b/1").await.expect("register");
-    assert_eq!(claim(store, "node-a/1").await, keys(&[1, 2, 3]));
+    assert_eq!(claim(store, "node-a/1").await, keys([1, 2, 3]));
     assert_eq!(claim(store, "node-b/1").await, Vec::<String>::new(), "node-a/1 is alive");
 
     // node-a restarts: its new incarnation releases the old one's claims at once.
     assert_eq!(store.register_incarnation("node-a", "node-a/2").await.expect("register"), 3);
-    assert_eq!(claim(store, "node-a/2").await, keys(&[1, 2, 3]));
+    assert_eq!(claim(store, "node-a/2").await, keys([1, 2, 3]));
 
     // node-a dies for good: once its heartbeat lapses, node-b takes over.
     store.heartbeat("node-b", "node-b/1").await.expect("heartbeat");
     assert_eq!(claim(store, "node-b/1").await, Vec::<String>::new(), "not before the lapse");
     tokio::time::sleep(Duration::from_millis(LAPSE_MS as u64 + 200)).await;
     store.heartbeat("node-b", "node-b/1").await.expect("heartbeat");
-    assert_eq!(claim(store, "node-b/1").await, keys(&[1, 2, 3]), "taken over after the lapse");
+    assert_eq!(claim(store, "node-b/1").await, keys([1, 2, 3]), "taken over after the lapse");
     // ... and while node-b beats, nobody takes them from it.
     store.register_incarnation("node-c", "node-c/1").await.expect("register");
     assert_eq!(claim(store, "node-c/1").await, Vec::<String>::new());
@@ -99,21 +53,21 @@ async fn scenario(store: &ActionStore) {
     // The attempt bound still ends a live runner's claim.
     store.heartbeat("node-b", "node-b/1").await.expect("heartbeat");
     assert_eq!(
-        claim_at(store, "node-c/1", now_ms() + 120_000, 60_000).await,
-        keys(&[1, 2, 3]),
+        claim_at(store, "node-c/1", now_ms() + 120_000, 60_000, LAPSE_MS).await,
+        keys([1, 2, 3]),
         "past node-b's claim bound"
     );
 
     // A clean retirement hands the claims over at once.
     store.heartbeat("node-c", "node-c/1").await.expect("heartbeat");
     assert_eq!(store.retire_incarnation("node-c/1").await.expect("retire"), 3);
-    assert_eq!(claim(store, "node-b/1").await, keys(&[1, 2, 3]));
+    assert_eq!(claim(store, "node-b/1").await, keys([1, 2, 3]));
 
     // A claim by an incarnation never registered is void.
     store.retire_incarnation("node-b/1").await.expect("retire");
-    assert_eq!(claim(store, "ghost/1").await, keys(&[1, 2, 3]));
+    assert_eq!(claim(store, "ghost/1").await, keys([1, 2, 3]));
     store.heartbeat("node-b", "node-b/2").await.expect("heartbeat");
-    assert_eq!(claim(store, "node-b/2").await, keys(&[1, 2, 3]));
+    assert_eq!(claim(store, "node-b/2").await, keys([1, 2, 3]));
 
     // A deferral is not an attempt; it runs again at the deferred time.
     let later = now_ms() + 5_000;
@@ -122,27 +76,13 @@ async fn scenario(store: &ActionStore) {
         !store.defer(&delivery(2), "node-a/2", later, "circuit open", now_ms()).await.expect("defer"),
         "only the holder may defer"
     );
-    let record = AttemptRecord {
-        idempotency_key: delivery(2).idempotency_key,
-        attempt: 1,
-        timer_id: "timer-2".into(),
-        occurrence: 1,
-        action_id: "hook".into(),
-        kind: "webhook".into(),
-        started_at_ms: now_ms(),
-        duration_ms: 1,
-        outcome: AttemptOutcome::Succeeded,
-        status_code: Some(200),
-        error: None,
-        output: None,
-        runner: "node-b".into(),
-    };
+    let record = succeeded_attempt(2, "node-b");
     store.record_attempt(&delivery(2), &record, NextStep::Delivered, now_ms()).await.expect("record");
     store.retire_incarnation("node-b/2").await.expect("retire");
     store.register_incarnation("node-d", "node-d/1").await.expect("register");
-    assert_eq!(claim(store, "node-d/1").await, keys(&[3]), "1 is deferred, 2 delivered");
-    let deferred = claim_at(store, "node-d/1", later, 60_000).await;
-    assert_eq!(deferred, keys(&[1]), "due at the deferred time");
+    assert_eq!(claim(store, "node-d/1").await, keys([3]), "1 is deferred, 2 delivered");
+    let deferred = claim_at(store, "node-d/1", later, 60_000, LAPSE_MS).await;
+    assert_eq!(deferred, keys([1]), "due at the deferred time");
     let attempts = store.attempts_of_timer("tenant", "timer-1").await.expect("history");
     assert!(attempts.is_empty(), "a deferral is not recorded as an attempt: {attempts:?}");
 
@@ -157,17 +97,11 @@ async fn scenario(store: &ActionStore) {
 #[tokio::test]
 async fn claims_follow_incarnations_in_sqlite() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = ActionStore::open_sqlite(&dir.path().join("actions.db")).await.expect("open");
-    scenario(&store).await;
+    scenario(&sqlite_store(&dir).await).await;
 }
 
 #[tokio::test]
 async fn claims_follow_incarnations_in_postgres() {
-    let server = pg::PgServer::start();
-    let url = server.create_database("minoots_claims");
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.expect("connect");
-    PG_MIGRATOR.run(&pool).await.expect("migrate");
-    pool.close().await;
-    let store = ActionStore::connect_postgres(&url, None, 2).await.expect("connect");
-    scenario(&store).await;
+    let server = support::pg::PgServer::start();
+    scenario(&postgres_store(&server, "minoots_claims").await).await;
 }

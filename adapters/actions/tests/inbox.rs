@@ -12,79 +12,20 @@
 
 #![allow(clippy::disallowed_methods)] // Real time: claims are judged by the database clock.
 
-#[path = "../../../tests/support/pg.rs"]
-mod pg;
+mod support;
 
-use minoots_actions::claims::ClaimTerms;
-use minoots_actions::store::{AttemptOutcome, AttemptRecord, AttemptToRecord, NewDelivery, NextStep};
+use minoots_actions::store::{AttemptOutcome, AttemptRecord, AttemptToRecord, NextStep};
 use minoots_actions::{ActionStore, Inbox};
-
-static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
-}
-
-fn delivery(n: u32) -> NewDelivery {
-    NewDelivery {
-        idempotency_key: format!("timer-{n}:1:hook"),
-        tenant_id: "tenant".into(),
-        timer_id: format!("timer-{n}"),
-        occurrence: 1,
-        action_id: "hook".into(),
-        kind: "webhook".into(),
-        action: "{}".into(),
-        retry_policy: "{}".into(),
-        envelope: "{}".into(),
-    }
-}
-
-fn deliveries(ns: impl IntoIterator<Item = u32>) -> Vec<NewDelivery> {
-    ns.into_iter().map(delivery).collect()
-}
-
-fn keys(ns: impl IntoIterator<Item = u32>) -> Vec<String> {
-    let mut keys: Vec<String> = ns.into_iter().map(|n| delivery(n).idempotency_key).collect();
-    keys.sort();
-    keys
-}
+use support::{
+    claim_at, deliveries, delivery, keys, now_ms, postgres_store, sqlite_store, succeeded_attempt,
+};
 
 async fn claim(store: &ActionStore, incarnation: &str) -> Vec<String> {
-    let now_ms = now_ms();
-    let terms = ClaimTerms {
-        incarnation,
-        now_ms,
-        claim_until_ms: now_ms + 60_000,
-        heartbeat_lapse_ms: 60_000,
-        limit: 100,
-    };
-    let mut keys: Vec<String> = store
-        .claim_due(terms)
-        .await
-        .expect("claim")
-        .into_iter()
-        .map(|c| c.delivery.idempotency_key)
-        .collect();
-    keys.sort();
-    keys
+    claim_at(store, incarnation, now_ms(), 60_000, 60_000).await
 }
 
 fn attempt(n: u32) -> AttemptRecord {
-    AttemptRecord {
-        idempotency_key: delivery(n).idempotency_key,
-        attempt: 1,
-        timer_id: format!("timer-{n}"),
-        occurrence: 1,
-        action_id: "hook".into(),
-        kind: "webhook".into(),
-        started_at_ms: now_ms(),
-        duration_ms: 1,
-        outcome: AttemptOutcome::Succeeded,
-        status_code: Some(200),
-        error: None,
-        output: None,
-        runner: "node-a".into(),
-    }
+    succeeded_attempt(n, "node-a")
 }
 
 async fn scenario(store: &ActionStore) {
@@ -168,17 +109,11 @@ async fn scenario(store: &ActionStore) {
 #[tokio::test]
 async fn the_inbox_hands_over_claimed_deliveries_in_sqlite() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = ActionStore::open_sqlite(&dir.path().join("actions.db")).await.expect("open");
-    scenario(&store).await;
+    scenario(&sqlite_store(&dir).await).await;
 }
 
 #[tokio::test]
 async fn the_inbox_hands_over_claimed_deliveries_in_postgres() {
-    let server = pg::PgServer::start();
-    let url = server.create_database("minoots_inbox");
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.expect("connect");
-    PG_MIGRATOR.run(&pool).await.expect("migrate");
-    pool.close().await;
-    let store = ActionStore::connect_postgres(&url, None, 2).await.expect("connect");
-    scenario(&store).await;
+    let server = support::pg::PgServer::start();
+    scenario(&postgres_store(&server, "minoots_inbox").await).await;
 }
