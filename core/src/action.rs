@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::destination::DestinationPolicy;
 use crate::error::ValidationError;
 
 /// Most actions in one bundle.
@@ -43,6 +44,8 @@ pub struct ActionPolicy {
     pub files_allowed: bool,
     /// Whether `workflow_event` / `agent_prompt` actions have an endpoint to go to.
     pub agent_endpoint: bool,
+    /// Where webhooks may go.
+    pub webhook_destinations: DestinationPolicy,
 }
 
 /// A validated bundle.
@@ -280,7 +283,7 @@ fn parse_action(
     };
     let p = Params { field: &params_field, map: params };
     let kind = match kind {
-        "webhook" => ActionKind::Webhook(parse_webhook(&p)?),
+        "webhook" => ActionKind::Webhook(parse_webhook(&p, &policy.webhook_destinations)?),
         "nats" => {
             p.known(&["subject", "payload"])?;
             let subject = p.required_str("subject")?;
@@ -366,12 +369,28 @@ fn parse_action(
     Ok(Action { id, kind })
 }
 
-fn parse_webhook(p: &Params<'_>) -> Result<WebhookAction, ValidationError> {
+/// Request headers a webhook's `headers` may not set: the runner's own, and
+/// those that would change where or how the request travels.
+fn reserved_header(lower: &str) -> bool {
+    const NAMES: [&str; 9] = [
+        "idempotency-key",
+        "content-length",
+        "host",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+    ];
+    NAMES.contains(&lower) || lower.starts_with("minoots-") || lower.starts_with("proxy-")
+}
+
+fn parse_webhook(p: &Params<'_>, destinations: &DestinationPolicy) -> Result<WebhookAction, ValidationError> {
     p.known(&["url", "method", "headers", "body", "timeoutMs"])?;
     let url = p.required_str("url")?;
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
-    if !rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/')) || url.chars().any(char::is_whitespace) {
-        return Err(p.error("url", "must be an http:// or https:// URL with a host"));
+    if let Err(refused) = destinations.check_url(&url) {
+        return Err(p.error("url", refused.to_string()));
     }
     let method = match p.map.get("method") {
         None | Some(Value::Null) => "POST".to_owned(),
@@ -396,7 +415,7 @@ fn parse_webhook(p: &Params<'_>) -> Result<WebhookAction, ValidationError> {
                     return Err(p.error(&field, "must be a header name (letters, digits, '-')"));
                 }
                 let lower = name.to_ascii_lowercase();
-                if lower == "idempotency-key" || lower.starts_with("minoots-") || lower == "content-length" {
+                if reserved_header(&lower) {
                     return Err(p.error(&field, "is set by the runner and cannot be overridden"));
                 }
                 let text = value
@@ -504,6 +523,7 @@ mod tests {
             command_programs: ["/bin/echo".to_owned()].into(),
             files_allowed: true,
             agent_endpoint: true,
+            webhook_destinations: DestinationPolicy::default(),
         }
     }
 
@@ -564,6 +584,22 @@ mod tests {
             (
                 json!({"actions": [{"kind": "webhook", "parameters": {"url": "https://x", "headers": {"Minoots-Signature": "x"}}}]}),
                 "actionBundle.actions[0].parameters.headers.Minoots-Signature",
+            ),
+            (
+                json!({"actions": [{"kind": "webhook", "parameters": {"url": "https://x", "headers": {"Host": "internal"}}}]}),
+                "actionBundle.actions[0].parameters.headers.Host",
+            ),
+            (
+                json!({"actions": [{"kind": "webhook", "parameters": {"url": "http://[zz/"}}]}),
+                "actionBundle.actions[0].parameters.url",
+            ),
+            (
+                json!({"actions": [{"kind": "webhook", "parameters": {"url": "http://example.com:99999/"}}]}),
+                "actionBundle.actions[0].parameters.url",
+            ),
+            (
+                json!({"actions": [{"kind": "webhook", "parameters": {"url": "http://169.254.169.254/latest/"}}]}),
+                "actionBundle.actions[0].parameters.url",
             ),
             (
                 json!({"actions": [{"kind": "webhook", "parameters": {"url": "https://x", "timeoutMs": 0}}]}),

@@ -24,7 +24,8 @@ fn contract_schedule(name: &str, duration_ms: u64) -> c::TimerScheduleRequest {
         name: name.into(),
         schedule_time: Some(c::timer_schedule_request::ScheduleTime::DurationMs(duration_ms)),
         action_bundle_json:
-            r#"{"actions":[{"id":"a1","kind":"webhook","parameters":{"url":"http://127.0.0.1:9/x"}}]}"#.into(),
+            r#"{"actions":[{"id":"a1","kind":"webhook","parameters":{"url":"https://hooks.example.com/x"}}]}"#
+                .into(),
         labels: BTreeMap::from([("team".to_owned(), "core".to_owned())]).into_iter().collect(),
         metadata_json: r#"{"purpose":"contract"}"#.into(),
         agent_binding_json: String::new(),
