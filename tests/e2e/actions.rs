@@ -29,6 +29,8 @@ use serde_json::{Value, json};
 
 use crate::support::{DEV_KEY, Server, data_dir, eventually, http, iso_ms, minoots_bin};
 
+/// HTTPS webhooks and the destination policy.
+mod destinations;
 /// Deliveries under faults: crash recovery of claims, circuit breakers.
 mod faults;
 

@@ -27,13 +27,15 @@ impl Server {
     }
 
     /// Starts `minoots serve` with OS-assigned ports on 127.0.0.1, warn-level
-    /// logs, and the extra `args` and environment `envs`; waits until it prints
-    /// its ready line.
+    /// logs, webhooks allowed to loopback (the tests' receivers listen there;
+    /// `envs` may say otherwise), and the extra `args` and environment `envs`;
+    /// waits until it prints its ready line.
     pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_minoots"))
             .args(["serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
             .args(["--metrics-addr", "127.0.0.1:0", "--log-level", "warn"])
             .args(args)
+            .env("ACTION_WEBHOOK_ALLOWED_DESTINATIONS", "127.0.0.1")
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,9 +1,13 @@
 //! Running one attempt of one action: the side effect and its
 //! classification (delivered, failed and worth retrying, failed for good).
 //!
-//! - `webhook`: signed HTTP request (see [`crate::signing`]); 2xx delivers;
-//!   408, 429 and 5xx are retried (honouring `Retry-After` seconds); other
-//!   statuses are not; redirects are not followed. Each destination has a
+//! - `webhook`: signed HTTP or HTTPS request (see [`crate::signing`]; the
+//!   system's roots plus the operator's CA bundle); 2xx delivers; 408, 429
+//!   and 5xx are retried (honouring `Retry-After` seconds); other statuses
+//!   are not; redirects are not followed. A tenant's webhook reaches only the
+//!   destinations the operator's policy allows, checked again at connect
+//!   time after DNS ([`crate::destinations`]); a refusal fails for good.
+//!   At most [`RESPONSE_READ_MAX_BYTES`] of a response are read. Each destination has a
 //!   circuit breaker ([`crate::circuits`]): while it is open an attempt is
 //!   not made but deferred ([`Undelivered::Deferred`]), which does not count
 //!   against the delivery's retry budget.
@@ -23,16 +27,20 @@ use std::time::Duration;
 
 use minoots_core::action::{Action, ActionKind, CommandAction, FileAction, WebhookAction};
 use minoots_core::breaker::BreakerConfig;
+use minoots_core::destination::DestinationPolicy;
 use minoots_node::Clock;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::circuits::{Circuits, Deferral};
+use crate::destinations::{GuardedResolver, refusal_in};
 use crate::signing::SigningKeys;
 use crate::store::NewDelivery;
 
 /// Most bytes of output or response body kept in an attempt record.
 const OUTPUT_KEEP_BYTES: usize = 2_048;
+/// Most bytes of a webhook response read; the rest is never read.
+pub const RESPONSE_READ_MAX_BYTES: usize = 64 * 1024;
 
 /// Where `workflow_event` and `agent_prompt` actions go.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,6 +66,10 @@ pub struct ExecConfig {
     pub agent: AgentEndpoint,
     /// Each webhook destination's circuit breaker (`ACTION_WEBHOOK_BREAKER_*`).
     pub webhook_breaker: BreakerConfig,
+    /// Where tenants' webhooks may go (`ACTION_WEBHOOK_ALLOW_PRIVATE`, `ACTION_WEBHOOK_ALLOWED_DESTINATIONS`).
+    pub webhook_destinations: DestinationPolicy,
+    /// Roots trusted for HTTPS webhooks beside the system's: a PEM bundle (`ACTION_WEBHOOK_CA_FILE`).
+    pub webhook_roots_pem: Option<Vec<u8>>,
 }
 
 impl Default for ExecConfig {
@@ -69,6 +81,8 @@ impl Default for ExecConfig {
             file_base_dir: None,
             agent: AgentEndpoint::default(),
             webhook_breaker: BreakerConfig::default(),
+            webhook_destinations: DestinationPolicy::default(),
+            webhook_roots_pem: None,
         }
     }
 }
@@ -80,6 +94,7 @@ impl ExecConfig {
             command_programs: self.command_programs.clone(),
             files_allowed: self.file_base_dir.is_some(),
             agent_endpoint: self.agent.webhook_url.is_some() || self.agent.nats_subject.is_some(),
+            webhook_destinations: self.webhook_destinations.clone(),
         }
     }
 }
@@ -136,7 +151,10 @@ impl Failure {
 
 /// Runs attempts.
 pub struct Executor {
-    http: reqwest::Client,
+    /// Tenants' webhooks: only to destinations the policy allows.
+    tenant_http: reqwest::Client,
+    /// The operator's own endpoint (agent actions): anywhere it points.
+    operator_http: reqwest::Client,
     nats: Option<async_nats::Client>,
     keys: SigningKeys,
     config: ExecConfig,
@@ -152,19 +170,34 @@ impl std::fmt::Debug for Executor {
 impl Executor {
     /// An executor signing with `keys`, publishing `nats` actions through
     /// `nats` (if connected); its circuit breakers are timed by `clock`.
+    /// Fails when the operator's CA bundle cannot be used.
     pub fn new(
         config: ExecConfig,
         keys: SigningKeys,
         nats: Option<async_nats::Client>,
         clock: Arc<dyn Clock>,
-    ) -> Self {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("minoots/", env!("CARGO_PKG_VERSION")))
+    ) -> Result<Self, String> {
+        let roots = match &config.webhook_roots_pem {
+            Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("ACTION_WEBHOOK_CA_FILE: not a PEM bundle of certificates: {e}"))?,
+            None => Vec::new(),
+        };
+        let builder = || {
+            roots.iter().cloned().fold(
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .user_agent(concat!("minoots/", env!("CARGO_PKG_VERSION"))),
+                reqwest::ClientBuilder::add_root_certificate,
+            )
+        };
+        let resolver = GuardedResolver::new(Arc::new(config.webhook_destinations.clone()));
+        let tenant_http = builder()
+            .dns_resolver(Arc::new(resolver))
             .build()
-            .unwrap_or_default();
+            .map_err(|e| format!("building the webhook client: {e}"))?;
+        let operator_http = builder().build().map_err(|e| format!("building the webhook client: {e}"))?;
         let circuits = Circuits::new(config.webhook_breaker, clock);
-        Self { http, nats, keys, config, circuits }
+        Ok(Self { tenant_http, operator_http, nats, keys, config, circuits })
     }
 
     /// The configuration.
@@ -181,8 +214,12 @@ impl Executor {
     ) -> Result<Delivered, Undelivered> {
         match &action.kind {
             ActionKind::Webhook(hook) => {
+                // Literal addresses skip DNS, so the resolver cannot judge them: check here.
+                if let Err(refused) = self.config.webhook_destinations.check_literal(&hook.url) {
+                    return Err(Failure::permanent(format!("destination refused: {refused}")).into());
+                }
                 let body = body_bytes(hook.body.as_ref(), &delivery.envelope);
-                self.webhook(delivery, hook, body, attempt).await
+                self.webhook(&self.tenant_http, delivery, hook, body, attempt).await
             }
             ActionKind::Nats(nats) => {
                 let payload = body_bytes(nats.payload.as_ref(), &delivery.envelope);
@@ -207,7 +244,8 @@ impl Executor {
                         body: None,
                         timeout_ms: None,
                     };
-                    self.webhook(delivery, &hook, (bytes, "application/json"), attempt).await
+                    self.webhook(&self.operator_http, delivery, &hook, (bytes, "application/json"), attempt)
+                        .await
                 } else if let Some(subject) = &self.config.agent.nats_subject {
                     Ok(self.publish(subject, delivery, (bytes, "application/json")).await?)
                 } else {
@@ -219,6 +257,7 @@ impl Executor {
 
     async fn webhook(
         &self,
+        http: &reqwest::Client,
         delivery: &NewDelivery,
         hook: &WebhookAction,
         (body, content_type): (Vec<u8>, &'static str),
@@ -234,8 +273,7 @@ impl Executor {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         let signature = self.keys.signature_header(&delivery.tenant_id, unix_seconds, &body);
-        let mut request = self
-            .http
+        let mut request = http
             .request(method, &hook.url)
             .timeout(Duration::from_millis(timeout_ms))
             .header("content-type", content_type);
@@ -250,9 +288,14 @@ impl Executor {
             .header("minoots-attempt", attempt.to_string())
             .header("minoots-signature", signature)
             .body(body);
-        let response = match request.send().await {
+        let mut response = match request.send().await {
             Ok(response) => response,
             Err(e) => {
+                if let Some(refused) = refusal_in(&e) {
+                    // Not the destination's trouble: its breaker is left as it was.
+                    circuit.finish(true);
+                    return Err(Failure::permanent(format!("destination refused: {refused}")).into());
+                }
                 circuit.finish(false);
                 let what = if e.is_timeout() { "timed out" } else { "failed" };
                 return Err(Failure::transient(format!("request {what}: {}", error_chain(&e))).into());
@@ -268,15 +311,22 @@ impl Executor {
         let retryable = status == 408 || status == 429 || status >= 500;
         // Only server-side trouble counts against the destination.
         circuit.finish(!retryable || status == 429);
-        let text = response.text().await.unwrap_or_default();
-        let tail = keep_tail(&text);
+        let mut body = Vec::new();
+        while body.len() < RESPONSE_READ_MAX_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        body.truncate(RESPONSE_READ_MAX_BYTES);
+        let head = excerpt(&String::from_utf8_lossy(&body), Keep::Head);
         if (200..300).contains(&status) {
-            return Ok(Delivered { status_code: Some(i64::from(status)), output: tail });
+            return Ok(Delivered { status_code: Some(i64::from(status)), output: head });
         }
         Err(Undelivered::Failed(Failure {
             retryable,
             status_code: Some(i64::from(status)),
-            error: format!("HTTP {status}{}", tail.map(|t| format!(": {t}")).unwrap_or_default()),
+            error: format!("HTTP {status}{}", head.map(|t| format!(": {t}")).unwrap_or_default()),
             retry_after_ms: if status == 429 || status == 503 { retry_after_ms } else { None },
         }))
     }
@@ -340,7 +390,7 @@ impl Executor {
         let code = output.status.code().map(i64::from);
         let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&output.stderr));
-        let tail = keep_tail(&text);
+        let tail = excerpt(&text, Keep::Tail);
         if output.status.success() {
             Ok(Delivered { status_code: code, output: tail })
         } else {
@@ -419,16 +469,39 @@ fn destination_of(url: &str) -> String {
     }
 }
 
-fn keep_tail(text: &str) -> Option<String> {
+/// Which end of an output an attempt record keeps.
+#[derive(Debug, Clone, Copy)]
+enum Keep {
+    /// The start (a response: its status line's explanation comes first).
+    Head,
+    /// The end (a program's output: its last words come last).
+    Tail,
+}
+
+/// At most [`OUTPUT_KEEP_BYTES`] of `text`, trimmed, NUL replaced (no store keeps NUL in text).
+fn excerpt(text: &str, keep: Keep) -> Option<String> {
+    let text = text.replace('\0', "\u{fffd}");
     let text = text.trim();
     if text.is_empty() {
         return None;
     }
-    let mut start = text.len().saturating_sub(OUTPUT_KEEP_BYTES);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    Some(text[start..].to_owned())
+    let kept = match keep {
+        Keep::Head => {
+            let mut end = text.len().min(OUTPUT_KEEP_BYTES);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            &text[..end]
+        }
+        Keep::Tail => {
+            let mut start = text.len().saturating_sub(OUTPUT_KEEP_BYTES);
+            while !text.is_char_boundary(start) {
+                start += 1;
+            }
+            &text[start..]
+        }
+    };
+    Some(kept.to_owned())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

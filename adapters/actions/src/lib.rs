@@ -15,6 +15,7 @@
 
 pub mod circuits;
 pub mod claims;
+pub mod destinations;
 pub mod execute;
 pub mod inbox;
 pub mod nats;

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use minoots_core::action::{Action, ActionPolicy, RetryPolicy, parse_bundle};
+use minoots_core::destination::DestinationPolicy;
 use minoots_core::event::{EventKind, OutboxEvent};
 use minoots_node::EventSink;
 use minoots_node::metrics::Metrics;
@@ -105,11 +106,12 @@ pub fn deliveries_of(envelope: &EventEnvelope, envelope_json: &str) -> Vec<NewDe
         return Vec::new();
     };
     let Some(fire) = &envelope.event.fire else { return Vec::new() };
-    // Structure only: kinds the operator turned off since are refused when run.
+    // Structure only: kinds and destinations the operator turned off since are refused when run.
     let everything = ActionPolicy {
         command_programs: bundle_programs(bundle_value),
         files_allowed: true,
         agent_endpoint: true,
+        webhook_destinations: DestinationPolicy::allow_all(),
     };
     let bundle = match parse_bundle(bundle_value, &everything) {
         Ok(bundle) => bundle,

@@ -85,7 +85,7 @@ impl Actions {
         let runner = if run_here {
             let keys = args.signing_keys(data_dir.as_deref())?;
             let executor =
-                Arc::new(Executor::new(exec, keys, nats.as_ref().map(|n| n.client.clone()), clock));
+                Arc::new(Executor::new(exec, keys, nats.as_ref().map(|n| n.client.clone()), clock)?);
             Some((executor, nats))
         } else {
             None

@@ -1,6 +1,7 @@
 //! `minoots serve` configuration: flags with environment-variable
 //! equivalents (MINOOTS's names where they exist), and logging set-up.
 
+use minoots_core::destination::{DestinationPolicy, parse_allowed};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -312,6 +313,18 @@ pub struct ActionArgs {
     /// Attempts let through at once to probe a half-open destination; that many successes close it.
     #[arg(long, env = "ACTION_WEBHOOK_BREAKER_HALF_OPEN_MAX_CALLS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub webhook_breaker_half_open_max_calls: u32,
+    /// Let tenants' webhooks reach every address, loopback and private networks included
+    /// (tests, a single-user machine). Off: those are refused when a timer is scheduled and
+    /// again after DNS when the runner connects.
+    #[arg(long, env = "ACTION_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+    /// Destinations allowed although private: comma-separated CIDRs (`10.1.0.0/16`),
+    /// addresses (`127.0.0.1`) or host names (`receiver.internal`, whatever it resolves to).
+    #[arg(long, env = "ACTION_WEBHOOK_ALLOWED_DESTINATIONS", value_delimiter = ',')]
+    pub webhook_allowed_destinations: Vec<String>,
+    /// PEM bundle of CA certificates trusted for HTTPS webhooks beside the system's roots.
+    #[arg(long, env = "ACTION_WEBHOOK_CA_FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
     /// How often the action runner renews its heartbeat.
     #[arg(long, env = "ACTION_RUNNER_HEARTBEAT_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub action_runner_heartbeat_ms: u64,
@@ -356,6 +369,21 @@ impl ActionArgs {
             half_open_max_calls: self.webhook_breaker_half_open_max_calls,
         }
         .config("ACTION_WEBHOOK_BREAKER")?;
+        let mut webhook_destinations = self
+            .webhook_allowed_destinations
+            .iter()
+            .filter(|entry| !entry.trim().is_empty())
+            .map(|entry| {
+                parse_allowed(entry).map_err(|e| format!("ACTION_WEBHOOK_ALLOWED_DESTINATIONS: {e}"))
+            })
+            .collect::<Result<DestinationPolicy, String>>()?;
+        webhook_destinations.allow_private = self.webhook_allow_private;
+        let webhook_roots_pem = match &self.webhook_ca_file {
+            Some(path) => Some(
+                std::fs::read(path).map_err(|e| format!("ACTION_WEBHOOK_CA_FILE {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
         Ok(minoots_actions::ExecConfig {
             webhook_timeout_ms: self.webhook_timeout_ms.max(1),
             command_programs: self.command_allow.iter().filter(|p| !p.is_empty()).cloned().collect(),
@@ -366,6 +394,8 @@ impl ActionArgs {
                 nats_subject: self.agent_nats_subject.clone(),
             },
             webhook_breaker,
+            webhook_destinations,
+            webhook_roots_pem,
         })
     }
 
