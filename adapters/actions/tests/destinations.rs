@@ -6,8 +6,9 @@
 //!   loopback and IPv4-mapped addresses (they skip DNS) — the case of a
 //!   timer scheduled under an older, looser policy or a name that rebinds;
 //! - the operator's allow-list lets the same destinations through;
-//! - a response is read up to a bound and only a short excerpt is kept,
-//!   without NUL (which PostgreSQL cannot store in text).
+//! - a response is read up to a bound (an endless one does not hold the
+//!   attempt until its timeout) and only a short excerpt is kept, without
+//!   NUL (which PostgreSQL cannot store in text).
 #![cfg(not(madsim))]
 
 use std::collections::BTreeMap;
@@ -23,7 +24,8 @@ use minoots_node::clock::SystemClock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An HTTP/1.1 responder answering every request with `body`; counts requests.
-async fn responder(body: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
+/// `endless`: the answer claims a gigabyte, sends `body` and never finishes.
+async fn responder(body: Vec<u8>, endless: bool) -> (u16, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let requests = Arc::new(AtomicUsize::new(0));
@@ -42,10 +44,14 @@ async fn responder(body: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
                     }
                 }
                 counted.fetch_add(1, Ordering::SeqCst);
+                let length = if endless { 1 << 30 } else { body.len() };
                 let answer =
-                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n");
                 let _ = socket.write_all(answer.as_bytes()).await;
                 let _ = socket.write_all(&body).await;
+                if endless {
+                    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                }
             });
         }
     });
@@ -94,7 +100,7 @@ fn refusal(result: Result<minoots_actions::execute::Delivered, Undelivered>) -> 
 
 #[tokio::test]
 async fn private_destinations_are_refused_at_connect_time_unless_allowed() {
-    let (port, requests) = responder(b"ok".to_vec()).await;
+    let (port, requests) = responder(b"ok".to_vec(), false).await;
     let strict = executor(DestinationPolicy::default());
     for url in [
         format!("http://localhost:{port}/hook"),
@@ -127,7 +133,8 @@ async fn private_destinations_are_refused_at_connect_time_unless_allowed() {
 async fn a_response_is_read_up_to_a_bound_and_kept_as_a_short_excerpt_without_nul() {
     let mut body = b"first\0line ".to_vec();
     body.resize(4 * 1024 * 1024, b'x');
-    let (port, _) = responder(body).await;
+    // A gigabyte announced and never finished: read whole, it would only end at the timeout.
+    let (port, _) = responder(body, true).await;
     let open = executor(DestinationPolicy::allow_all());
     let delivered =
         open.run(&delivery(), &hook(format!("http://127.0.0.1:{port}/hook")), 1).await.expect("delivered");
