@@ -33,12 +33,15 @@ use crate::support::{DEV_KEY, Server, data_dir, eventually, http, iso_ms, minoot
 mod destinations;
 /// Deliveries under faults: crash recovery of claims, circuit breakers.
 mod faults;
+/// Each tenant signs with its own key; rotation.
+mod signing;
 
 /// One request the receiver saw.
 #[derive(Debug, Clone)]
 struct Received {
     route: String,
     key: String,
+    tenant: String,
     signature: String,
     body: Vec<u8>,
     at: Instant,
@@ -71,6 +74,7 @@ async fn receive(
         seen.push(Received {
             route: route.clone(),
             key,
+            tenant: header("minoots-tenant-id"),
             signature: header("minoots-signature"),
             body: body.to_vec(),
             at: Instant::now(),
@@ -128,11 +132,28 @@ async fn create_batch(server: &Server, timers: Vec<Value>) -> Vec<Value> {
     created
 }
 
-fn signing_key(dir: &Path) -> String {
-    let text =
-        std::fs::read_to_string(dir.join("signing-keys.json")).expect("standalone generated a signing key");
-    let keys: Value = serde_json::from_str(&text).expect("keys JSON");
-    keys["default"]["current"].as_str().expect("current key").to_owned()
+/// The signing keys of `api_key`'s tenant, as `GET /api/signing-keys` shows them.
+async fn signing_keys(server: &Server, api_key: &str) -> Value {
+    let response = http()
+        .get(format!("{}/api/signing-keys", server.rest))
+        .header("x-api-key", api_key)
+        .send()
+        .await
+        .expect("signing keys request");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("json")
+}
+
+/// The current signing key of `api_key`'s tenant (generated on first use).
+async fn signing_key(server: &Server, api_key: &str) -> String {
+    let keys = signing_keys(server, api_key).await;
+    assert_eq!(keys["source"], "generated", "{keys}");
+    keys["current"].as_str().expect("current key").to_owned()
+}
+
+/// Whether `r` verifies under `key` as the signed tenant and message say.
+fn verifies(r: &Received, key: &str) -> bool {
+    minoots_actions::signing::verify(&r.signature, key, &r.tenant, &r.key, &r.body).is_some()
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -189,7 +210,7 @@ async fn webhooks_arrive_signed_and_once_and_commands_need_an_allow_list() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await; // room for a stray repeat to show up
     let seen = receiver.seen.lock().expect("lock").clone();
-    let key = signing_key(dir.path());
+    let key = signing_key(&server, DEV_KEY).await;
     let keys: Vec<&String> = seen.iter().map(|r| &r.key).collect();
     assert_eq!(
         keys.iter().copied().cloned().collect::<BTreeSet<_>>(),
@@ -199,11 +220,8 @@ async fn webhooks_arrive_signed_and_once_and_commands_need_an_allow_list() {
     assert_eq!(keys.len(), expected.len(), "each idempotency key arrives once when nothing fails");
     let mut lateness: Vec<i64> = Vec::new();
     for r in &seen {
-        assert!(
-            minoots_actions::signing::verify(&r.signature, &key, &r.body).is_some(),
-            "signature verifies: {}",
-            r.signature
-        );
+        assert!(verifies(r, &key), "signature verifies: {}", r.signature);
+        assert_eq!(r.tenant, "tenant-local");
         let envelope: Value = serde_json::from_slice(&r.body).expect("body is the envelope");
         assert_eq!(envelope["event"]["type"], "timer.fired");
         let due = due_ms[&r.key];

@@ -86,9 +86,8 @@ impl Cluster {
 
     fn spawn(&self, i: usize) -> Server {
         let id = format!("node-{}", i + 1);
-        let mut envs: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        // Cluster nodes share one webhook signing key; there is no built-in one.
-        envs.push(("MINOOTS_SIGNING_KEY", "cluster-test-signing-key-0123456789"));
+        // No signing key configured (as in the README): each tenant's is generated in the database.
+        let envs: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         Server::start_with(&["--store", "postgres", "--database-url", &self.url, "--node-id", &id], &envs)
     }
 
@@ -393,6 +392,25 @@ fn epochs(verdict: &Verdict) -> BTreeMap<u64, BTreeSet<String>> {
     by_epoch
 }
 
+/// Every node shows a tenant the same signing key: generated once, kept in
+/// the cluster database (no node was given a key).
+async fn nodes_agree_on_the_tenants_signing_key(cluster: &Cluster) {
+    let mut keys = BTreeSet::new();
+    for i in 0..NODES {
+        let response = client(5_000)
+            .get(format!("{}/api/signing-keys", cluster.node(i).rest))
+            .header("x-api-key", DEV_KEY)
+            .send()
+            .await
+            .expect("signing keys");
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(body["source"], "generated", "{body}");
+        keys.insert(body["current"].as_str().expect("current").to_owned());
+    }
+    assert_eq!(keys.len(), 1, "one key for the tenant on every node");
+}
+
 /// A real gRPC client (the `minoots` CLI) writing to a follower gets
 /// FAILED_PRECONDITION naming the leader's gRPC address and a retry hint.
 fn follower_refuses_grpc_writes_with_the_leader(cluster: &Cluster, leader: usize) {
@@ -424,6 +442,7 @@ async fn cluster_leader_sigkill_loses_and_duplicates_nothing() {
     let probe = client(500);
     let (first_leader, first_epoch) = cluster.wait_for_leader_above(&probe, 0).await;
     follower_refuses_grpc_writes_with_the_leader(&cluster, first_leader);
+    nodes_agree_on_the_tenants_signing_key(&cluster).await;
     let (stop_tx, stop_rx) = watch::channel(false);
     let producer = spawn_load(&cluster.book, "kill", stop_rx);
 
@@ -602,10 +621,7 @@ async fn cluster_node_started_before_its_database_waits_for_it() {
     let url = pg.create_database("minoots_late");
     pg.crash();
     let starter = std::thread::spawn(move || {
-        Server::start_with(
-            &["--store", "postgres", "--database-url", &url, "--node-id", "node-late"],
-            &[("MINOOTS_SIGNING_KEY", "cluster-test-signing-key-0123456789")],
-        )
+        Server::start_with(&["--store", "postgres", "--database-url", &url, "--node-id", "node-late"], &[])
     });
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     assert!(!starter.is_finished(), "the node waits for its database (it neither exited nor became ready)");

@@ -34,8 +34,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::circuits::{Circuits, Deferral};
 use crate::destinations::{GuardedResolver, refusal_in};
-use crate::signing::SigningKeys;
+use crate::signing::Signed;
 use crate::store::NewDelivery;
+use crate::tenant_keys::TenantKeys;
 
 /// Most bytes of output or response body kept in an attempt record.
 const OUTPUT_KEEP_BYTES: usize = 2_048;
@@ -156,7 +157,7 @@ pub struct Executor {
     /// The operator's own endpoint (agent actions): anywhere it points.
     operator_http: reqwest::Client,
     nats: Option<async_nats::Client>,
-    keys: SigningKeys,
+    keys: Arc<TenantKeys>,
     config: ExecConfig,
     circuits: Circuits,
 }
@@ -168,12 +169,12 @@ impl std::fmt::Debug for Executor {
 }
 
 impl Executor {
-    /// An executor signing with `keys`, publishing `nats` actions through
+    /// An executor signing with each tenant's `keys`, publishing `nats` actions through
     /// `nats` (if connected); its circuit breakers are timed by `clock`.
     /// Fails when the operator's CA bundle cannot be used.
     pub fn new(
         config: ExecConfig,
-        keys: SigningKeys,
+        keys: Arc<TenantKeys>,
         nats: Option<async_nats::Client>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, String> {
@@ -263,6 +264,11 @@ impl Executor {
         (body, content_type): (Vec<u8>, &'static str),
         attempt: u32,
     ) -> Result<Delivered, Undelivered> {
+        let keys = self
+            .keys
+            .pair(&delivery.tenant_id)
+            .await
+            .map_err(|e| Failure::transient(format!("the tenant's signing key is unavailable: {e}")))?;
         let destination = destination_of(&hook.url);
         let circuit = self.circuits.admit(&destination).map_err(Undelivered::Deferred)?;
         let method = reqwest::Method::from_bytes(hook.method.as_bytes()).unwrap_or(reqwest::Method::POST);
@@ -272,7 +278,13 @@ impl Executor {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let signature = self.keys.signature_header(&delivery.tenant_id, unix_seconds, &body);
+        let signature = Signed {
+            unix_seconds,
+            tenant_id: &delivery.tenant_id,
+            message_id: &delivery.idempotency_key,
+            body: &body,
+        }
+        .header(&keys);
         let mut request = http
             .request(method, &hook.url)
             .timeout(Duration::from_millis(timeout_ms))

@@ -23,6 +23,7 @@ mod recorder;
 pub mod runner;
 pub mod signing;
 pub mod store;
+pub mod tenant_keys;
 
 pub use execute::{AgentEndpoint, ExecConfig, Executor, Undelivered};
 pub use inbox::Inbox;
@@ -31,3 +32,4 @@ pub use nats::{Nats, NatsConfig, NatsObserver};
 pub use runner::{OutboxIntake, Runner, RunnerConfig};
 pub use signing::SigningKeys;
 pub use store::ActionStore;
+pub use tenant_keys::{KeySource, TenantKeys};

@@ -1,11 +1,19 @@
-//! Webhook signing keys and signatures.
+//! Webhook signatures, and the keys an operator configures.
 //!
-//! `Minoots-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(key, "<t>.<body>")>`,
-//! with a second `v1=` made with the tenant's *next* key while one is set,
-//! so receivers can rotate without a gap (accept either; Stripe's scheme).
-//! Keys are per tenant with a default for tenants without their own. There is
-//! no built-in key: standalone mode generates one into its data directory
-//! ([`SigningKeys::load_or_create`]); cluster deployments must configure one.
+//! `Minoots-Signature: t=<unix seconds>,v2=<hex HMAC-SHA256(key,
+//! "<t>.<tenant id>.<idempotency key>.<body>")>`, with a second `v2=` made
+//! with the *next* key while a rotation is under way, so receivers can rotate
+//! without a gap (accept either; Stripe's scheme). The signed text names the
+//! tenant and the message (the idempotency key) as well as the time and the
+//! body: a receiver that checks them knows whose fire it is and which one,
+//! whatever the body claims.
+//!
+//! Each tenant signs with its own key ([`crate::tenant_keys`]), generated on
+//! first use and kept in the action store, so one tenant can never make the
+//! server sign something that verifies under another tenant's key. An
+//! operator may configure keys instead ([`SigningKeys`]): per tenant, or one
+//! for every tenant (a single-tenant deployment; then receivers must check
+//! the signed tenant).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,21 +36,23 @@ pub struct KeyPair {
     pub next: Option<String>,
 }
 
-/// The keys file: a default pair and per-tenant pairs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Keys the operator configured: one pair for every tenant and/or pairs per
+/// tenant. Tenants with neither sign with their generated key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SigningKeys {
-    /// For tenants without their own pair.
-    pub default: KeyPair,
+    /// For every tenant without its own pair (all tenants share it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<KeyPair>,
     /// Per-tenant pairs.
     #[serde(default)]
     pub tenants: BTreeMap<String, KeyPair>,
 }
 
-/// Why the keys could not be loaded.
+/// Why the keys file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
-    /// The file could not be read or written.
+    /// The file could not be read.
     #[error("signing keys file {path}: {source}")]
     Io {
         /// The file.
@@ -63,7 +73,7 @@ pub enum KeysError {
 impl SigningKeys {
     /// One key for every tenant.
     pub fn single(current: String, next: Option<String>) -> Result<Self, String> {
-        let keys = Self { default: KeyPair { current, next }, tenants: BTreeMap::new() };
+        let keys = Self { default: Some(KeyPair { current, next }), tenants: BTreeMap::new() };
         keys.check()?;
         Ok(keys)
     }
@@ -78,24 +88,11 @@ impl SigningKeys {
         Ok(keys)
     }
 
-    /// Reads the keys file at `path`, creating it with a fresh random default
-    /// key (readable by the owner only) when it does not exist.
-    pub fn load_or_create(path: &Path) -> Result<Self, KeysError> {
-        if path.exists() {
-            return Self::load(path);
-        }
-        let mut bytes = [0u8; 32];
-        rand::fill(&mut bytes);
-        let keys =
-            Self { default: KeyPair { current: hex::encode(bytes), next: None }, tenants: BTreeMap::new() };
-        let io = |source| KeysError::Io { path: path.display().to_string(), source };
-        let text = serde_json::to_string_pretty(&keys).unwrap_or_default();
-        write_private(path, &text).map_err(io)?;
-        Ok(keys)
-    }
-
     fn check(&self) -> Result<(), String> {
-        let pairs = std::iter::once(("default".to_owned(), &self.default))
+        let pairs = self
+            .default
+            .iter()
+            .map(|p| ("default".to_owned(), p))
             .chain(self.tenants.iter().map(|(t, p)| (format!("tenants.{t}"), p)));
         for (name, pair) in pairs {
             for (which, key) in [("current", Some(&pair.current)), ("next", pair.next.as_ref())] {
@@ -107,69 +104,79 @@ impl SigningKeys {
         Ok(())
     }
 
-    /// The pair that signs `tenant`'s requests.
-    pub fn for_tenant(&self, tenant: &str) -> &KeyPair {
-        self.tenants.get(tenant).unwrap_or(&self.default)
+    /// The configured pair that signs `tenant`'s requests, if the operator configured one.
+    pub fn for_tenant(&self, tenant: &str) -> Option<&KeyPair> {
+        self.tenants.get(tenant).or(self.default.as_ref())
+    }
+}
+
+/// A fresh random key: 32 bytes from the OS, hex.
+pub fn generate_key() -> String {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// What one signature covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    /// Unix seconds when the request was sent.
+    pub unix_seconds: i64,
+    /// The tenant whose fire it is.
+    pub tenant_id: &'a str,
+    /// The message id: the delivery's idempotency key.
+    pub message_id: &'a str,
+    /// The request body.
+    pub body: &'a [u8],
+}
+
+impl Signed<'_> {
+    fn mac(&self, key: &str) -> Hmac<Sha256> {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
+        for part in
+            [self.unix_seconds.to_string().as_bytes(), self.tenant_id.as_bytes(), self.message_id.as_bytes()]
+        {
+            mac.update(part);
+            mac.update(b".");
+        }
+        mac.update(self.body);
+        mac
     }
 
-    /// The `Minoots-Signature` header value for `body` sent at `unix_seconds`.
-    pub fn signature_header(&self, tenant: &str, unix_seconds: i64, body: &[u8]) -> String {
-        let pair = self.for_tenant(tenant);
-        let mut header = format!("t={unix_seconds},v1={}", sign(&pair.current, unix_seconds, body));
+    /// Hex HMAC-SHA256 of `"<t>.<tenant>.<message id>.<body>"`.
+    pub fn sign(&self, key: &str) -> String {
+        hex::encode(self.mac(key).finalize().into_bytes())
+    }
+
+    /// The `Minoots-Signature` header value: `pair`'s current key, and its next one while set.
+    pub fn header(&self, pair: &KeyPair) -> String {
+        let mut header = format!("t={},v2={}", self.unix_seconds, self.sign(&pair.current));
         if let Some(next) = &pair.next {
-            header.push_str(&format!(",v1={}", sign(next, unix_seconds, body)));
+            header.push_str(&format!(",v2={}", self.sign(next)));
         }
         header
     }
 }
 
-/// Hex HMAC-SHA256 of `"<t>.<body>"`.
-pub fn sign(key: &str, unix_seconds: i64, body: &[u8]) -> String {
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(unix_seconds.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
-
 /// Checks a `Minoots-Signature` header against `key` (what a receiver does):
-/// one of its `v1` values must match. Returns the signed time.
-pub fn verify(header: &str, key: &str, body: &[u8]) -> Option<i64> {
+/// its `t` is the signed time, and one of its `v2` values must be the
+/// signature of `(t, tenant_id, message_id, body)`. Returns the signed time.
+pub fn verify(header: &str, key: &str, tenant_id: &str, message_id: &str, body: &[u8]) -> Option<i64> {
     let mut t = None;
     let mut signatures = Vec::new();
     for part in header.split(',') {
         match part.split_once('=') {
             Some(("t", value)) => t = value.parse::<i64>().ok(),
-            Some(("v1", value)) => signatures.push(value),
+            Some(("v2", value)) => signatures.push(value),
             _ => {}
         }
     }
-    let t = t?;
+    let signed = Signed { unix_seconds: t?, tenant_id, message_id, body };
     let matches = |hex_signature: &&str| {
-        hex::decode(hex_signature).is_ok_and(|bytes| {
-            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()).expect("any length");
-            mac.update(t.to_string().as_bytes());
-            mac.update(b".");
-            mac.update(body);
-            mac.verify_slice(&bytes).is_ok() // constant-time comparison
-        })
+        hex::decode(hex_signature).is_ok_and(|bytes| signed.mac(key).verify_slice(&bytes).is_ok()) // constant time
     };
-    signatures.iter().any(matches).then_some(t)
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
+    signatures.iter().any(matches).then_some(signed.unix_seconds)
 }
 
 #[cfg(test)]
@@ -177,25 +184,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signs_with_current_and_next_and_verifies() {
-        let keys = SigningKeys::single("k".repeat(32), Some("n".repeat(32))).expect("valid");
-        let header = keys.signature_header("acme", 1_700_000_000, b"{\"a\":1}");
-        assert!(header.starts_with("t=1700000000,v1="));
-        assert_eq!(header.matches("v1=").count(), 2);
-        assert_eq!(verify(&header, &"k".repeat(32), b"{\"a\":1}"), Some(1_700_000_000));
-        assert_eq!(verify(&header, &"n".repeat(32), b"{\"a\":1}"), Some(1_700_000_000));
-        assert_eq!(verify(&header, &"x".repeat(32), b"{\"a\":1}"), None);
-        assert_eq!(verify(&header, &"k".repeat(32), b"{\"a\":2}"), None);
+    fn signs_tenant_message_time_and_body_with_current_and_next() {
+        let pair = KeyPair { current: "k".repeat(32), next: Some("n".repeat(32)) };
+        let signed =
+            Signed { unix_seconds: 1_700_000_000, tenant_id: "acme", message_id: "t1:1:hook", body: b"{}" };
+        let header = signed.header(&pair);
+        assert!(header.starts_with("t=1700000000,v2="));
+        assert_eq!(header.matches("v2=").count(), 2);
+        let check = |key: &str, tenant: &str, id: &str, body: &[u8]| verify(&header, key, tenant, id, body);
+        assert_eq!(check(&"k".repeat(32), "acme", "t1:1:hook", b"{}"), Some(1_700_000_000));
+        assert_eq!(check(&"n".repeat(32), "acme", "t1:1:hook", b"{}"), Some(1_700_000_000));
+        assert_eq!(check(&"x".repeat(32), "acme", "t1:1:hook", b"{}"), None, "another key");
+        assert_eq!(check(&"k".repeat(32), "other", "t1:1:hook", b"{}"), None, "another tenant");
+        assert_eq!(check(&"k".repeat(32), "acme", "t2:1:hook", b"{}"), None, "another message");
+        assert_eq!(check(&"k".repeat(32), "acme", "t1:1:hook", b"{ }"), None, "another body");
         assert!(SigningKeys::single("short".into(), None).is_err());
     }
 
+    /// The README's receiver snippet computes this value for these inputs.
     #[test]
-    fn creates_a_private_key_file_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("signing-keys.json");
-        let first = SigningKeys::load_or_create(&path).expect("created");
-        let second = SigningKeys::load_or_create(&path).expect("loaded");
-        assert_eq!(first, second);
-        assert_eq!(first.default.current.len(), 64);
+    fn the_signed_text_is_time_tenant_message_and_body_joined_by_dots() {
+        let signed = Signed {
+            unix_seconds: 1_700_000_000,
+            tenant_id: "tenant-local",
+            message_id: "tid:1:hook",
+            body: br#"{"a":1}"#,
+        };
+        assert_eq!(
+            signed.sign("example-signing-key-0123456789"),
+            "dab9035cf554b83d47666d2d0ee318ac54719e7ca6891ce337e8056fcabd01a3"
+        );
+    }
+
+    #[test]
+    fn configured_keys_apply_per_tenant_then_to_everyone() {
+        let mut keys = SigningKeys::default();
+        assert_eq!(keys.for_tenant("a"), None, "nothing configured: tenants use their generated keys");
+        keys.tenants.insert("a".into(), KeyPair { current: "a".repeat(16), next: None });
+        assert_eq!(keys.for_tenant("a").map(|p| p.current.as_str()), Some("aaaaaaaaaaaaaaaa"));
+        assert_eq!(keys.for_tenant("b"), None);
+        keys.default = Some(KeyPair { current: "d".repeat(16), next: None });
+        assert_eq!(keys.for_tenant("b").map(|p| p.current.as_str()), Some("dddddddddddddddd"));
+        assert_eq!(generate_key().len(), 64);
     }
 }

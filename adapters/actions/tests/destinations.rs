@@ -11,13 +11,15 @@
 //!   NUL (which PostgreSQL cannot store in text).
 #![cfg(not(madsim))]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use minoots_actions::execute::Failure;
 use minoots_actions::store::NewDelivery;
-use minoots_actions::{ExecConfig, Executor, SigningKeys, Undelivered};
+use minoots_actions::{ExecConfig, Executor, SigningKeys, TenantKeys, Undelivered};
 use minoots_core::action::{Action, ActionKind, WebhookAction};
 use minoots_core::destination::{DestinationPolicy, parse_allowed};
 use minoots_node::clock::SystemClock;
@@ -58,10 +60,12 @@ async fn responder(body: Vec<u8>, endless: bool) -> (u16, Arc<AtomicUsize>) {
     (port, requests)
 }
 
-fn executor(destinations: DestinationPolicy) -> Executor {
+/// An executor under `destinations`, its tenants' keys in a store in `dir`.
+async fn executor(destinations: DestinationPolicy, dir: &tempfile::TempDir) -> Executor {
     let config = ExecConfig { webhook_destinations: destinations, ..ExecConfig::default() };
-    let keys = SigningKeys::single("k".repeat(32), None).expect("key");
-    Executor::new(config, keys, None, Arc::new(SystemClock::new())).expect("executor")
+    let clock = Arc::new(SystemClock::new());
+    let keys = TenantKeys::new(SigningKeys::default(), support::sqlite_store(dir).await, clock.clone());
+    Executor::new(config, Arc::new(keys), None, clock).expect("executor")
 }
 
 fn hook(url: String) -> Action {
@@ -101,7 +105,8 @@ fn refusal(result: Result<minoots_actions::execute::Delivered, Undelivered>) -> 
 #[tokio::test]
 async fn private_destinations_are_refused_at_connect_time_unless_allowed() {
     let (port, requests) = responder(b"ok".to_vec(), false).await;
-    let strict = executor(DestinationPolicy::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let strict = executor(DestinationPolicy::default(), &dir).await;
     for url in [
         format!("http://localhost:{port}/hook"),
         format!("http://127.0.0.1:{port}/hook"),
@@ -120,7 +125,7 @@ async fn private_destinations_are_refused_at_connect_time_unless_allowed() {
 
     let allowed: DestinationPolicy =
         ["localhost", "127.0.0.1"].into_iter().map(|e| parse_allowed(e).expect("entry")).collect();
-    let open = executor(allowed);
+    let open = executor(allowed, &dir).await;
     for url in [format!("http://localhost:{port}/hook"), format!("http://127.0.0.1:{port}/hook")] {
         let delivered =
             open.run(&delivery(), &hook(url.clone()), 1).await.expect("allowed destination delivers");
@@ -135,7 +140,8 @@ async fn a_response_is_read_up_to_a_bound_and_kept_as_a_short_excerpt_without_nu
     body.resize(4 * 1024 * 1024, b'x');
     // A gigabyte announced and never finished: read whole, it would only end at the timeout.
     let (port, _) = responder(body, true).await;
-    let open = executor(DestinationPolicy::allow_all());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = executor(DestinationPolicy::allow_all(), &dir).await;
     let delivered =
         open.run(&delivery(), &hook(format!("http://127.0.0.1:{port}/hook")), 1).await.expect("delivered");
     let output = delivered.output.expect("an excerpt of the body");

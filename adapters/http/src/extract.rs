@@ -58,6 +58,13 @@ impl NeedsRole for CancelRole {
     const ROLE: Role = Role::TimerCancel;
 }
 
+/// Routes that administer a tenant (`tenant.admin`).
+#[derive(Debug)]
+pub struct AdminRole;
+impl NeedsRole for AdminRole {
+    const ROLE: Role = Role::TenantAdmin;
+}
+
 /// An authenticated caller holding role `R`.
 #[derive(Debug)]
 pub struct Caller<R> {

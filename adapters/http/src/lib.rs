@@ -14,6 +14,7 @@
 //! | `POST /api/timers`, `POST /api/timers/batch`, `GET /api/timers`, `GET /api/timers/{id}`, `GET /api/timers/{id}/fires`, `POST /api/timers/{id}/cancel` | [`timers`] |
 //! | `GET /api/timers/stream` | [`stream`] |
 //! | `GET /api/timers/{id}/deliveries`, `GET /api/dlq`, `GET /api/dlq/{id}`, `POST /api/dlq/{id}/replay`, `POST /api/dlq/replay` | [`deliveries`] |
+//! | `GET /api/signing-keys`, `POST /api/signing-keys/rotate`, `POST /api/signing-keys/promote` | [`signing_keys`] |
 //! | `GET /healthz`, `GET /health`, `GET /metrics` | [`health`] |
 //! | `GET /api/openapi.json` | [`openapi`] |
 //!
@@ -26,6 +27,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod openapi;
+pub mod signing_keys;
 pub mod stream;
 pub mod timers;
 pub mod wire;
@@ -52,11 +54,18 @@ pub struct HttpConfig {
     pub sse_keep_alive: Duration,
     /// Delivery history and the DLQ (`None`: those routes answer 404).
     pub actions: Option<minoots_actions::ActionStore>,
+    /// Tenants' webhook signing keys (`None`: those routes answer 404).
+    pub signing_keys: Option<Arc<minoots_actions::TenantKeys>>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, sse_keep_alive: Duration::from_secs(15), actions: None }
+        Self {
+            max_body_bytes: 1024 * 1024,
+            sse_keep_alive: Duration::from_secs(15),
+            actions: None,
+            signing_keys: None,
+        }
     }
 }
 
@@ -85,6 +94,9 @@ fn api_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::POST, "/api/dlq/replay", post(deliveries::replay_all)),
         (Method::GET, "/api/dlq/{id}", get(deliveries::show)),
         (Method::POST, "/api/dlq/{id}/replay", post(deliveries::replay)),
+        (Method::GET, "/api/signing-keys", get(signing_keys::show)),
+        (Method::POST, "/api/signing-keys/rotate", post(signing_keys::rotate)),
+        (Method::POST, "/api/signing-keys/promote", post(signing_keys::promote)),
         (Method::GET, "/api/openapi.json", get(openapi::document)),
         (Method::GET, "/healthz", get(health::healthz)),
         (Method::GET, "/health", get(health::health)),

@@ -8,7 +8,9 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use minoots_actions::{ActionStore, Executor, Inbox, Nats, NatsObserver, OutboxIntake, Runner, RunnerConfig};
+use minoots_actions::{
+    ActionStore, Executor, Inbox, Nats, NatsObserver, OutboxIntake, Runner, RunnerConfig, TenantKeys,
+};
 use minoots_core::action::ActionPolicy;
 use minoots_node::metrics::Metrics;
 use minoots_node::{Clock, EventSink};
@@ -18,7 +20,7 @@ use crate::config::ActionArgs;
 
 /// Where the action store lives.
 pub enum ActionPlace {
-    /// `actions.db` in this data directory (the signing keys file too).
+    /// `actions.db` in this data directory.
     Sqlite(PathBuf),
     /// The cluster database.
     Postgres {
@@ -37,6 +39,8 @@ pub struct Actions {
     pub policy: ActionPolicy,
     /// Deliveries, history and DLQ (for the APIs).
     pub store: ActionStore,
+    /// Each tenant's signing keys (the executor signs with them; the API shows and rotates them).
+    pub keys: Arc<TenantKeys>,
     runner: Option<(Arc<Executor>, Option<Nats>)>,
     inbox: Arc<Inbox>,
     node_id: String,
@@ -82,10 +86,11 @@ impl Actions {
             }
             None => None,
         };
+        let keys =
+            Arc::new(TenantKeys::new(args.signing_keys(data_dir.as_deref())?, store.clone(), clock.clone()));
         let runner = if run_here {
-            let keys = args.signing_keys(data_dir.as_deref())?;
             let executor =
-                Arc::new(Executor::new(exec, keys, nats.as_ref().map(|n| n.client.clone()), clock)?);
+                Arc::new(Executor::new(exec, keys.clone(), nats.as_ref().map(|n| n.client.clone()), clock)?);
             Some((executor, nats))
         } else {
             None
@@ -94,6 +99,7 @@ impl Actions {
             sink,
             policy,
             store,
+            keys,
             runner,
             inbox,
             node_id: node_id.to_owned(),

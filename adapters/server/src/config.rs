@@ -331,11 +331,12 @@ pub struct ActionArgs {
     /// A runner whose heartbeat is this old (database clock) is dead: any runner takes over its claims.
     #[arg(long, env = "ACTION_RUNNER_HEARTBEAT_LAPSE_MS", default_value_t = 5_000)]
     pub action_runner_heartbeat_lapse_ms: u64,
-    /// JSON file of webhook signing keys (`{"default": {"current", "next"?}, "tenants": {...}}`);
-    /// standalone default: `signing-keys.json` in the data directory, generated when missing.
+    /// JSON file of operator-managed webhook signing keys (`{"default"?: {"current", "next"?},
+    /// "tenants": {...}}`); tenants it does not cover sign with their own generated key.
     #[arg(long, env = "MINOOTS_SIGNING_KEYS_FILE")]
     pub signing_keys_file: Option<PathBuf>,
-    /// One signing key for every tenant (at least 16 bytes); overrides the keys file.
+    /// One signing key for every tenant (at least 16 bytes; a single-tenant deployment);
+    /// overrides the keys file.
     #[arg(long, env = "MINOOTS_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<String>,
     /// The next signing key during a rotation (requests carry both signatures).
@@ -427,26 +428,32 @@ impl ActionArgs {
         })
     }
 
-    /// The signing keys: a configured key, a keys file, or (standalone) one generated into `data_dir`.
+    /// The signing keys the operator configured (`MINOOTS_SIGNING_KEY` for every tenant, or
+    /// the keys file); tenants they do not cover sign with their own generated key.
+    /// `data_dir`: warn about a keys file an older version generated there and no longer read.
     pub fn signing_keys(
         &self,
         data_dir: Option<&std::path::Path>,
     ) -> Result<minoots_actions::SigningKeys, String> {
         if let Some(key) = &self.signing_key {
+            tracing::warn!(
+                "MINOOTS_SIGNING_KEY signs every tenant's webhooks with one key: receivers must check the \
+                 signed tenant; unset it to give each tenant its own key"
+            );
             return minoots_actions::SigningKeys::single(key.clone(), self.signing_key_next.clone())
                 .map_err(|e| format!("MINOOTS_SIGNING_KEY: {e}"));
         }
         if let Some(path) = &self.signing_keys_file {
             return minoots_actions::SigningKeys::load(path).map_err(|e| e.to_string());
         }
-        match data_dir {
-            Some(dir) => minoots_actions::SigningKeys::load_or_create(&dir.join("signing-keys.json"))
-                .map_err(|e| e.to_string()),
-            None => {
-                Err("webhook signing needs a key: set MINOOTS_SIGNING_KEY or MINOOTS_SIGNING_KEYS_FILE"
-                    .into())
-            }
+        if let Some(old) = data_dir.map(|dir| dir.join("signing-keys.json")).filter(|p| p.exists()) {
+            tracing::warn!(
+                file = %old.display(),
+                "this generated keys file is no longer read: each tenant now signs with its own key \
+                 (GET /api/signing-keys); name it in MINOOTS_SIGNING_KEYS_FILE to keep using it"
+            );
         }
+        Ok(minoots_actions::SigningKeys::default())
     }
 }
 

@@ -97,6 +97,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     let http_config = minoots_http::HttpConfig {
         max_body_bytes: args.max_body_bytes,
         actions: Some(actions.store.clone()),
+        signing_keys: Some(actions.keys.clone()),
         ..Default::default()
     };
     let api = minoots_http::api_router(handle.clone(), http_config);
