@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::command::{CommandPolicy, CommandRefused};
 use crate::destination::DestinationPolicy;
 use crate::error::ValidationError;
 
@@ -38,8 +39,8 @@ pub const MAX_COMMAND_ARGS: usize = 64;
 /// What the operator allows, checked when a bundle is scheduled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ActionPolicy {
-    /// Programs a `command` action may run (exact names or paths). Empty: no commands.
-    pub command_programs: BTreeSet<String>,
+    /// Command lines a `command` action may run.
+    pub commands: CommandPolicy,
     /// Whether `file` actions may run (the operator configured a base directory).
     pub files_allowed: bool,
     /// Whether `workflow_event` / `agent_prompt` actions have an endpoint to go to.
@@ -296,17 +297,11 @@ fn parse_action(
             ActionKind::Nats(NatsAction { subject, payload: p.map.get("payload").cloned() })
         }
         "command" => {
-            if policy.command_programs.is_empty() {
-                return Err(ValidationError::new(
-                    kind_field,
-                    "command actions are disabled: the operator has not configured an allow-list of programs",
-                ));
+            if policy.commands == CommandPolicy::Off {
+                return Err(ValidationError::new(kind_field, CommandRefused::Off.message()));
             }
             p.known(&["program", "args", "timeoutMs"])?;
             let program = p.required_str("program")?;
-            if !policy.command_programs.contains(&program) {
-                return Err(p.error("program", "is not in the operator's allow-list of programs"));
-            }
             let args = match p.map.get("args") {
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::Array(items)) if items.len() <= MAX_COMMAND_ARGS => items
@@ -320,6 +315,11 @@ fn parse_action(
                     );
                 }
             };
+            match policy.commands.check(&program, &args) {
+                Ok(()) => {}
+                Err(refused @ CommandRefused::Args) => return Err(p.error("args", refused.message())),
+                Err(refused) => return Err(p.error("program", refused.message())),
+            }
             ActionKind::Command(CommandAction { program, args, timeout_ms: p.timeout()? })
         }
         "file" => {
@@ -520,7 +520,7 @@ mod tests {
 
     fn open() -> ActionPolicy {
         ActionPolicy {
-            command_programs: ["/bin/echo".to_owned()].into(),
+            commands: CommandPolicy::from_rules(&["/bin/echo **".to_owned()]).expect("rule"),
             files_allowed: true,
             agent_endpoint: true,
             webhook_destinations: DestinationPolicy::default(),

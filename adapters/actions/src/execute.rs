@@ -20,13 +20,14 @@
 //! - `workflow_event` / `agent_prompt`: to the operator's agent endpoint
 //!   (a signed webhook, or a NATS subject).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use minoots_core::action::{Action, ActionKind, CommandAction, FileAction, WebhookAction};
 use minoots_core::breaker::BreakerConfig;
+use minoots_core::command::{CommandPolicy, CommandRefused};
 use minoots_core::destination::DestinationPolicy;
 use minoots_node::Clock;
 use serde_json::Value;
@@ -57,8 +58,14 @@ pub struct AgentEndpoint {
 pub struct ExecConfig {
     /// Default webhook timeout (`ACTION_WEBHOOK_TIMEOUT_MS`).
     pub webhook_timeout_ms: u64,
-    /// Programs `command` actions may run.
-    pub command_programs: BTreeSet<String>,
+    /// Command lines `command` actions may run (`ACTION_COMMAND_ALLOW`).
+    pub commands: CommandPolicy,
+    /// The whole environment of a command besides the fire's `MINOOTS_*` variables:
+    /// the variables the operator passes through (`ACTION_COMMAND_ENV`), with their values.
+    pub command_env: Vec<(String, String)>,
+    /// Whether a command's output is kept in the delivery history, which its
+    /// tenant reads (`ACTION_COMMAND_SHOW_OUTPUT`); otherwise only the exit code is.
+    pub command_output_visible: bool,
     /// Default command timeout.
     pub command_timeout_ms: u64,
     /// Where `file` actions write; `None`: file actions are off.
@@ -77,7 +84,9 @@ impl Default for ExecConfig {
     fn default() -> Self {
         Self {
             webhook_timeout_ms: 10_000,
-            command_programs: BTreeSet::new(),
+            commands: CommandPolicy::Off,
+            command_env: Vec::new(),
+            command_output_visible: false,
             command_timeout_ms: 30_000,
             file_base_dir: None,
             agent: AgentEndpoint::default(),
@@ -92,7 +101,7 @@ impl ExecConfig {
     /// The schedule-time policy matching this configuration.
     pub fn policy(&self) -> minoots_core::action::ActionPolicy {
         minoots_core::action::ActionPolicy {
-            command_programs: self.command_programs.clone(),
+            commands: self.commands.clone(),
             files_allowed: self.file_base_dir.is_some(),
             agent_endpoint: self.agent.webhook_url.is_some() || self.agent.nats_subject.is_some(),
             webhook_destinations: self.webhook_destinations.clone(),
@@ -369,14 +378,18 @@ impl Executor {
     }
 
     async fn command(&self, delivery: &NewDelivery, command: &CommandAction) -> Result<Delivered, Failure> {
-        if !self.config.command_programs.contains(&command.program) {
-            return Err(Failure::permanent(format!(
-                "program {} is not in the operator's allow-list",
-                command.program
-            )));
+        if let Err(refused) = self.config.commands.check(&command.program, &command.args) {
+            let what = match refused {
+                CommandRefused::Off => String::new(),
+                CommandRefused::Program => format!("{} ", command.program),
+                CommandRefused::Args => format!("the arguments of {} ", command.program),
+            };
+            return Err(Failure::permanent(format!("{what}{}", refused.message())));
         }
         let mut child = tokio::process::Command::new(&command.program)
             .args(&command.args)
+            .env_clear()
+            .envs(self.config.command_env.iter().map(|(name, value)| (name, value)))
             .env("MINOOTS_TIMER_ID", &delivery.timer_id)
             .env("MINOOTS_TENANT_ID", &delivery.tenant_id)
             .env("MINOOTS_OCCURRENCE", delivery.occurrence.to_string())
@@ -387,22 +400,41 @@ impl Executor {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| Failure::transient(format!("starting {}: {e}", command.program)))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A program that does not read its input is fine.
-            let _ = stdin.write_all(delivery.envelope.as_bytes()).await;
-        }
+        let stdin = child.stdin.take();
+        let envelope = delivery.envelope.as_bytes();
+        // The envelope is written while the program runs (a program that never
+        // reads it must not block the attempt), and the timeout bounds both:
+        // when it expires the attempt's future is dropped, and with it the
+        // child, which is killed.
+        let attempt = async {
+            let feed = async move {
+                if let Some(mut stdin) = stdin {
+                    // A program that does not read its input is fine; closing stdin ends it.
+                    let _ = stdin.write_all(envelope).await;
+                }
+            };
+            let ((), output) = tokio::join!(feed, child.wait_with_output());
+            output
+        };
         let timeout = Duration::from_millis(command.timeout_ms.unwrap_or(self.config.command_timeout_ms));
-        let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        let output = match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(output)) => output,
             Ok(Err(e)) => return Err(Failure::transient(format!("running {}: {e}", command.program))),
             Err(_) => {
-                return Err(Failure::transient(format!("{} timed out after {timeout:?}", command.program)));
+                return Err(Failure::transient(format!(
+                    "{} timed out after {timeout:?} and was killed",
+                    command.program
+                )));
             }
         };
         let code = output.status.code().map(i64::from);
-        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&output.stderr));
-        let tail = excerpt(&text, Keep::Tail);
+        let tail = if self.config.command_output_visible {
+            let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&output.stderr));
+            excerpt(&text, Keep::Tail)
+        } else {
+            None
+        };
         if output.status.success() {
             Ok(Delivered { status_code: code, output: tail })
         } else {

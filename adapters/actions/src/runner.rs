@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use minoots_core::action::{Action, ActionPolicy, RetryPolicy, parse_bundle};
+use minoots_core::command::CommandPolicy;
 use minoots_core::destination::DestinationPolicy;
 use minoots_core::event::{EventKind, OutboxEvent};
 use minoots_node::EventSink;
@@ -108,7 +109,7 @@ pub fn deliveries_of(envelope: &EventEnvelope, envelope_json: &str) -> Vec<NewDe
     let Some(fire) = &envelope.event.fire else { return Vec::new() };
     // Structure only: kinds and destinations the operator turned off since are refused when run.
     let everything = ActionPolicy {
-        command_programs: bundle_programs(bundle_value),
+        commands: CommandPolicy::Any,
         files_allowed: true,
         agent_endpoint: true,
         webhook_destinations: DestinationPolicy::allow_all(),
@@ -139,15 +140,6 @@ pub fn deliveries_of(envelope: &EventEnvelope, envelope_json: &str) -> Vec<NewDe
 }
 
 /// The programs a bundle names (so structure-only parsing accepts them).
-fn bundle_programs(bundle: &serde_json::Value) -> std::collections::BTreeSet<String> {
-    bundle["actions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a["parameters"]["program"].as_str().map(str::to_owned))
-        .collect()
-}
-
 /// The standalone intake: the relay's sink, queueing deliveries in the
 /// action store and handing them to the local runner.
 pub struct OutboxIntake {

@@ -1,6 +1,7 @@
 //! `minoots serve` configuration: flags with environment-variable
 //! equivalents (MINOOTS's names where they exist), and logging set-up.
 
+use minoots_core::command::CommandPolicy;
 use minoots_core::destination::{DestinationPolicy, parse_allowed};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -342,9 +343,19 @@ pub struct ActionArgs {
     /// The next signing key during a rotation (requests carry both signatures).
     #[arg(long, env = "MINOOTS_SIGNING_KEY_NEXT", hide_env_values = true)]
     pub signing_key_next: Option<String>,
-    /// Programs `command` actions may run (comma-separated exact names or paths; empty: commands off).
+    /// Command lines `command` actions may run, comma-separated: each a program (name or
+    /// path) and one pattern per argument, a literal, `*` (any one) or, last, `**` (any
+    /// further); a program alone runs with no arguments. Empty: commands off.
     #[arg(long, env = "ACTION_COMMAND_ALLOW", value_delimiter = ',')]
     pub command_allow: Vec<String>,
+    /// Variables of the server's environment a command also gets (comma-separated names);
+    /// nothing else of it reaches the command but the fire's `MINOOTS_*` variables.
+    #[arg(long, env = "ACTION_COMMAND_ENV", value_delimiter = ',', default_value = "PATH")]
+    pub command_env: Vec<String>,
+    /// Keep a command's output (stdout and stderr, last 2 KiB) in the delivery history,
+    /// which its tenant reads. Off: only the exit code is kept.
+    #[arg(long, env = "ACTION_COMMAND_SHOW_OUTPUT")]
+    pub command_show_output: bool,
     /// Default command timeout.
     #[arg(long, env = "ACTION_COMMAND_TIMEOUT_MS", default_value_t = 30_000)]
     pub command_timeout_ms: u64,
@@ -387,7 +398,16 @@ impl ActionArgs {
         };
         Ok(minoots_actions::ExecConfig {
             webhook_timeout_ms: self.webhook_timeout_ms.max(1),
-            command_programs: self.command_allow.iter().filter(|p| !p.is_empty()).cloned().collect(),
+            commands: CommandPolicy::from_rules(&self.command_allow)
+                .map_err(|e| format!("ACTION_COMMAND_ALLOW: {e}"))?,
+            command_env: self
+                .command_env
+                .iter()
+                .map(|name| name.trim())
+                .filter(|name| !name.is_empty())
+                .filter_map(|name| std::env::var(name).ok().map(|value| (name.to_owned(), value)))
+                .collect(),
+            command_output_visible: self.command_show_output,
             command_timeout_ms: self.command_timeout_ms.max(1),
             file_base_dir: self.file_base_dir.clone(),
             agent: minoots_actions::AgentEndpoint {
