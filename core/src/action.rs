@@ -35,6 +35,10 @@ pub const MAX_TIMEOUT_MS: u64 = 300_000;
 pub const MAX_CONCURRENCY: u32 = 16;
 /// Most arguments of a command.
 pub const MAX_COMMAND_ARGS: usize = 64;
+/// Longest `file` path (the base directory and tenant directory come on top).
+pub const MAX_FILE_PATH_BYTES: usize = 1_024;
+/// Longest part of a `file` path (the usual filesystem limit on a name).
+pub const MAX_FILE_NAME_BYTES: usize = 255;
 
 /// What the operator allows, checked when a bundle is scheduled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -338,6 +342,16 @@ fn parse_action(
             if !ok {
                 return Err(p.error("path", "must be a relative path without empty, '.' or '..' parts"));
             }
+            if path.len() > MAX_FILE_PATH_BYTES
+                || path.split('/').any(|part| part.len() > MAX_FILE_NAME_BYTES)
+            {
+                return Err(p.error(
+                    "path",
+                    format!(
+                        "must be at most {MAX_FILE_PATH_BYTES} bytes, each part at most {MAX_FILE_NAME_BYTES}"
+                    ),
+                ));
+            }
             let append = match p.map.get("append") {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
@@ -562,7 +576,8 @@ mod tests {
         assert_eq!(field_of(other, &open()), "actionBundle.actions[0].parameters.program");
         let file = json!({"actions": [{"kind": "file", "parameters": {"path": "a"}}]});
         assert_eq!(field_of(file, &closed), "actionBundle.actions[0].kind");
-        for path in ["/etc/passwd", "../x", "a/../b", "a//b", ""] {
+        let long_name = "n".repeat(256);
+        for path in ["/etc/passwd", "../x", "a/../b", "a//b", "", long_name.as_str()] {
             let bad = json!({"actions": [{"kind": "file", "parameters": {"path": path}}]});
             assert_eq!(field_of(bad, &open()), "actionBundle.actions[0].parameters.path", "{path}");
         }

@@ -15,8 +15,8 @@
 //!   stream capturing the subject drops repeats), flushed to the server.
 //! - `command`: the allow-listed program, no shell, the envelope on stdin;
 //!   exit code and output tail recorded; non-zero exit is retried.
-//! - `file`: written (or appended) under the operator's base directory;
-//!   a path escaping it through a symlink is refused.
+//! - `file`: written (or appended) under the tenant's directory in the
+//!   operator's base directory, following no symlink ([`crate::files`]).
 //! - `workflow_event` / `agent_prompt`: to the operator's agent endpoint
 //!   (a signed webhook, or a NATS subject).
 
@@ -35,6 +35,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::circuits::{Circuits, Deferral};
 use crate::destinations::{GuardedResolver, refusal_in};
+use crate::files::FileError;
 use crate::signing::Signed;
 use crate::store::NewDelivery;
 use crate::tenant_keys::TenantKeys;
@@ -451,43 +452,21 @@ impl Executor {
     }
 
     async fn file(&self, delivery: &NewDelivery, file: &FileAction) -> Result<Delivered, Failure> {
-        let Some(base) = &self.config.file_base_dir else {
+        let Some(base) = self.config.file_base_dir.clone() else {
             return Err(Failure::permanent("file actions are disabled (no base directory configured)"));
         };
-        let target = base.join(&file.path);
-        let parent = target.parent().unwrap_or(base).to_path_buf();
-        tokio::fs::create_dir_all(&parent)
-            .await
-            .map_err(|e| Failure::transient(format!("creating {}: {e}", parent.display())))?;
-        let (real_base, real_parent) =
-            match (tokio::fs::canonicalize(base).await, tokio::fs::canonicalize(&parent).await) {
-                (Ok(b), Ok(p)) => (b, p),
-                (Err(e), _) | (_, Err(e)) => {
-                    return Err(Failure::transient(format!("resolving the path: {e}")));
-                }
-            };
-        if !real_parent.starts_with(&real_base) {
-            return Err(Failure::permanent("the path leaves the base directory"));
+        let (bytes, _) = body_bytes(file.content.as_ref(), &delivery.envelope);
+        let (tenant, path, append) = (delivery.tenant_id.clone(), file.path.clone(), file.append);
+        let written = tokio::task::spawn_blocking(move || {
+            crate::files::write_under(&base, &tenant, &path, &bytes, append)
+        })
+        .await
+        .map_err(|e| Failure::transient(format!("writing {}: {e}", file.path)))?;
+        match written {
+            Ok(()) => Ok(Delivered { status_code: None, output: None }),
+            Err(FileError::Refused(why)) => Err(Failure::permanent(why)),
+            Err(FileError::Io(why)) => Err(Failure::transient(why)),
         }
-        let (mut bytes, _) = body_bytes(file.content.as_ref(), &delivery.envelope);
-        let mut options = tokio::fs::OpenOptions::new();
-        if file.append {
-            bytes.push(b'\n');
-            options.append(true).create(true);
-        } else {
-            options.write(true).create(true).truncate(true);
-        }
-        let name = target.file_name().map(|n| real_parent.join(n)).unwrap_or(target.clone());
-        let mut handle = options
-            .open(&name)
-            .await
-            .map_err(|e| Failure::transient(format!("opening {}: {e}", file.path)))?;
-        handle
-            .write_all(&bytes)
-            .await
-            .map_err(|e| Failure::transient(format!("writing {}: {e}", file.path)))?;
-        handle.sync_all().await.map_err(|e| Failure::transient(format!("syncing {}: {e}", file.path)))?;
-        Ok(Delivered { status_code: None, output: None })
     }
 }
 
