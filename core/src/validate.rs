@@ -34,6 +34,7 @@ const MAX_FUTURE_MS_U64: u64 = MAX_FUTURE_MS as u64;
 
 const ONLY_RECURRING: &str = "is only allowed with every or cron";
 const TOO_FAR_AHEAD: &str = "must be at most 10 years in the future";
+const NO_NUL: &str = "must not contain the NUL character (\\u0000)";
 
 pub(crate) fn validate(
     draft: &TimerDraft,
@@ -49,9 +50,10 @@ pub(crate) fn validate(
             ValidationError::new("misfirePolicy", "must be one of fire_once, fire_all, skip")
         })?,
     };
-    check_text_len("name", draft.name.as_deref())?;
-    check_text_len("requestedBy", draft.requested_by.as_deref())?;
+    check_text("name", draft.name.as_deref())?;
+    check_text("requestedBy", draft.requested_by.as_deref())?;
     check_labels(&draft.labels)?;
+    check_no_nul(draft)?;
     check_json_size("metadata", draft.metadata.as_ref())?;
     check_json_size("actionBundle", draft.action_bundle.as_ref())?;
     if let Some(bundle) = draft.action_bundle.as_ref().filter(|b| !b.is_null()) {
@@ -229,11 +231,13 @@ fn too_far_in_the_past(tolerance_ms: u64) -> String {
     format!("must not be more than {tolerance} in the past (the past-fire tolerance)")
 }
 
-fn check_text_len(field: &str, text: Option<&str>) -> Result<(), ValidationError> {
+/// The rule for free text: at most [`MAX_TEXT_LEN`] characters, no NUL.
+fn check_text(field: &str, text: Option<&str>) -> Result<(), ValidationError> {
     match text {
         Some(text) if text.chars().count() > MAX_TEXT_LEN => {
-            Err(ValidationError::new(field, "must be at most 256 characters"))
+            Err(ValidationError::new(field, format!("must be at most {MAX_TEXT_LEN} characters")))
         }
+        Some(text) if text.contains('\0') => Err(ValidationError::new(field, NO_NUL)),
         _ => Ok(()),
     }
 }
@@ -270,6 +274,43 @@ fn label_field(key: &str) -> String {
 
 /// Rejects JSON larger than [`MAX_JSON_BYTES`] once serialized; stops
 /// serializing as soon as the budget is spent.
+/// No text a client sends may hold NUL (free text: [`check_text`]):
+/// PostgreSQL cannot store it in text, and every store must answer the same.
+fn check_no_nul(draft: &TimerDraft) -> Result<(), ValidationError> {
+    if draft.idempotency_key.as_deref().is_some_and(|t| t.contains('\0')) {
+        return Err(ValidationError::new("idempotencyKey", NO_NUL));
+    }
+    if let Some((key, _)) = draft.labels.iter().find(|(k, v)| k.contains('\0') || v.contains('\0')) {
+        return Err(ValidationError::new(label_field(&key.replace('\0', "\\u0000")), NO_NUL));
+    }
+    let documents = [
+        ("metadata", draft.metadata.as_ref()),
+        ("actionBundle", draft.action_bundle.as_ref()),
+        ("agentBinding", draft.agent_binding.as_ref()),
+    ];
+    for (field, value) in documents {
+        if let Some(path) = value.and_then(|v| nul_path(v, field.to_owned())) {
+            return Err(ValidationError::new(path, NO_NUL));
+        }
+    }
+    Ok(())
+}
+
+/// The path (`metadata.notes[2]`) of the first string or key holding NUL in `value`.
+fn nul_path(value: &Value, path: String) -> Option<String> {
+    match value {
+        Value::String(text) => text.contains('\0').then_some(path),
+        Value::Array(items) => {
+            items.iter().enumerate().find_map(|(i, item)| nul_path(item, format!("{path}[{i}]")))
+        }
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            let inner = format!("{path}.{key}");
+            if key.contains('\0') { Some(inner.replace('\0', "\\u0000")) } else { nul_path(item, inner) }
+        }),
+        _ => None,
+    }
+}
+
 fn check_json_size(field: &str, value: Option<&Value>) -> Result<(), ValidationError> {
     struct ByteBudget {
         remaining: usize,
@@ -401,17 +442,10 @@ pub(crate) fn parse_instant(field: &str, text: &str) -> Result<WallMs, Validatio
         .map_err(|_| ValidationError::new(field, "must be an ISO-8601 instant like 2026-01-02T03:04:05Z"))
 }
 
-/// Rules for the free text of a cancel: `requestedBy` and `reason`, each at most
-/// [`crate::draft::MAX_TEXT_LEN`] characters.
+/// Rules for the free text of a cancel: `requestedBy` and `reason` ([`check_text`]).
 pub(crate) fn check_cancel_text(requested_by: &str, reason: Option<&str>) -> Result<(), ValidationError> {
-    let limit = crate::draft::MAX_TEXT_LEN;
-    if requested_by.chars().count() > limit {
-        return Err(ValidationError::new("requestedBy", format!("must be at most {limit} characters")));
-    }
-    if reason.is_some_and(|r| r.chars().count() > limit) {
-        return Err(ValidationError::new("reason", format!("must be at most {limit} characters")));
-    }
-    Ok(())
+    check_text("requestedBy", Some(requested_by))?;
+    check_text("reason", reason)
 }
 
 #[cfg(test)]
@@ -466,6 +500,35 @@ mod tests {
 
     fn error_of(draft: &TimerDraft) -> ValidationError {
         validate(draft, now()).expect_err("must be rejected")
+    }
+
+    #[test]
+    fn nul_in_any_text_is_refused_naming_where() {
+        let nul = "a\0b".to_owned();
+        let cases = [
+            (TimerDraft { name: Some(nul.clone()), ..draft() }, "name"),
+            (TimerDraft { requested_by: Some(nul.clone()), ..draft() }, "requestedBy"),
+            (TimerDraft { idempotency_key: Some(nul.clone()), ..draft() }, "idempotencyKey"),
+            (TimerDraft { labels: [("team".to_owned(), nul.clone())].into(), ..draft() }, "labels.team"),
+            (TimerDraft { metadata: Some(json!({"a": [1, {"b": nul}]})), ..draft() }, "metadata.a[1].b"),
+            (TimerDraft { agent_binding: Some(json!({"k\u{0}": 1})), ..draft() }, "agentBinding.k\\u0000"),
+            (
+                TimerDraft {
+                    action_bundle: Some(
+                        json!({"actions": [{"kind": "nats", "parameters": {"subject": "a", "payload": "x\u{0}"}}]}),
+                    ),
+                    ..draft()
+                },
+                "actionBundle.actions[0].parameters.payload",
+            ),
+        ];
+        for (draft, field) in cases {
+            let error = error_of(&draft);
+            assert_eq!(error.field, field);
+            assert!(error.message.contains("NUL"), "{}", error.message);
+        }
+        assert_eq!(check_cancel_text("ops", Some("a\0b")).expect_err("refused").field, "reason");
+        assert_eq!(check_cancel_text("o\0ps", None).expect_err("refused").field, "requestedBy");
     }
 
     #[test]
