@@ -211,6 +211,24 @@ impl RetryPolicy {
     }
 }
 
+/// What tenants and subscribers see in place of a webhook header's value.
+pub const REDACTED: &str = "[redacted]";
+
+/// A bundle as tenants and subscribers see it: webhook `headers` are
+/// write-only (they carry credentials), so each value is [`REDACTED`]; their
+/// names stay. Everything else is as given.
+pub fn redacted_bundle(bundle: &Value) -> Value {
+    let mut shown = bundle.clone();
+    let actions = shown.get_mut("actions").and_then(Value::as_array_mut).into_iter().flatten();
+    for action in actions.filter(|a| a.get("kind").and_then(Value::as_str) == Some("webhook")) {
+        let headers = action.pointer_mut("/parameters/headers").and_then(Value::as_object_mut);
+        for value in headers.into_iter().flat_map(|h| h.values_mut()) {
+            *value = Value::String(REDACTED.to_owned());
+        }
+    }
+    shown
+}
+
 /// Parses and checks `actionBundle` against the operator's `policy`.
 /// Errors name the field (`actionBundle.actions[0].parameters.url`).
 pub fn parse_bundle(value: &Value, policy: &ActionPolicy) -> Result<ActionBundle, ValidationError> {
@@ -565,6 +583,23 @@ mod tests {
         assert_eq!(hook.method, "POST");
         let ActionKind::Command(cmd) = &bundle.actions[2].kind else { panic!("command") };
         assert_eq!(cmd.args, vec!["a b".to_owned(), ";rm".to_owned()]);
+    }
+
+    #[test]
+    fn webhook_header_values_are_redacted_and_nothing_else() {
+        let bundle = json!({"actions": [
+            {"kind": "webhook", "parameters": {"url": "https://x", "headers": {"Authorization": "Bearer s3cret", "X-A": "1"}}},
+            {"kind": "nats", "parameters": {"subject": "a", "payload": {"headers": {"k": "v"}}}}
+        ], "retryPolicy": {"maxAttempts": 2}});
+        let shown = redacted_bundle(&bundle);
+        assert_eq!(
+            shown["actions"][0]["parameters"]["headers"],
+            json!({"Authorization": REDACTED, "X-A": REDACTED})
+        );
+        assert_eq!(shown["actions"][0]["parameters"]["url"], "https://x");
+        assert_eq!(shown["actions"][1], bundle["actions"][1]);
+        assert_eq!(shown["retryPolicy"], bundle["retryPolicy"]);
+        assert_eq!(redacted_bundle(&json!("not a bundle")), json!("not a bundle"));
     }
 
     #[test]

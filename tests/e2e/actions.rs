@@ -43,6 +43,7 @@ struct Received {
     key: String,
     tenant: String,
     signature: String,
+    authorization: String,
     body: Vec<u8>,
     at: Instant,
     at_unix_ms: i64,
@@ -76,6 +77,7 @@ async fn receive(
             key,
             tenant: header("minoots-tenant-id"),
             signature: header("minoots-signature"),
+            authorization: header("authorization"),
             body: body.to_vec(),
             at: Instant::now(),
             at_unix_ms: unix_ms(),
@@ -254,6 +256,68 @@ async fn webhooks_arrive_signed_and_once_and_commands_need_an_allow_list() {
     let line =
         format!("minoots_action_attempt_total{{kind=\"webhook\",outcome=\"succeeded\"}} {}", expected.len());
     assert!(metrics.contains(&line), "metrics lack {line}");
+}
+
+/// Webhook headers are write-only: sent to the receiver, shown to nobody —
+/// not in the timer's views (REST, gRPC), not on the event stream, not in
+/// the envelope the webhook itself carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_headers_are_sent_but_never_shown() {
+    let (receiver, base) = start_receiver().await;
+    let dir = data_dir();
+    let server = Server::start(dir.path());
+    let secret = "Bearer s3cret-credential";
+    let mut events = http()
+        .get(format!("{}/api/timers/stream", server.rest))
+        .header("x-api-key", DEV_KEY)
+        .send()
+        .await
+        .expect("stream")
+        .bytes_stream();
+    let bundle = json!({"actions": [{"id": "hook", "kind": "webhook", "parameters": {"url": format!("{base}/secret"), "headers": {"Authorization": secret}}}]});
+    let created = create_batch(&server, vec![json!({"duration": 300, "actionBundle": bundle})]).await;
+    let id = created[0]["id"].as_str().expect("id").to_owned();
+    let key = format!("{id}:1:hook");
+    let got = eventually(Duration::from_secs(20), "the webhook arrived", || {
+        let found = receiver.seen.lock().expect("lock").iter().find(|r| r.key == key).cloned();
+        async move { found }
+    })
+    .await;
+    assert_eq!(got.authorization, secret, "the receiver gets the header");
+    let body = String::from_utf8_lossy(&got.body).into_owned();
+    assert!(!body.contains("s3cret"), "the envelope the webhook carries shows no header value: {body}");
+    assert!(body.contains("[redacted]"), "{body}");
+
+    let shown = http()
+        .get(format!("{}/api/timers/{id}", server.rest))
+        .header("x-api-key", DEV_KEY)
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(!shown.contains("s3cret") && shown.contains("Authorization"), "{shown}");
+    assert!(!created[0].to_string().contains("s3cret"), "nor the create answer");
+    let out = Command::new(minoots_bin())
+        .args(["timers", "get", &id, "--json", "--server", &server.grpc, "--api-key", DEV_KEY])
+        .output()
+        .expect("minoots timers get");
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cret"), "nor gRPC");
+
+    let mut seen = String::new();
+    let fired = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(chunk)) = events.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("timer.fired") && seen.contains(&id) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(fired.is_ok(), "the fired event streamed: {seen}");
+    assert!(!seen.contains("s3cret"), "nor the event stream");
 }
 
 fn history_of(server: &Server, id: &str) -> Value {

@@ -243,9 +243,8 @@ impl Nats {
                 return Err(NatsError("the message stream ended".into()));
             };
             let message = message.map_err(|e| nats_err("receiving a message")(e.into()))?;
-            let text = String::from_utf8_lossy(&message.payload).into_owned();
-            let deliveries = match serde_json::from_str::<EventEnvelope>(&text) {
-                Ok(envelope) => deliveries_of(&envelope, &text),
+            let deliveries = match serde_json::from_slice::<EventEnvelope>(&message.payload) {
+                Ok(envelope) => deliveries_of(&envelope),
                 Err(e) => {
                     tracing::warn!(subject = %message.subject, error = %e, "an event that is not an envelope; dropped");
                     Vec::new()
@@ -313,7 +312,8 @@ impl EventSink for JetStreamSink {
                     .take(WINDOW_MAX)
                     .take_while(|row| timers.insert(row.timer_id))
                     .map(|row| {
-                        let envelope = EventEnvelope::from(row);
+                        // The runner consuming the stream needs the webhook headers.
+                        let envelope = EventEnvelope::with_secrets(row);
                         let payload = serde_json::to_vec(&envelope).unwrap_or_default();
                         (
                             self.nats.config.subject(row.tenant_id.as_str(), row.kind.as_str()),

@@ -99,7 +99,10 @@ pub trait DeliveryObserver: Send + Sync + 'static {
 }
 
 /// The deliveries a fire event asks for (none for other events or timers without actions).
-pub fn deliveries_of(envelope: &EventEnvelope, envelope_json: &str) -> Vec<NewDelivery> {
+/// `envelope` carries the bundle as stored ([`EventEnvelope::with_secrets`]);
+/// each delivery carries the envelope as tenants see it (header values
+/// redacted), which is what its action sends.
+pub fn deliveries_of(envelope: &EventEnvelope) -> Vec<NewDelivery> {
     if envelope.event.kind != minoots_node::views::event_type(EventKind::Fired) {
         return Vec::new();
     }
@@ -122,6 +125,7 @@ pub fn deliveries_of(envelope: &EventEnvelope, envelope_json: &str) -> Vec<NewDe
         }
     };
     let retry_policy = serde_json::to_string(&bundle.retry_policy).unwrap_or_default();
+    let shown = serde_json::to_string(&envelope.redacted()).unwrap_or_default();
     bundle
         .actions
         .iter()
@@ -134,7 +138,7 @@ pub fn deliveries_of(envelope: &EventEnvelope, envelope_json: &str) -> Vec<NewDe
             kind: action.kind.name().to_owned(),
             action: serde_json::to_string(action).unwrap_or_default(),
             retry_policy: retry_policy.clone(),
-            envelope: envelope_json.to_owned(),
+            envelope: shown.clone(),
         })
         .collect()
 }
@@ -166,9 +170,7 @@ impl EventSink for OutboxIntake {
         Box::pin(async move {
             let mut deliveries = Vec::new();
             for row in rows.iter().filter(|r| r.kind == EventKind::Fired && r.timer.action_bundle.is_some()) {
-                let envelope = EventEnvelope::from(row);
-                let json = serde_json::to_string(&envelope).unwrap_or_default();
-                deliveries.extend(deliveries_of(&envelope, &json));
+                deliveries.extend(deliveries_of(&EventEnvelope::with_secrets(row)));
             }
             if deliveries.is_empty() {
                 return rows.len();

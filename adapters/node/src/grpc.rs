@@ -526,7 +526,9 @@ pub fn timer_to_wire(t: &TimerRecord) -> pb::Timer {
         cancelled_by: t.cancelled_by.clone().unwrap_or_default(),
         duration_ms: 0,
         metadata_json: json_text(t.metadata.as_ref()),
-        action_bundle_json: json_text(t.action_bundle.as_ref()),
+        action_bundle_json: json_text(
+            t.action_bundle.as_ref().map(minoots_core::action::redacted_bundle).as_ref(),
+        ),
         agent_binding_json: json_text(t.agent_binding.as_ref()),
         labels: t.labels.clone(),
         schedule_kind: t.schedule.kind_name().to_owned(),

@@ -152,7 +152,7 @@ impl From<&TimerRecord> for TimerView {
             requested_by: t.requested_by.clone(),
             metadata: t.metadata.clone(),
             labels: t.labels.clone(),
-            action_bundle: t.action_bundle.clone(),
+            action_bundle: t.action_bundle.as_ref().map(minoots_core::action::redacted_bundle),
             agent_binding: t.agent_binding.clone(),
             fired_at: t.last_fired_at_ms.map(format_wall_ms),
             cancelled_at: t.cancelled_at_ms.map(format_wall_ms),
@@ -244,6 +244,26 @@ pub struct EventBody {
     /// The recorded fire (`timer.fired` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fire: Option<FireView>,
+}
+
+impl EventEnvelope {
+    /// The envelope with the timer's action bundle as stored, webhook header
+    /// values included: only for the path that runs the actions (the
+    /// JetStream event stream, the in-process intake). Everything a tenant or
+    /// subscriber sees is [`EventEnvelope::from`], values redacted.
+    pub fn with_secrets(e: &OutboxEvent) -> Self {
+        let mut envelope = Self::from(e);
+        envelope.event.timer.action_bundle.clone_from(&e.timer.action_bundle);
+        envelope
+    }
+
+    /// The same envelope as tenants see it: webhook header values redacted.
+    pub fn redacted(&self) -> Self {
+        let mut envelope = self.clone();
+        envelope.event.timer.action_bundle =
+            self.event.timer.action_bundle.as_ref().map(minoots_core::action::redacted_bundle);
+        envelope
+    }
 }
 
 impl From<&OutboxEvent> for EventEnvelope {
