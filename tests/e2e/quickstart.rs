@@ -12,6 +12,18 @@ use serde_json::Value;
 
 use crate::support::{DEV_KEY, Server, data_dir, eventually, http, iso_ms, minoots_bin};
 
+/// The data directory is the server user's alone: 0700, its databases
+/// (with their WAL and shared-memory files) 0600.
+fn data_files_are_private(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(dir), 0o700, "data directory");
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+}
+
 fn cli(server: &Server, args: &[&str]) -> Value {
     let out = Command::new(minoots_bin())
         .arg("timers")
@@ -56,6 +68,7 @@ async fn quick_start_timer_fires_and_is_visible_everywhere() {
     let dir = data_dir();
     let server = Server::start(dir.path());
     let client = http();
+    data_files_are_private(dir.path());
 
     let sse = reqwest::Client::new()
         .get(format!("{}/api/timers/stream", server.rest))
@@ -179,4 +192,11 @@ async fn keys_made_by_the_cli_are_tenant_scoped_and_revocable() {
     let after =
         client.get(format!("{}/api/timers", server.rest)).header("x-api-key", &secret).send().await.unwrap();
     assert_eq!(after.status(), 401, "a revoked key stops working at once");
+    let metrics = client.get(&server.metrics).send().await.unwrap().text().await.unwrap();
+    let failures: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("minoots_auth_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("minoots_auth_failures_total is exported");
+    assert!(failures >= 1, "the refused key was counted: {failures}");
 }

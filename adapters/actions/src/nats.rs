@@ -125,7 +125,7 @@ impl Nats {
             .name("minoots")
             .connect(config.url.as_str())
             .await
-            .map_err(|e| NatsError(format!("connecting to {}: {e}", config.url)))?;
+            .map_err(|e| NatsError(format!("connecting to NATS (NATS_URL): {e}")))?;
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(5))
             .ack_timeout(Duration::from_millis(config.publish_ack_timeout_ms))

@@ -101,14 +101,20 @@ impl NodeHandle {
     }
 
     /// Looks up an API key and returns the caller it identifies.
+    /// A missing or unknown key is counted (`minoots_auth_failures_total`)
+    /// and an unknown one logged with the first characters of its hash (never the key).
     pub async fn authenticate(&self, api_key: Option<&str>) -> Result<Principal, AuthError> {
-        let key = api_key.filter(|k| !k.is_empty()).ok_or(AuthError::Missing)?;
-        let record = self
-            .keys
-            .find_key(&hash_api_key(key))
-            .await
-            .map_err(|e| AuthError::Unavailable(e.0))?
-            .ok_or(AuthError::Invalid)?;
+        let Some(key) = api_key.filter(|k| !k.is_empty()) else {
+            self.metrics.auth_failures.inc();
+            return Err(AuthError::Missing);
+        };
+        let hash = hash_api_key(key);
+        let found = self.keys.find_key(&hash).await.map_err(|e| AuthError::Unavailable(e.0))?;
+        let Some(record) = found else {
+            self.metrics.auth_failures.inc();
+            tracing::warn!(key_hash = &hash[..12], "authentication failed: unknown or revoked API key");
+            return Err(AuthError::Invalid);
+        };
         Ok(Principal { tenant_id: record.tenant_id, roles: record.roles, key_id: record.id })
     }
 

@@ -12,6 +12,7 @@
 //! | `minoots_store_commit_batch_size` | histogram | items (creates + cancels + fires) per commit |
 //! | `minoots_store_failures_total` | counter | store operations that failed |
 //! | `minoots_fires_rejected_total` | counter | fire ops the store refused (stale, early, changed) |
+//! | `minoots_auth_failures_total` | counter | requests with a missing, unknown or revoked API key |
 //! | `minoots_store_circuit_open` | gauge | 1 while the store's circuit breaker is open (PostgreSQL) |
 //! | `minoots_store_circuit_opens_total` | counter | times the circuit breaker opened |
 //! | `minoots_store_pool_exhaustion_warnings_total` | counter | warnings that a connection pool was nearly exhausted |
@@ -59,6 +60,8 @@ pub struct Metrics {
     pub store_failures: Counter,
     /// Refused fire ops.
     pub fires_rejected: Counter,
+    /// Requests whose API key was missing, unknown or revoked.
+    pub auth_failures: Counter,
     /// 1 while the store's circuit breaker is open.
     pub circuit_open: Gauge,
     /// Times the circuit breaker opened.
@@ -121,6 +124,7 @@ impl Metrics {
         let commit_batch = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0]);
         let store_failures = Counter::default();
         let fires_rejected = Counter::default();
+        let auth_failures = Counter::default();
         let circuit_open = Gauge::default();
         let circuit_opens = Counter::default();
         let pool_exhaustion_warnings = Counter::default();
@@ -157,6 +161,11 @@ impl Metrics {
             "minoots_fires_rejected",
             "Fire operations the store refused (stale epoch, early, changed)",
             fires_rejected.clone(),
+        );
+        registry.register(
+            "minoots_auth_failures",
+            "Requests with a missing, unknown or revoked API key",
+            auth_failures.clone(),
         );
         let election_attempts = Counter::default();
         let election_results = Family::<OutcomeLabel, Counter>::default();
@@ -255,6 +264,7 @@ impl Metrics {
             commit_batch,
             store_failures,
             fires_rejected,
+            auth_failures,
             circuit_open,
             circuit_opens,
             pool_exhaustion_warnings,

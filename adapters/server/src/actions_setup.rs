@@ -71,7 +71,7 @@ impl Actions {
         };
         let nats = match args.nats_config() {
             Some(config) => {
-                tracing::info!(url = %config.url, stream = %config.stream, "connecting to NATS JetStream");
+                tracing::info!(url = %crate::secrets::redact_urls(&config.url), stream = %config.stream, "connecting to NATS JetStream");
                 Some(Nats::connect(config).await?)
             }
             None => None,

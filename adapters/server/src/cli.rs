@@ -68,7 +68,7 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             Ok(())
         }
         Command::Migrate { data_dir, store: StoreKind::Sqlite, .. } => {
-            std::fs::create_dir_all(&data_dir)?;
+            crate::secrets::private_data_dir(&data_dir)?;
             let path = data_dir.join("minoots.db");
             let clock = Arc::new(minoots_node::SystemClock::new());
             minoots_store::SqliteStore::open(&path, clock).await?;

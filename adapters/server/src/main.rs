@@ -11,6 +11,7 @@ mod dlq_cmd;
 mod grpc_server;
 mod keys_cmd;
 mod orchestrator;
+mod secrets;
 mod serve;
 mod timers_cmd;
 

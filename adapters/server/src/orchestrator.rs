@@ -62,7 +62,7 @@ pub async fn run(args: OrchestratorArgs) -> Result<(), Box<dyn Error>> {
             ActionPlace::Postgres { url: url.clone(), schema: args.database_schema.clone() }
         }
         None => {
-            std::fs::create_dir_all(&args.data_dir)?;
+            crate::secrets::private_data_dir(&args.data_dir)?;
             ActionPlace::Sqlite(args.data_dir.clone())
         }
     };

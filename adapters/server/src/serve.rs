@@ -163,8 +163,8 @@ struct Opened {
 }
 
 async fn open_sqlite(args: &ServeArgs, clock: Arc<SystemClock>) -> Result<Opened, Box<dyn Error>> {
-    std::fs::create_dir_all(&args.data_dir)
-        .map_err(|e| format!("cannot create data directory {}: {e}", args.data_dir.display()))?;
+    crate::secrets::private_data_dir(&args.data_dir)
+        .map_err(|e| format!("cannot create a private data directory {}: {e}", args.data_dir.display()))?;
     let db_path = args.data_dir.join("minoots.db");
     let store = Arc::new(SqliteStore::open(&db_path, clock).await?);
     Ok(Opened {
@@ -186,7 +186,7 @@ const CONNECT_BACKOFF_MAX_MS: u64 = 5_000;
 async fn open_postgres(args: &ServeArgs) -> Result<Option<Opened>, Box<dyn Error>> {
     let config = args.cluster.postgres_config()?;
     let lease = args.cluster.lease_config()?;
-    let description = format!("postgres {}", redact_url(&config.url));
+    let description = format!("postgres {}", crate::secrets::redact_urls(&config.url));
     let mut backoff_ms = CONNECT_BACKOFF_MIN_MS;
     let signal = wait_for_signal();
     tokio::pin!(signal);
@@ -209,19 +209,6 @@ async fn open_postgres(args: &ServeArgs) -> Result<Option<Opened>, Box<dyn Error
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &credentials[..colon], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 /// The leader hint this node advertises: its REST and gRPC URLs on the
 /// advertised host (default: the REST listener's IP, or 127.0.0.1 when it
 /// listens on every interface).
