@@ -1,5 +1,6 @@
 //! Per-destination circuit breakers for webhooks: one
-//! [`minoots_core::breaker::Breaker`] per destination (`scheme://host:port`),
+//! [`minoots_core::breaker::Breaker`] per tenant and destination
+//! (`tenant scheme://host:port`: one tenant's failures never defer another's deliveries),
 //! on the runner's monotonic clock. While a destination's breaker is open
 //! (or half-open with every probe slot taken) an attempt is not made: it is
 //! *deferred* to the time the breaker will let a probe through, and the

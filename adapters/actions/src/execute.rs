@@ -7,8 +7,8 @@
 //!   are not; redirects are not followed. A tenant's webhook reaches only the
 //!   destinations the operator's policy allows, checked again at connect
 //!   time after DNS ([`crate::destinations`]); a refusal fails for good.
-//!   At most [`RESPONSE_READ_MAX_BYTES`] of a response are read. Each destination has a
-//!   circuit breaker ([`crate::circuits`]): while it is open an attempt is
+//!   At most [`RESPONSE_READ_MAX_BYTES`] of a response are read. Each
+//!   tenant's destination has a circuit breaker ([`crate::circuits`]): while it is open an attempt is
 //!   not made but deferred ([`Undelivered::Deferred`]), which does not count
 //!   against the delivery's retry budget.
 //! - `nats`: core NATS publish (with `Nats-Msg-Id` = idempotency key, so a
@@ -279,7 +279,7 @@ impl Executor {
             .pair(&delivery.tenant_id)
             .await
             .map_err(|e| Failure::transient(format!("the tenant's signing key is unavailable: {e}")))?;
-        let destination = destination_of(&hook.url);
+        let destination = destination_of(&delivery.tenant_id, &hook.url);
         let circuit = self.circuits.admit(&destination).map_err(Undelivered::Deferred)?;
         let method = reqwest::Method::from_bytes(hook.method.as_bytes()).unwrap_or(reqwest::Method::POST);
         let timeout_ms = hook.timeout_ms.unwrap_or(self.config.webhook_timeout_ms);
@@ -480,15 +480,17 @@ fn body_bytes(value: Option<&Value>, envelope: &str) -> (Vec<u8>, &'static str) 
 }
 
 /// `scheme://host:port` of a URL (the breaker's key).
-fn destination_of(url: &str) -> String {
+/// `tenant scheme://host:port`: a breaker's key. Per tenant, so one tenant's
+/// failing deliveries never hold back another's to the same host.
+fn destination_of(tenant_id: &str, url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(u) => format!(
-            "{}://{}:{}",
+            "{tenant_id} {}://{}:{}",
             u.scheme(),
             u.host_str().unwrap_or(""),
             u.port_or_known_default().unwrap_or(0)
         ),
-        Err(_) => url.to_owned(),
+        Err(_) => format!("{tenant_id} {url}"),
     }
 }
 

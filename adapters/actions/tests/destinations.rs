@@ -62,7 +62,10 @@ async fn responder(body: Vec<u8>, endless: bool) -> (u16, Arc<AtomicUsize>) {
 
 /// An executor under `destinations`, its tenants' keys in a store in `dir`.
 async fn executor(destinations: DestinationPolicy, dir: &tempfile::TempDir) -> Executor {
-    let config = ExecConfig { webhook_destinations: destinations, ..ExecConfig::default() };
+    executor_with(ExecConfig { webhook_destinations: destinations, ..ExecConfig::default() }, dir).await
+}
+
+async fn executor_with(config: ExecConfig, dir: &tempfile::TempDir) -> Executor {
     let clock = Arc::new(SystemClock::new());
     let keys = TenantKeys::new(SigningKeys::default(), support::sqlite_store(dir).await, clock.clone());
     Executor::new(config, Arc::new(keys), None, clock).expect("executor")
@@ -82,9 +85,13 @@ fn hook(url: String) -> Action {
 }
 
 fn delivery() -> NewDelivery {
+    delivery_of("tenant")
+}
+
+fn delivery_of(tenant: &str) -> NewDelivery {
     NewDelivery {
         idempotency_key: "timer-1:1:hook".into(),
-        tenant_id: "tenant".into(),
+        tenant_id: tenant.into(),
         timer_id: "timer-1".into(),
         occurrence: 1,
         action_id: "hook".into(),
@@ -148,4 +155,40 @@ async fn a_response_is_read_up_to_a_bound_and_kept_as_a_short_excerpt_without_nu
     assert!(output.len() <= 2_048, "kept {} bytes", output.len());
     assert!(output.starts_with("first\u{fffd}line "), "{output:.40}");
     assert!(!output.contains('\0'));
+}
+
+/// Tenant A's failures open A's breaker for a destination, not tenant B's:
+/// B's attempts to the same host are still made.
+#[tokio::test]
+async fn one_tenants_failures_do_not_open_anothers_breaker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A port nothing listens on: every attempt fails to connect.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let config = ExecConfig {
+        webhook_destinations: DestinationPolicy::allow_all(),
+        webhook_breaker: minoots_core::breaker::BreakerConfig { failure_threshold: 2, ..Default::default() },
+        ..ExecConfig::default()
+    };
+    let runner = executor_with(config, &dir).await;
+    let url = format!("http://127.0.0.1:{closed}/hook");
+    for _ in 0..2 {
+        assert!(matches!(
+            runner.run(&delivery_of("tenant-a"), &hook(url.clone()), 1).await,
+            Err(Undelivered::Failed(_))
+        ));
+    }
+    assert!(
+        matches!(
+            runner.run(&delivery_of("tenant-a"), &hook(url.clone()), 1).await,
+            Err(Undelivered::Deferred(_))
+        ),
+        "tenant A's breaker is open"
+    );
+    assert!(
+        matches!(
+            runner.run(&delivery_of("tenant-b"), &hook(url.clone()), 1).await,
+            Err(Undelivered::Failed(_))
+        ),
+        "tenant B's attempt is still made"
+    );
 }

@@ -300,7 +300,7 @@ pub struct ActionArgs {
     #[arg(long, env = "ACTION_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
     pub webhook_timeout_ms: u64,
     /// Consecutive connection errors, timeouts, 408s or 5xx from one webhook destination
-    /// (scheme, host, port) that open its circuit breaker (0: off).
+    /// (scheme, host, port) of one tenant that open its circuit breaker (0: off).
     #[arg(long, env = "ACTION_WEBHOOK_BREAKER_FAILURE_THRESHOLD", default_value_t = 5)]
     pub webhook_breaker_failure_threshold: u32,
     /// How long an open destination waits before probing: seconds (`1`, `0.5`) or a duration
