@@ -6,6 +6,7 @@
 
 mod actions;
 mod cluster;
+mod connections;
 mod crash;
 #[path = "../support/pg.rs"]
 mod pg;

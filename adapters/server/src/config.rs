@@ -229,6 +229,28 @@ pub struct ServeArgs {
     /// Largest accepted REST request body, in bytes.
     #[arg(long, env = "MINOOTS_MAX_BODY_BYTES", default_value_t = 1_048_576)]
     pub max_body_bytes: usize,
+    /// PEM certificate chain: REST and gRPC speak TLS (with `--tls-key`).
+    #[arg(long, env = "MINOOTS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "MINOOTS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: gRPC clients must present a certificate it issued (needs `--tls-cert`).
+    #[arg(long, env = "MINOOTS_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Most connections open at once on each of the REST and gRPC listeners; more are closed at once.
+    #[arg(long, env = "MINOOTS_MAX_CONNECTIONS", default_value_t = 4_096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Time a REST client has for the TLS handshake and for each request's headers; an idle
+    /// kept-alive connection is closed after it too.
+    #[arg(long, env = "MINOOTS_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
+    /// Time a REST client has to send a request's body once its headers are in.
+    #[arg(long, env = "MINOOTS_BODY_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_ms: u64,
+    /// Most concurrent calls (streams included) on one gRPC connection.
+    #[arg(long, env = "MINOOTS_GRPC_MAX_STREAMS_PER_CONNECTION", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_streams_per_connection: u32,
     /// Do not create the development tenant and key on an empty store.
     #[arg(long, env = "MINOOTS_NO_DEV_KEY")]
     pub no_dev_key: bool,

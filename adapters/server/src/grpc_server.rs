@@ -2,18 +2,143 @@
 //! API (`minoots.timer.v1.HorologyKernel`, [`KernelService`]), gRPC health
 //! (`grpc.health.v1`, SERVING for the whole server and for the kernel) and
 //! gRPC reflection (v1, from the proto crate's descriptor set), with a 4 MiB
-//! request limit. It owns only the assembly; the service lives in
-//! `minoots-node`, which also runs under the simulator. Real tokio only.
+//! request limit, at most [`GrpcLimits::max_connections`] connections (one
+//! more is closed at once) and streams per connection, HTTP/2 keep-alive
+//! pings that drop dead peers, and TLS (optionally requiring client
+//! certificates) when the operator gives a certificate. It owns only the
+//! assembly; the service lives in `minoots-node`, which also runs under the
+//! simulator. Real tokio only.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use minoots_node::NodeHandle;
 use minoots_node::grpc::KernelService;
-use tokio::net::TcpListener;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
+
+/// How often an idle HTTP/2 connection is pinged; a peer that does not answer within as long is dropped.
+const KEEPALIVE_MS: u64 = 30_000;
+
+/// Limits and TLS of the gRPC listener.
+#[derive(Debug, Clone)]
+pub struct GrpcLimits {
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Most concurrent calls (streams included) on one connection.
+    pub max_streams_per_connection: u32,
+    /// TLS, when the operator gave a certificate.
+    pub tls: Option<ServerTlsConfig>,
+}
+
+impl Default for GrpcLimits {
+    fn default() -> Self {
+        Self { max_connections: 4_096, max_streams_per_connection: 256, tls: None }
+    }
+}
+
+/// The gRPC TLS settings from `(certificate, key)` PEM files and an
+/// optional client CA (then clients must present a certificate it issued).
+pub fn grpc_tls(
+    cert_key: Option<&(PathBuf, PathBuf)>,
+    client_ca: Option<&Path>,
+) -> Result<Option<ServerTlsConfig>, String> {
+    let Some((cert, key)) = cert_key else { return Ok(None) };
+    let read =
+        |name: &str, path: &Path| std::fs::read(path).map_err(|e| format!("{name} {}: {e}", path.display()));
+    let identity = Identity::from_pem(read("MINOOTS_TLS_CERT", cert)?, read("MINOOTS_TLS_KEY", key)?);
+    let mut tls = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read("MINOOTS_TLS_CLIENT_CA", ca)?));
+    }
+    Ok(Some(tls))
+}
+
+/// An accepted connection holding one of the listener's connection slots until it closes.
+struct Capped {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Connected for Capped {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Capped {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Capped {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Accepted connections, each holding a slot; past `max` a new one is closed at once.
+fn capped_incoming(
+    listener: TcpListener,
+    max: usize,
+) -> impl futures::Stream<Item = std::io::Result<Capped>> + Send + 'static {
+    let slots = Arc::new(Semaphore::new(max.max(1)));
+    futures::stream::unfold((listener, slots), move |(listener, slots)| async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a gRPC connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, max, "too many gRPC connections: closed a new one");
+                continue;
+            };
+            // No Nagle: an event-stream message is small and must leave at once,
+            // not wait for the client's delayed ACK (tens of ms).
+            let _ = stream.set_nodelay(true);
+            return Some((Ok(Capped { stream, _slot: slot }), (listener, slots)));
+        }
+    })
+}
 
 /// Why the gRPC server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +167,7 @@ pub async fn serve_grpc(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GrpcServeError> {
     let listener = TcpListener::bind(addr).await.map_err(|source| GrpcServeError::Bind { addr, source })?;
-    serve_grpc_listener(listener, handle, shutdown).await
+    serve_grpc_listener(listener, handle, GrpcLimits::default(), shutdown).await
 }
 
 /// Serves gRPC on an already bound listener (port 0 in tests) until
@@ -51,6 +176,7 @@ pub async fn serve_grpc(
 pub async fn serve_grpc_listener(
     listener: TcpListener,
     handle: NodeHandle,
+    limits: GrpcLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GrpcServeError> {
     let kernel = KernelService::new(handle).into_server();
@@ -64,14 +190,19 @@ pub async fn serve_grpc_listener(
         .build_v1()?;
 
     let local = listener.local_addr().ok();
-    tracing::info!(addr = ?local, "gRPC listening");
-    Server::builder()
+    tracing::info!(addr = ?local, tls = limits.tls.is_some(), "gRPC listening");
+    let mut builder = Server::builder()
+        .max_concurrent_streams(Some(limits.max_streams_per_connection))
+        .http2_keepalive_interval(Some(Duration::from_millis(KEEPALIVE_MS)))
+        .http2_keepalive_timeout(Some(Duration::from_millis(KEEPALIVE_MS)));
+    if let Some(tls) = limits.tls.clone() {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .add_service(health)
         .add_service(reflection)
         .add_service(kernel)
-        // No Nagle: an event-stream message is small and must leave at once, not
-        // wait for the client's delayed ACK (tens of ms).
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
+        .serve_with_incoming_shutdown(capped_incoming(listener, limits.max_connections), shutdown)
         .await?;
     Ok(())
 }
@@ -121,9 +252,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_grpc_listener(listener, handle.clone(), async {
-            let _ = stop_rx.await;
-        }));
+        let server =
+            tokio::spawn(serve_grpc_listener(listener, handle.clone(), GrpcLimits::default(), async {
+                let _ = stop_rx.await;
+            }));
         let channel =
             Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
 

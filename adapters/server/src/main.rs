@@ -10,6 +10,7 @@ mod config;
 mod dlq_cmd;
 mod grpc_server;
 mod keys_cmd;
+mod listen;
 mod orchestrator;
 mod secrets;
 mod serve;

@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use minoots_core::auth::Role;
 use minoots_core::engine::{EngineConfig, LeadershipMode};
 use minoots_core::lease::LeaseConfig;
@@ -28,6 +27,7 @@ use tokio::sync::watch;
 
 use crate::actions_setup::{ActionPlace, Actions};
 use crate::config::{ServeArgs, StoreKind, init_logging};
+use crate::listen::ListenConfig;
 
 /// The tenant created on an empty store.
 pub const DEV_TENANT: &str = "tenant-local";
@@ -54,6 +54,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         }
     }
 
+    let tls = args.tls_cert.clone().zip(args.tls_key.clone());
+    let rest_tls =
+        tls.as_ref().map(|(cert, key)| crate::listen::tls_config(cert, key, &[b"http/1.1"])).transpose()?;
+    let grpc_tls = crate::grpc_server::grpc_tls(tls.as_ref(), args.tls_client_ca.as_deref())?;
     let http = TcpListener::bind(args.http_addr)
         .await
         .map_err(|e| format!("REST address {}: {e}", args.http_addr))?;
@@ -100,20 +104,31 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         signing_keys: Some(actions.keys.clone()),
         ..Default::default()
     };
-    let api = minoots_http::api_router(handle.clone(), http_config);
-    // No Nagle: SSE events and small answers leave at once, not after the client's delayed ACK.
-    let http = http.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let http_task =
-        tokio::spawn(axum::serve(http, api).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
+    let api = minoots_http::api_router(handle.clone(), http_config).layer(
+        tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_millis(args.body_timeout_ms)),
+    );
+    let listen = ListenConfig {
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        header_timeout_ms: args.header_timeout_ms,
+        tls: rest_tls,
+    };
+    let http_task = tokio::spawn(crate::listen::serve_http(http, api, listen, stopped(stop_rx.clone())));
     let metrics_task = tokio::spawn(
         axum::serve(metrics, minoots_http::metrics_router(handle.clone()))
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
-    let grpc_task =
-        tokio::spawn(crate::grpc_server::serve_grpc_listener(grpc, handle.clone(), stopped(stop_rx.clone())));
+    let grpc_limits = crate::grpc_server::GrpcLimits {
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        max_streams_per_connection: args.grpc_max_streams_per_connection,
+        tls: grpc_tls,
+    };
+    let grpc_task = tokio::spawn(crate::grpc_server::serve_grpc_listener(
+        grpc,
+        handle.clone(),
+        grpc_limits,
+        stopped(stop_rx.clone()),
+    ));
 
     match args.store {
         StoreKind::Sqlite => {
@@ -123,8 +138,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     }
     let status = handle.status();
     tracing::info!(node_id = %args.node_id, store = %opened.description, role = status.role, "minoots is serving");
+    let scheme = if tls.is_some() { "https" } else { "http" };
     println!(
-        "minoots ready: rest=http://{http_addr} grpc=http://{grpc_addr} metrics=http://{metrics_addr}/metrics"
+        "minoots ready: rest={scheme}://{http_addr} grpc={scheme}://{grpc_addr} metrics=http://{metrics_addr}/metrics"
     );
     println!("store: {}", opened.description);
     if args.store == StoreKind::Postgres {

@@ -1,0 +1,148 @@
+//! What the server does with the connections clients open:
+//!
+//! - with the operator's certificate, REST and gRPC speak TLS (a client
+//!   trusting the operator's CA schedules a timer and checks gRPC health;
+//!   plain HTTP to the port gets nothing);
+//! - a REST client that sends half a request's headers, or nothing at all,
+//!   is disconnected after the header timeout; one that stalls its body,
+//!   after the body timeout;
+//! - past the connection cap a new connection is closed at once, and once
+//!   the idle ones are gone requests are served again.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{DEV_KEY, Server, data_dir, http};
+
+/// A CA, and a certificate it issued for `localhost` and 127.0.0.1: `(ca, cert, key)` PEM.
+fn certificates() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("certificate");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// Reads until the server closes the connection (or resets it); `None` if it stays open for `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => return, // reset: closed too
+            }
+        }
+    };
+    tokio::time::timeout(limit, read_all).await.ok().map(|()| got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_and_grpc_speak_tls_with_the_operators_certificate() {
+    let (ca, cert, key) = certificates();
+    let dir = data_dir();
+    for (name, text) in [("cert.pem", &cert), ("key.pem", &key)] {
+        std::fs::write(dir.path().join(name), text).expect("write");
+    }
+    let data = dir.path().join("data");
+    let server = Server::start_with(
+        &["--data-dir", &data.to_string_lossy()],
+        &[
+            ("MINOOTS_TLS_CERT", &dir.path().join("cert.pem").to_string_lossy()),
+            ("MINOOTS_TLS_KEY", &dir.path().join("key.pem").to_string_lossy()),
+        ],
+    );
+    assert!(server.rest.starts_with("https://") && server.grpc.starts_with("https://"), "{}", server.rest);
+
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA"))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let created = trusting
+        .post(format!("{}/api/timers", server.rest))
+        .header("x-api-key", DEV_KEY)
+        .json(&json!({"duration": "1m"}))
+        .send()
+        .await
+        .expect("HTTPS request");
+    assert_eq!(created.status(), 201);
+    let plain = server.rest.replace("https://", "http://");
+    assert!(http().get(format!("{plain}/healthz")).send().await.is_err(), "plain HTTP gets no answer");
+
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&ca))
+        .domain_name("localhost");
+    let channel = tonic::transport::Channel::from_shared(server.grpc.clone())
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("gRPC over TLS");
+    let reply = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect("health over TLS");
+    assert_eq!(
+        reply.into_inner().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_idle_and_excess_rest_connections_are_closed() {
+    let dir = data_dir();
+    let server = Server::start_with(
+        &["--data-dir", &dir.path().to_string_lossy()],
+        &[
+            ("MINOOTS_HEADER_TIMEOUT_MS", "500"),
+            ("MINOOTS_BODY_TIMEOUT_MS", "500"),
+            ("MINOOTS_MAX_CONNECTIONS", "6"),
+        ],
+    );
+    let addr = server.rest.trim_start_matches("http://").to_owned();
+    let patience = Duration::from_secs(10);
+
+    // Half the headers, then silence: disconnected.
+    let mut slow = TcpStream::connect(&addr).await.expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    assert!(closed_within(&mut slow, patience).await.is_some(), "a half-sent request is cut off");
+    // Nothing at all: disconnected too.
+    let mut idle = TcpStream::connect(&addr).await.expect("connect");
+    assert!(closed_within(&mut idle, patience).await.is_some(), "an idle connection is closed");
+    // Headers, then a stalled body: answered or closed, not held.
+    let mut stalled = TcpStream::connect(&addr).await.expect("connect");
+    stalled
+        .write_all(b"POST /api/timers HTTP/1.1\r\nHost: x\r\nx-api-key: local-dev-key\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+        .await
+        .expect("write");
+    assert!(closed_within(&mut stalled, patience).await.is_some(), "a stalled body is cut off");
+
+    // Six idle connections fill the cap: a seventh is closed at once, with no answer.
+    let mut hogs = Vec::new();
+    for _ in 0..6 {
+        hogs.push(TcpStream::connect(&addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = TcpStream::connect(&addr).await.expect("connect");
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let answer = closed_within(&mut extra, Duration::from_millis(400)).await;
+    assert_eq!(answer.as_deref(), Some(&b""[..]), "past the cap a connection is closed unanswered");
+    // The idle ones are closed after the header timeout; then requests are served again.
+    for hog in &mut hogs {
+        assert!(closed_within(hog, patience).await.is_some(), "an idle connection holding a slot is closed");
+    }
+    let status = http().get(format!("{}/healthz", server.rest)).send().await.expect("served").status();
+    assert_eq!(status, 200);
+}
