@@ -146,3 +146,40 @@ async fn slow_idle_and_excess_rest_connections_are_closed() {
     let status = http().get(format!("{}/healthz", server.rest)).send().await.expect("served").status();
     assert_eq!(status, 200);
 }
+
+/// Guessing keys is throttled per source address, on REST and gRPC alike:
+/// after 20 failures the address is refused (429 with `Retry-After`, gRPC
+/// RESOURCE_EXHAUSTED) without its key being looked up, valid or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentications_are_throttled_per_source() {
+    let dir = data_dir();
+    let server = Server::start(dir.path());
+    let client = http();
+    for i in 0..20 {
+        let response = client
+            .get(format!("{}/api/timers", server.rest))
+            .header("x-api-key", format!("guess-{i}"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 401, "guess {i}");
+    }
+    let throttled = client
+        .get(format!("{}/api/timers", server.rest))
+        .header("x-api-key", DEV_KEY)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(throttled.status(), 429, "the source is throttled, whatever key it sends now");
+    assert!(throttled.headers().contains_key("retry-after"));
+    let body: serde_json::Value = throttled.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "too_many_requests", "{body}");
+
+    let out = std::process::Command::new(crate::support::minoots_bin())
+        .args(["timers", "list", "--server", &server.grpc, "--api-key", DEV_KEY])
+        .output()
+        .expect("minoots timers list");
+    assert!(!out.status.success(), "gRPC from the same source is throttled too");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("too many failed authentications"), "{stderr}");
+}

@@ -17,6 +17,7 @@
 //! | `conflict` | 409 | idempotency key reused with another request; cancel of a fired timer |
 //! | `payload_too_large` | 413 | body over the configured limit |
 //! | `unsupported_media_type` | 415 | a body that is not `application/json` |
+//! | `too_many_requests` | 429 | too many failed authentications from the caller's address lately (`Retry-After`, `retryAfterMs`) |
 //! | `unavailable` | 503 | not the leader, store failing, shutting down (`Retry-After`, `retryAfterMs`, `leader`) |
 //! | `overloaded` | 503 | too many writes queued on this node (`Retry-After`, `retryAfterMs`) |
 //! | `internal` | 500 | a bug (a handler panicked); never expected |
@@ -121,6 +122,14 @@ impl HttpError {
         }
     }
 
+    /// 429 `too_many_requests` with a retry hint.
+    pub fn too_many_requests(message: impl Into<String>, retry_after_ms: u64) -> Self {
+        Self {
+            retry_after_ms: Some(retry_after_ms),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+        }
+    }
+
     /// 500 `internal`.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -168,6 +177,9 @@ impl From<AuthError> for HttpError {
         match error {
             AuthError::Missing | AuthError::Invalid => Self::unauthenticated(error.to_string()),
             AuthError::Unavailable(_) => Self::unavailable(error.to_string(), 1_000),
+            AuthError::Throttled { retry_after_ms } => {
+                Self::too_many_requests(error.to_string(), retry_after_ms)
+            }
         }
     }
 }

@@ -14,11 +14,12 @@
 //! - [`TimerPath`]: the `{id}` path segment as a [`TimerId`] (400 naming `id`).
 
 use std::marker::PhantomData;
+use std::net::SocketAddr;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody, JsonRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use minoots_core::TimerId;
@@ -83,7 +84,9 @@ impl<R: NeedsRole> FromRequestParts<AppState> for Caller<R> {
                 Some(value.to_str().map_err(|_| HttpError::unauthenticated("the API key is not valid"))?)
             }
         };
-        let principal = state.handle.authenticate(key).await?;
+        // The address the connection came from (set by the server's listener; absent in tests).
+        let source = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        let principal = state.handle.authenticate(key, source).await?;
         principal.require(R::ROLE)?;
         Ok(Caller { principal, role: PhantomData })
     }

@@ -111,6 +111,7 @@ pub fn start_node_with(
         keys,
         metrics: metrics.clone(),
         shutdown: Arc::new(shutdown_tx),
+        throttle: Arc::default(),
     };
     let driver = Driver {
         engine: Engine::new(engine_config, clock.now()),

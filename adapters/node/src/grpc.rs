@@ -95,13 +95,14 @@ impl KernelService {
     }
 
     /// Authenticates the caller from `x-api-key` and checks it holds `role`.
-    async fn authorize(&self, metadata: &MetadataMap, role: Role) -> Result<Principal, Status> {
-        let key = match metadata.get(API_KEY_HEADER) {
+    async fn authorize<T>(&self, request: &Request<T>, role: Role) -> Result<Principal, Status> {
+        let key = match request.metadata().get(API_KEY_HEADER) {
             None => None,
             // Not visible ASCII: it cannot be any key we issued.
             Some(value) => Some(value.to_str().map_err(|_| auth_status(AuthError::Invalid))?.to_owned()),
         };
-        let principal = self.handle.authenticate(key.as_deref()).await.map_err(auth_status)?;
+        let source = request.remote_addr().map(|addr| addr.ip());
+        let principal = self.handle.authenticate(key.as_deref(), source).await.map_err(auth_status)?;
         principal.require(role).map_err(forbidden)?;
         Ok(principal)
     }
@@ -117,7 +118,7 @@ impl HorologyKernel for KernelService {
         &self,
         request: Request<TimerScheduleRequest>,
     ) -> Result<tonic::Response<TimerScheduleResponse>, Status> {
-        let principal = self.authorize(request.metadata(), Role::TimerWrite).await?;
+        let principal = self.authorize(&request, Role::TimerWrite).await?;
         let req = request.into_inner();
         let tenant = scope(&principal, &req.tenant_id)?;
         let draft = draft_from_wire(req, tenant).map_err(|e| invalid(&e))?;
@@ -136,7 +137,7 @@ impl HorologyKernel for KernelService {
         &self,
         request: Request<TimerCancelRequest>,
     ) -> Result<tonic::Response<pb::Timer>, Status> {
-        let principal = self.authorize(request.metadata(), Role::TimerCancel).await?;
+        let principal = self.authorize(&request, Role::TimerCancel).await?;
         let req = request.into_inner();
         let tenant_id = scope(&principal, &req.tenant_id)?;
         let timer_id = parse_timer_id(&req.timer_id)?;
@@ -156,7 +157,7 @@ impl HorologyKernel for KernelService {
         &self,
         request: Request<TimerGetRequest>,
     ) -> Result<tonic::Response<pb::Timer>, Status> {
-        let principal = self.authorize(request.metadata(), Role::TimerRead).await?;
+        let principal = self.authorize(&request, Role::TimerRead).await?;
         let req = request.into_inner();
         let tenant_id = scope(&principal, &req.tenant_id)?;
         let timer_id = parse_timer_id(&req.timer_id)?;
@@ -170,7 +171,7 @@ impl HorologyKernel for KernelService {
         &self,
         request: Request<TimerListRequest>,
     ) -> Result<tonic::Response<TimerListResponse>, Status> {
-        let principal = self.authorize(request.metadata(), Role::TimerRead).await?;
+        let principal = self.authorize(&request, Role::TimerRead).await?;
         let req = request.into_inner();
         let tenant_id = scope(&principal, &req.tenant_id)?;
         let after = match req.page_token.as_str() {
@@ -199,7 +200,7 @@ impl HorologyKernel for KernelService {
         &self,
         request: Request<TimerEventStreamRequest>,
     ) -> Result<tonic::Response<Self::StreamTimerEventsStream>, Status> {
-        let principal = self.authorize(request.metadata(), Role::TimerRead).await?;
+        let principal = self.authorize(&request, Role::TimerRead).await?;
         let api_key =
             request.metadata().get(API_KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let revoked = {
@@ -236,7 +237,7 @@ impl HorologyKernel for KernelService {
         &self,
         request: Request<TimerBatchScheduleRequest>,
     ) -> Result<tonic::Response<TimerBatchScheduleResponse>, Status> {
-        let principal = self.authorize(request.metadata(), Role::TimerWrite).await?;
+        let principal = self.authorize(&request, Role::TimerWrite).await?;
         let req = request.into_inner();
         if req.timers.is_empty() || req.timers.len() > MAX_BATCH {
             return Err(invalid(&ValidationError::new(
@@ -263,7 +264,7 @@ impl HorologyKernel for KernelService {
         &self,
         request: Request<TimerFiresRequest>,
     ) -> Result<tonic::Response<TimerFiresResponse>, Status> {
-        let principal = self.authorize(request.metadata(), Role::TimerRead).await?;
+        let principal = self.authorize(&request, Role::TimerRead).await?;
         let req = request.into_inner();
         let tenant_id = scope(&principal, &req.tenant_id)?;
         let timer_id = parse_timer_id(&req.timer_id)?;
@@ -626,6 +627,11 @@ fn auth_status(e: AuthError) -> Status {
             let mut status = Status::unavailable(e.to_string());
             let retry = minoots_core::engine::RETRY_AFTER_MS.to_string();
             set_metadata(status.metadata_mut(), RETRY_AFTER_HEADER, &retry);
+            status
+        }
+        AuthError::Throttled { retry_after_ms } => {
+            let mut status = Status::resource_exhausted(e.to_string());
+            set_metadata(status.metadata_mut(), RETRY_AFTER_HEADER, &retry_after_ms.to_string());
             status
         }
     }

@@ -2,6 +2,7 @@
 //! the driver and awaits the engine's reply, hands out event subscriptions,
 //! authenticates API keys and reports the node's status.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use minoots_core::auth::Principal;
@@ -9,6 +10,7 @@ use minoots_core::event::OutboxEvent;
 use minoots_core::{ApiError, Command, Response, TenantId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::auth_throttle::AuthThrottle;
 use crate::keys::{KeyStore, hash_api_key};
 use crate::metrics::Metrics;
 
@@ -62,6 +64,13 @@ pub enum AuthError {
     /// The key store could not be read (HTTP 503, gRPC UNAVAILABLE).
     #[error("the key store is unavailable: {0}")]
     Unavailable(String),
+    /// Too many failed authentications from this address lately (HTTP 429,
+    /// gRPC RESOURCE_EXHAUSTED); see [`crate::auth_throttle`].
+    #[error("too many failed authentications from this address; retry in {retry_after_ms} ms")]
+    Throttled {
+        /// When the source may try again.
+        retry_after_ms: u64,
+    },
 }
 
 /// A cheap, cloneable handle to a running node.
@@ -73,6 +82,7 @@ pub struct NodeHandle {
     pub(crate) keys: Arc<dyn KeyStore>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: Arc<watch::Sender<bool>>,
+    pub(crate) throttle: Arc<AuthThrottle>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -102,17 +112,32 @@ impl NodeHandle {
 
     /// Looks up an API key and returns the caller it identifies.
     /// A missing or unknown key is counted (`minoots_auth_failures_total`)
-    /// and an unknown one logged with the first characters of its hash (never the key).
-    pub async fn authenticate(&self, api_key: Option<&str>) -> Result<Principal, AuthError> {
-        let Some(key) = api_key.filter(|k| !k.is_empty()) else {
+    /// and an unknown one logged with the first characters of its hash
+    /// (never the key) and its `source` address, whose failures are
+    /// throttled ([`crate::auth_throttle`]).
+    pub async fn authenticate(
+        &self,
+        api_key: Option<&str>,
+        source: Option<IpAddr>,
+    ) -> Result<Principal, AuthError> {
+        if let Some(source) = source {
+            self.throttle.check(source).map_err(|retry_after_ms| AuthError::Throttled { retry_after_ms })?;
+        }
+        let failed = || {
             self.metrics.auth_failures.inc();
+            if let Some(source) = source {
+                self.throttle.failed(source);
+            }
+        };
+        let Some(key) = api_key.filter(|k| !k.is_empty()) else {
+            failed();
             return Err(AuthError::Missing);
         };
         let hash = hash_api_key(key);
         let found = self.keys.find_key(&hash).await.map_err(|e| AuthError::Unavailable(e.0))?;
         let Some(record) = found else {
-            self.metrics.auth_failures.inc();
-            tracing::warn!(key_hash = &hash[..12], "authentication failed: unknown or revoked API key");
+            failed();
+            tracing::warn!(key_hash = &hash[..12], source = ?source, "authentication failed: unknown or revoked API key");
             return Err(AuthError::Invalid);
         };
         Ok(Principal { tenant_id: record.tenant_id, roles: record.roles, key_id: record.id })

@@ -13,6 +13,7 @@
 //! - [`coordinator`]: leadership metrics and spans (cluster mode).
 #![forbid(unsafe_code)]
 
+pub mod auth_throttle;
 pub mod clock;
 pub mod conformance;
 pub mod coordinator;

@@ -10,13 +10,14 @@
 //! asked to finish and given [`DRAIN_MS`] to do so.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -93,9 +94,9 @@ pub async fn serve_http(
         let (app, stop, acceptor) = (app.clone(), stop_rx.clone(), acceptor.clone());
         tokio::spawn(async move {
             match acceptor {
-                None => serve_connection(tcp, app, header_timeout, stop).await,
+                None => serve_connection(tcp, peer, app, header_timeout, stop).await,
                 Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => serve_connection(tls, app, header_timeout, stop).await,
+                    Ok(Ok(tls)) => serve_connection(tls, peer, app, header_timeout, stop).await,
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 },
@@ -109,14 +110,24 @@ pub async fn serve_http(
     let _ = tokio::time::timeout(Duration::from_millis(DRAIN_MS), connections.acquire_many(everyone)).await;
 }
 
-async fn serve_connection<I>(io: I, app: Router, header_timeout: Duration, mut stop: watch::Receiver<bool>)
-where
+/// Serves one connection from `peer`; handlers see the address as `ConnectInfo<SocketAddr>`.
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        tower::ServiceExt::oneshot(app.clone(), request)
+    });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
     tokio::select! {
