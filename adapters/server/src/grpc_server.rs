@@ -22,9 +22,26 @@ use minoots_node::grpc::KernelService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::codegen::http;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
+
+/// A request whose protobuf does not decode is the client's fault: tonic
+/// answers it INTERNAL ("failed to decode Protobuf message: …", before any
+/// handler runs, in the response headers); this says INVALID_ARGUMENT instead.
+fn decode_errors_are_invalid_arguments<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let internal = headers.get("grpc-status").is_some_and(|code| code == "13");
+    let undecodable = headers
+        .get("grpc-message")
+        .and_then(|message| message.to_str().ok())
+        .is_some_and(|message| message.starts_with("failed%20to%20decode%20Protobuf"));
+    if internal && undecodable {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    response
+}
 
 /// How often an idle HTTP/2 connection is pinged; a peer that does not answer within as long is dropped.
 const KEEPALIVE_MS: u64 = 30_000;
@@ -192,6 +209,7 @@ pub async fn serve_grpc_listener(
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, tls = limits.tls.is_some(), "gRPC listening");
     let mut builder = Server::builder()
+        .layer(tower::util::MapResponseLayer::new(decode_errors_are_invalid_arguments))
         .max_concurrent_streams(Some(limits.max_streams_per_connection))
         .http2_keepalive_interval(Some(Duration::from_millis(KEEPALIVE_MS)))
         .http2_keepalive_timeout(Some(Duration::from_millis(KEEPALIVE_MS)));
@@ -229,6 +247,53 @@ mod tests {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     const KEY: &str = "server-test-key";
+
+    /// Sends bytes as they are (to send what is not protobuf).
+    #[derive(Debug, Clone, Copy)]
+    struct RawCodec;
+    #[derive(Debug)]
+    struct RawEncoder;
+    #[derive(Debug)]
+    struct RawDecoder;
+
+    impl tonic::codec::Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = RawEncoder;
+        type Decoder = RawDecoder;
+        fn encoder(&mut self) -> RawEncoder {
+            RawEncoder
+        }
+        fn decoder(&mut self) -> RawDecoder {
+            RawDecoder
+        }
+    }
+
+    impl tonic::codec::Encoder for RawEncoder {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(
+            &mut self,
+            item: Vec<u8>,
+            dst: &mut tonic::codec::EncodeBuf<'_>,
+        ) -> Result<(), tonic::Status> {
+            bytes::BufMut::put_slice(dst, &item);
+            Ok(())
+        }
+    }
+
+    impl tonic::codec::Decoder for RawDecoder {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn decode(
+            &mut self,
+            src: &mut tonic::codec::DecodeBuf<'_>,
+        ) -> Result<Option<Vec<u8>>, tonic::Status> {
+            let bytes = bytes::Buf::chunk(src).to_vec();
+            bytes::Buf::advance(src, bytes.len());
+            Ok(Some(bytes))
+        }
+    }
     const PATIENCE: Duration = Duration::from_secs(10);
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,6 +363,15 @@ mod tests {
         huge.metadata_mut().insert("x-api-key", KEY.parse().expect("key"));
         let status = kernel.schedule_timer(huge).await.expect_err("over the limit");
         assert!(matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted), "{status:?}");
+
+        // Bytes that are not protobuf: the client's fault, INVALID_ARGUMENT (not INTERNAL).
+        let mut raw = tonic::client::Grpc::new(channel.clone());
+        raw.ready().await.expect("ready");
+        let mut garbage = Request::new(vec![0xff_u8, 0xff, 0xff]);
+        garbage.metadata_mut().insert("x-api-key", KEY.parse().expect("key"));
+        let path = http::uri::PathAndQuery::from_static("/minoots.timer.v1.HorologyKernel/GetTimer");
+        let status = raw.unary(garbage, path, RawCodec).await.expect_err("not protobuf");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 
         // An open event stream ends when the node stops, so shutdown completes.
         let mut watch = Request::new(minoots_proto::TimerEventStreamRequest::default());
