@@ -244,7 +244,10 @@ impl Nats {
             };
             let message = message.map_err(|e| nats_err("receiving a message")(e.into()))?;
             let deliveries = match serde_json::from_slice::<EventEnvelope>(&message.payload) {
-                Ok(envelope) => deliveries_of(&envelope),
+                Ok(envelope) => {
+                    let (shown, bundle) = envelope.into_shown();
+                    deliveries_of(&shown, bundle.as_ref())
+                }
                 Err(e) => {
                     tracing::warn!(subject = %message.subject, error = %e, "an event that is not an envelope; dropped");
                     Vec::new()

@@ -43,6 +43,7 @@ use crate::execute::{Executor, Failure, Undelivered};
 use crate::inbox::Inbox;
 use crate::recorder::{RecordFailed, Recorder};
 use crate::store::{ActionStore, AttemptOutcome, AttemptRecord, ClaimedDelivery, NewDelivery, NextStep};
+use crate::tenant_keys::TenantKeys;
 
 /// A claim outlives its attempt's bound by this much (time to record the attempt).
 const CLAIM_MARGIN_MS: u64 = 30_000;
@@ -98,18 +99,18 @@ pub trait DeliveryObserver: Send + Sync + 'static {
     ) -> BoxFuture<'a, ()>;
 }
 
-/// The deliveries a fire event asks for (none for other events or timers without actions).
-/// `envelope` carries the bundle as stored ([`EventEnvelope::with_secrets`]);
-/// each delivery carries the envelope as tenants see it (header values
-/// redacted), which is what its action sends.
-pub fn deliveries_of(envelope: &EventEnvelope) -> Vec<NewDelivery> {
-    if envelope.event.kind != minoots_node::views::event_type(EventKind::Fired) {
+/// The deliveries a fire event asks for (none for other events or timers
+/// without actions). `shown` is the envelope as tenants see it (header values
+/// redacted), which each delivery carries and its action sends; `bundle` is
+/// the timer's action bundle as stored, secrets included.
+pub fn deliveries_of(shown: &EventEnvelope, bundle: Option<&serde_json::Value>) -> Vec<NewDelivery> {
+    if shown.event.kind != minoots_node::views::event_type(EventKind::Fired) {
         return Vec::new();
     }
-    let Some(bundle_value) = envelope.event.timer.action_bundle.as_ref().filter(|b| !b.is_null()) else {
+    let Some(bundle_value) = bundle.filter(|b| !b.is_null()) else {
         return Vec::new();
     };
-    let Some(fire) = &envelope.event.fire else { return Vec::new() };
+    let Some(fire) = &shown.event.fire else { return Vec::new() };
     // Structure only: kinds and destinations the operator turned off since are refused when run.
     let everything = ActionPolicy {
         commands: CommandPolicy::Any,
@@ -120,36 +121,36 @@ pub fn deliveries_of(envelope: &EventEnvelope) -> Vec<NewDelivery> {
     let bundle = match parse_bundle(bundle_value, &everything) {
         Ok(bundle) => bundle,
         Err(e) => {
-            tracing::warn!(timer = %envelope.event.timer.id, error = %e.message, field = %e.field, "a fired timer's action bundle does not parse; no delivery queued");
+            tracing::warn!(timer = %shown.event.timer.id, error = %e.message, field = %e.field, "a fired timer's action bundle does not parse; no delivery queued");
             return Vec::new();
         }
     };
     let retry_policy = serde_json::to_string(&bundle.retry_policy).unwrap_or_default();
-    let shown = serde_json::to_string(&envelope.redacted()).unwrap_or_default();
+    let shown_json = serde_json::to_string(shown).unwrap_or_default();
     bundle
         .actions
         .iter()
         .map(|action| NewDelivery {
-            idempotency_key: format!("{}:{}:{}", envelope.event.timer.id, fire.occurrence, action.id),
-            tenant_id: envelope.tenant_id.clone(),
-            timer_id: envelope.event.timer.id.clone(),
+            idempotency_key: format!("{}:{}:{}", shown.event.timer.id, fire.occurrence, action.id),
+            tenant_id: shown.tenant_id.clone(),
+            timer_id: shown.event.timer.id.clone(),
             occurrence: fire.occurrence,
             action_id: action.id.clone(),
             kind: action.kind.name().to_owned(),
             action: serde_json::to_string(action).unwrap_or_default(),
             retry_policy: retry_policy.clone(),
-            envelope: shown.clone(),
+            envelope: shown_json.clone(),
         })
         .collect()
 }
 
-/// The programs a bundle names (so structure-only parsing accepts them).
 /// The standalone intake: the relay's sink, queueing deliveries in the
 /// action store and handing them to the local runner.
 pub struct OutboxIntake {
     store: ActionStore,
     inbox: Arc<Inbox>,
     clock: Arc<dyn minoots_node::Clock>,
+    keys: Arc<TenantKeys>,
 }
 
 impl std::fmt::Debug for OutboxIntake {
@@ -159,9 +160,15 @@ impl std::fmt::Debug for OutboxIntake {
 }
 
 impl OutboxIntake {
-    /// Queues into `store` and hands fresh deliveries to the runner reading `inbox`.
-    pub fn new(store: ActionStore, inbox: Arc<Inbox>, clock: Arc<dyn minoots_node::Clock>) -> Self {
-        Self { store, inbox, clock }
+    /// Queues into `store` and hands fresh deliveries to the runner reading
+    /// `inbox`; warms the signing `keys` of tenants scheduling timers with actions.
+    pub fn new(
+        store: ActionStore,
+        inbox: Arc<Inbox>,
+        clock: Arc<dyn minoots_node::Clock>,
+        keys: Arc<TenantKeys>,
+    ) -> Self {
+        Self { store, inbox, clock, keys }
     }
 }
 
@@ -169,8 +176,13 @@ impl EventSink for OutboxIntake {
     fn publish<'a>(&'a self, rows: &'a [OutboxEvent]) -> BoxFuture<'a, usize> {
         Box::pin(async move {
             let mut deliveries = Vec::new();
+            for row in
+                rows.iter().filter(|r| r.kind == EventKind::Scheduled && r.timer.action_bundle.is_some())
+            {
+                self.keys.warm(row.tenant_id.as_str());
+            }
             for row in rows.iter().filter(|r| r.kind == EventKind::Fired && r.timer.action_bundle.is_some()) {
-                deliveries.extend(deliveries_of(&EventEnvelope::with_secrets(row)));
+                deliveries.extend(deliveries_of(&EventEnvelope::from(row), row.timer.action_bundle.as_ref()));
             }
             if deliveries.is_empty() {
                 return rows.len();

@@ -257,12 +257,13 @@ impl EventEnvelope {
         envelope
     }
 
-    /// The same envelope as tenants see it: webhook header values redacted.
-    pub fn redacted(&self) -> Self {
-        let mut envelope = self.clone();
-        envelope.event.timer.action_bundle =
-            self.event.timer.action_bundle.as_ref().map(minoots_core::action::redacted_bundle);
-        envelope
+    /// Splits an envelope made [`EventEnvelope::with_secrets`] into the
+    /// envelope as tenants see it (webhook header values redacted) and the
+    /// action bundle as stored.
+    pub fn into_shown(mut self) -> (Self, Option<serde_json::Value>) {
+        let bundle = self.event.timer.action_bundle.take();
+        self.event.timer.action_bundle = bundle.as_ref().map(minoots_core::action::redacted_bundle);
+        (self, bundle)
     }
 }
 

@@ -79,15 +79,18 @@ impl Actions {
         let concurrency = args.action_concurrency.max(1);
         let inbox = Arc::new(Inbox::new(concurrency));
         let run_here = !args.no_action_runner;
+        let keys =
+            Arc::new(TenantKeys::new(args.signing_keys(data_dir.as_deref())?, store.clone(), clock.clone()));
+        if let Err(e) = keys.preload().await {
+            tracing::warn!(error = %e, "preloading tenants' signing keys failed; each is read at its first use");
+        }
         let sink: Option<Arc<dyn EventSink>> = match &nats {
             Some(nats) => Some(nats.sink()),
             None if run_here => {
-                Some(Arc::new(OutboxIntake::new(store.clone(), inbox.clone(), clock.clone())))
+                Some(Arc::new(OutboxIntake::new(store.clone(), inbox.clone(), clock.clone(), keys.clone())))
             }
             None => None,
         };
-        let keys =
-            Arc::new(TenantKeys::new(args.signing_keys(data_dir.as_deref())?, store.clone(), clock.clone()));
         let runner = if run_here {
             let executor =
                 Arc::new(Executor::new(exec, keys.clone(), nats.as_ref().map(|n| n.client.clone()), clock)?);
