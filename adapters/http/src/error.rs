@@ -17,7 +17,7 @@
 //! | `conflict` | 409 | idempotency key reused with another request; cancel of a fired timer |
 //! | `payload_too_large` | 413 | body over the configured limit |
 //! | `unsupported_media_type` | 415 | a body that is not `application/json` |
-//! | `too_many_requests` | 429 | too many failed authentications from the caller's address lately (`Retry-After`, `retryAfterMs`) |
+//! | `too_many_requests` | 429 | too many unknown or revoked API keys from the caller's address lately (`Retry-After`, `retryAfterMs`) |
 //! | `unavailable` | 503 | not the leader, store failing, shutting down (`Retry-After`, `retryAfterMs`, `leader`) |
 //! | `overloaded` | 503 | too many writes queued on this node (`Retry-After`, `retryAfterMs`) |
 //! | `internal` | 500 | a bug (a handler panicked); never expected |

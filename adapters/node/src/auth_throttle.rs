@@ -1,5 +1,5 @@
-//! Failed authentications, throttled per source address: after
-//! [`FAILURES_MAX`] failures from one address within [`WINDOW_MS`], that
+//! Wrong API keys, throttled per source address: after [`FAILURES_MAX`]
+//! unknown or revoked keys from one address within [`WINDOW_MS`], that
 //! address is refused — REST 429, gRPC RESOURCE_EXHAUSTED, with a retry
 //! hint — without its key being looked up, until the window ends. Guessing
 //! keys then costs minutes per handful, not microseconds. A source's window

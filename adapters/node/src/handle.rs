@@ -111,10 +111,10 @@ impl NodeHandle {
     }
 
     /// Looks up an API key and returns the caller it identifies.
-    /// A missing or unknown key is counted (`minoots_auth_failures_total`)
-    /// and an unknown one logged with the first characters of its hash
-    /// (never the key) and its `source` address, whose failures are
-    /// throttled ([`crate::auth_throttle`]).
+    /// A missing or unknown key is counted (`minoots_auth_failures_total`);
+    /// an unknown one (a guess) is also logged with the first characters of
+    /// its hash (never the key) and its `source` address, whose wrong keys
+    /// are throttled ([`crate::auth_throttle`]).
     pub async fn authenticate(
         &self,
         api_key: Option<&str>,
@@ -123,20 +123,18 @@ impl NodeHandle {
         if let Some(source) = source {
             self.throttle.check(source).map_err(|retry_after_ms| AuthError::Throttled { retry_after_ms })?;
         }
-        let failed = || {
-            self.metrics.auth_failures.inc();
-            if let Some(source) = source {
-                self.throttle.failed(source);
-            }
-        };
         let Some(key) = api_key.filter(|k| !k.is_empty()) else {
-            failed();
+            // Not a guess (a client without its key): counted, not throttled.
+            self.metrics.auth_failures.inc();
             return Err(AuthError::Missing);
         };
         let hash = hash_api_key(key);
         let found = self.keys.find_key(&hash).await.map_err(|e| AuthError::Unavailable(e.0))?;
         let Some(record) = found else {
-            failed();
+            self.metrics.auth_failures.inc();
+            if let Some(source) = source {
+                self.throttle.failed(source);
+            }
             tracing::warn!(key_hash = &hash[..12], source = ?source, "authentication failed: unknown or revoked API key");
             return Err(AuthError::Invalid);
         };
