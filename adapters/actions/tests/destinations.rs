@@ -89,17 +89,7 @@ fn delivery() -> NewDelivery {
 }
 
 fn delivery_of(tenant: &str) -> NewDelivery {
-    NewDelivery {
-        idempotency_key: "timer-1:1:hook".into(),
-        tenant_id: tenant.into(),
-        timer_id: "timer-1".into(),
-        occurrence: 1,
-        action_id: "hook".into(),
-        kind: "webhook".into(),
-        action: "{}".into(),
-        retry_policy: "{}".into(),
-        envelope: "{}".into(),
-    }
+    NewDelivery { tenant_id: tenant.into(), ..support::delivery(1) }
 }
 
 fn refusal(result: Result<minoots_actions::execute::Delivered, Undelivered>) -> Failure {

@@ -17,7 +17,8 @@ use crate::extract::{Caller, QueryPairs, ReadRole, TimerPath, WriteRole};
 /// Most dead letters one `POST /api/dlq/replay` replays.
 const REPLAY_ALL_MAX: u32 = 10_000;
 
-fn store(state: &AppState) -> Result<&ActionStore, HttpError> {
+/// The action store, or 404 when actions are off on this server.
+pub(crate) fn store(state: &AppState) -> Result<&ActionStore, HttpError> {
     state
         .config
         .actions
@@ -25,12 +26,14 @@ fn store(state: &AppState) -> Result<&ActionStore, HttpError> {
         .ok_or_else(|| HttpError::not_found("actions are not enabled on this server"))
 }
 
-fn failed(e: minoots_actions::store::StoreError) -> HttpError {
+/// A failed action-store request: logged, 503 with a retry hint.
+pub(crate) fn failed(e: minoots_actions::store::StoreError) -> HttpError {
     tracing::warn!(error = %e, "action store request failed");
     HttpError::unavailable("the action store is unavailable", 1_000)
 }
 
-fn now_ms() -> i64 {
+/// Bookkeeping time of a change made through the API.
+pub(crate) fn now_ms() -> i64 {
     #[allow(clippy::disallowed_methods)] // Bookkeeping time of a replay request.
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

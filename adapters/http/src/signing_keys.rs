@@ -14,6 +14,7 @@ use minoots_actions::{KeySource, TenantKeys};
 use serde::Serialize;
 
 use crate::AppState;
+use crate::deliveries::{failed, now_ms, store};
 use crate::error::HttpError;
 use crate::extract::{AdminRole, Caller, QueryPairs};
 
@@ -44,11 +45,6 @@ fn keys(state: &AppState) -> Result<&TenantKeys, HttpError> {
         .ok_or_else(|| HttpError::not_found("actions are not enabled on this server"))
 }
 
-fn failed(e: minoots_actions::store::StoreError) -> HttpError {
-    tracing::warn!(error = %e, "signing keys request failed");
-    HttpError::unavailable("the action store is unavailable", 1_000)
-}
-
 fn tenant_of(caller: &Caller<AdminRole>, params: &[(String, String)]) -> Result<String, HttpError> {
     let mut requested = None;
     for (name, value) in params {
@@ -68,14 +64,6 @@ fn operator_managed() -> HttpError {
     )
 }
 
-fn now_ms() -> i64 {
-    #[allow(clippy::disallowed_methods)] // Bookkeeping time of a key change.
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// `GET /api/signing-keys`.
 pub async fn show(
     State(state): State<AppState>,
@@ -91,22 +79,29 @@ pub async fn show(
     }
 }
 
+/// The tenant whose generated keys a rotate or promote changes, with the
+/// keys (to forget the cached pair) and the store; 409 when the operator
+/// configured them.
+async fn generated_keys<'a>(
+    state: &'a AppState,
+    caller: &Caller<AdminRole>,
+    params: &[(String, String)],
+) -> Result<(String, &'a TenantKeys, &'a minoots_actions::ActionStore), HttpError> {
+    let tenant = tenant_of(caller, params)?;
+    let keys = keys(state)?;
+    if keys.source(&tenant).await.map_err(failed)? == KeySource::Operator {
+        return Err(operator_managed());
+    }
+    Ok((tenant, keys, store(state)?))
+}
+
 /// `POST /api/signing-keys/rotate`.
 pub async fn rotate(
     State(state): State<AppState>,
     caller: Caller<AdminRole>,
     QueryPairs(params): QueryPairs,
 ) -> Result<Json<SigningKeysView>, HttpError> {
-    let tenant = tenant_of(&caller, &params)?;
-    let keys = keys(&state)?;
-    if keys.source(&tenant).await.map_err(failed)? == KeySource::Operator {
-        return Err(operator_managed());
-    }
-    let store = state
-        .config
-        .actions
-        .as_ref()
-        .ok_or_else(|| HttpError::not_found("actions are not enabled on this server"))?;
+    let (tenant, keys, store) = generated_keys(&state, &caller, &params).await?;
     let pair = store.rotate_tenant_key(&tenant, now_ms()).await.map_err(failed)?;
     keys.forget(&tenant);
     Ok(Json(SigningKeysView::generated(tenant, pair)))
@@ -118,16 +113,7 @@ pub async fn promote(
     caller: Caller<AdminRole>,
     QueryPairs(params): QueryPairs,
 ) -> Result<Json<SigningKeysView>, HttpError> {
-    let tenant = tenant_of(&caller, &params)?;
-    let keys = keys(&state)?;
-    if keys.source(&tenant).await.map_err(failed)? == KeySource::Operator {
-        return Err(operator_managed());
-    }
-    let store = state
-        .config
-        .actions
-        .as_ref()
-        .ok_or_else(|| HttpError::not_found("actions are not enabled on this server"))?;
+    let (tenant, keys, store) = generated_keys(&state, &caller, &params).await?;
     let Some(pair) = store.promote_tenant_key(&tenant, now_ms()).await.map_err(failed)? else {
         return Err(HttpError::new(
             StatusCode::CONFLICT,
