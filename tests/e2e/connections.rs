@@ -183,3 +183,40 @@ async fn failed_authentications_are_throttled_per_source() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("too many failed authentications"), "{stderr}");
 }
+
+/// A node reaches PostgreSQL over TLS when its URL asks (`sslmode`), here
+/// verifying the server's certificate against the operator's CA
+/// (`verify-full`, `sslrootcert`); every connection of the node is encrypted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_when_the_url_asks() {
+    let (ca, cert, key) = certificates();
+    let pg = crate::pg::PgServer::start();
+    pg.enable_tls(&cert, &key);
+    let dir = data_dir();
+    let ca_file = dir.path().join("pg-ca.pem");
+    std::fs::write(&ca_file, &ca).expect("write CA");
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.create_database("minoots_tls"),
+        ca_file.display()
+    );
+    let server =
+        Server::start_with(&["--store", "postgres", "--database-url", &url, "--node-id", "tls-1"], &[]);
+    let created = http()
+        .post(format!("{}/api/timers", server.rest))
+        .header("x-api-key", DEV_KEY)
+        .json(&json!({"duration": "1m"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(created.status(), 201);
+    let count = |encrypted: bool| {
+        let sql = format!(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = 'minoots_tls' AND s.ssl = {encrypted}"
+        );
+        pg.psql("postgres", &sql).trim().parse::<u32>().expect("a count")
+    };
+    assert!(count(true) > 0, "the node's connections are encrypted");
+    assert_eq!(count(false), 0, "and none is plain");
+}

@@ -155,6 +155,43 @@ impl PgServer {
         self.boot();
     }
 
+    /// Turns TLS on with this certificate chain and key (PEM): written into the
+    /// data directory for the server's user (the key 0600), `ssl = on`,
+    /// reloaded. Plain connections stay allowed; clients choose with `sslmode`.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data_dir();
+        for (name, text) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = data.join(name);
+            std::fs::write(&path, text).expect("write a TLS file for PostgreSQL");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            if self.as_postgres_user {
+                let out = Command::new("chown").arg("postgres:postgres").arg(&path).output().expect("chown");
+                check(&out, "chown a TLS file");
+            }
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("read postgresql.conf");
+        text.push_str("\nssl = on\n");
+        std::fs::write(&conf, text).expect("write postgresql.conf");
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .arg("reload")
+            .output()
+            .unwrap_or_else(|e| panic!("PostgreSQL for tests: cannot run pg_ctl reload: {e}"));
+        check(&out, "pg_ctl reload");
+        // The reload is asynchronous: wait until the server says TLS is on.
+        for _ in 0..100 {
+            if self.psql("postgres", "SHOW ssl").trim() == "on" {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("PostgreSQL for tests: ssl did not turn on after a reload");
+    }
+
     /// `postgres://postgres@127.0.0.1:PORT/database`.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://{PG_USER}@127.0.0.1:{}/{database}", self.port)
