@@ -239,14 +239,14 @@ pub struct ServeArgs {
     #[arg(long, env = "MINOOTS_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
     /// Most connections open at once on each of the REST and gRPC listeners; more are closed at once.
-    #[arg(long, env = "MINOOTS_MAX_CONNECTIONS", default_value_t = 4_096, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "MINOOTS_MAX_CONNECTIONS", default_value_t = 4_096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
     /// Time a REST client has for the TLS handshake and for each request's headers; an idle
     /// kept-alive connection is closed after it too.
-    #[arg(long, env = "MINOOTS_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "MINOOTS_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub header_timeout_ms: u64,
     /// Time a REST client has to send a request's body once its headers are in.
-    #[arg(long, env = "MINOOTS_BODY_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "MINOOTS_BODY_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub body_timeout_ms: u64,
     /// Most concurrent calls (streams included) on one gRPC connection.
     #[arg(long, env = "MINOOTS_GRPC_MAX_STREAMS_PER_CONNECTION", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
@@ -513,6 +513,30 @@ mod tests {
 
     fn parse(args: &[&str]) -> ServeArgs {
         TestCli::try_parse_from(["minoots"].into_iter().chain(args.iter().copied())).expect("parses").serve
+    }
+
+    /// Connection limits and timeouts are bounded: a value that would overflow
+    /// a semaphore or a deadline is an error naming the flag, not a panic at start.
+    #[test]
+    fn connection_limits_and_timeouts_are_bounded() {
+        let refused = |args: &[&str]| {
+            TestCli::try_parse_from(["minoots"].into_iter().chain(args.iter().copied()))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        for (flag, value) in [
+            ("--max-connections", "0"),
+            ("--max-connections", "18446744073709551615"),
+            ("--header-timeout-ms", "0"),
+            ("--header-timeout-ms", "18446744073709551615"),
+            ("--body-timeout-ms", "86400001"),
+            ("--grpc-max-streams-per-connection", "0"),
+        ] {
+            assert!(refused(&[flag, value]).contains(flag), "{flag} {value}");
+        }
+        let ok = parse(&["--max-connections", "1000000", "--header-timeout-ms", "86400000"]);
+        assert_eq!((ok.max_connections, ok.header_timeout_ms), (1_000_000, 86_400_000));
     }
 
     fn db_breaker(args: &[&str]) -> Result<minoots_core::breaker::BreakerConfig, String> {
