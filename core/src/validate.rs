@@ -289,23 +289,28 @@ fn check_no_nul(draft: &TimerDraft) -> Result<(), ValidationError> {
         ("agentBinding", draft.agent_binding.as_ref()),
     ];
     for (field, value) in documents {
-        if let Some(path) = value.and_then(|v| nul_path(v, field.to_owned())) {
-            return Err(ValidationError::new(path, NO_NUL));
+        if let Some(path) = value.and_then(nul_path) {
+            return Err(ValidationError::new(format!("{field}{path}"), NO_NUL));
         }
     }
     Ok(())
 }
 
-/// The path (`metadata.notes[2]`) of the first string or key holding NUL in `value`.
-fn nul_path(value: &Value, path: String) -> Option<String> {
+/// Where in `value` the first string or key holding NUL is, as a path
+/// suffix (`.notes[2]`); built only when one is found, so a clean document
+/// costs a walk and no allocation.
+fn nul_path(value: &Value) -> Option<String> {
     match value {
-        Value::String(text) => text.contains('\0').then_some(path),
+        Value::String(text) => text.contains('\0').then(String::new),
         Value::Array(items) => {
-            items.iter().enumerate().find_map(|(i, item)| nul_path(item, format!("{path}[{i}]")))
+            items.iter().enumerate().find_map(|(i, item)| nul_path(item).map(|rest| format!("[{i}]{rest}")))
         }
         Value::Object(map) => map.iter().find_map(|(key, item)| {
-            let inner = format!("{path}.{key}");
-            if key.contains('\0') { Some(inner.replace('\0', "\\u0000")) } else { nul_path(item, inner) }
+            if key.contains('\0') {
+                Some(format!(".{}", key.replace('\0', "\\u0000")))
+            } else {
+                nul_path(item).map(|rest| format!(".{key}{rest}"))
+            }
         }),
         _ => None,
     }
