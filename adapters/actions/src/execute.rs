@@ -226,11 +226,13 @@ impl Executor {
         match &action.kind {
             ActionKind::Webhook(hook) => {
                 // Literal addresses skip DNS, so the resolver cannot judge them: check here.
-                if let Err(refused) = self.config.webhook_destinations.check_literal(&hook.url) {
-                    return Err(Failure::permanent(format!("destination refused: {refused}")).into());
-                }
+                let url = self
+                    .config
+                    .webhook_destinations
+                    .check_literal(&hook.url)
+                    .map_err(|refused| Failure::permanent(format!("destination refused: {refused}")))?;
                 let body = body_bytes(hook.body.as_ref(), &delivery.envelope);
-                self.webhook(&self.tenant_http, delivery, hook, body, attempt).await
+                self.webhook(&self.tenant_http, delivery, hook, url, body, attempt).await
             }
             ActionKind::Nats(nats) => {
                 let payload = body_bytes(nats.payload.as_ref(), &delivery.envelope);
@@ -248,6 +250,9 @@ impl Executor {
                 });
                 let bytes = serde_json::to_vec(&body).unwrap_or_default();
                 if let Some(url) = &self.config.agent.webhook_url {
+                    let parsed = reqwest::Url::parse(url).map_err(|e| {
+                        Failure::transient(format!("ACTION_AGENT_WEBHOOK_URL {url} is not a URL: {e}"))
+                    })?;
                     let hook = WebhookAction {
                         method: "POST".into(),
                         url: url.clone(),
@@ -255,8 +260,8 @@ impl Executor {
                         body: None,
                         timeout_ms: None,
                     };
-                    self.webhook(&self.operator_http, delivery, &hook, (bytes, "application/json"), attempt)
-                        .await
+                    let body = (bytes, "application/json");
+                    self.webhook(&self.operator_http, delivery, &hook, parsed, body, attempt).await
                 } else if let Some(subject) = &self.config.agent.nats_subject {
                     Ok(self.publish(subject, delivery, (bytes, "application/json")).await?)
                 } else {
@@ -271,6 +276,7 @@ impl Executor {
         http: &reqwest::Client,
         delivery: &NewDelivery,
         hook: &WebhookAction,
+        url: reqwest::Url,
         (body, content_type): (Vec<u8>, &'static str),
         attempt: u32,
     ) -> Result<Delivered, Undelivered> {
@@ -279,7 +285,7 @@ impl Executor {
             .pair(&delivery.tenant_id)
             .await
             .map_err(|e| Failure::transient(format!("the tenant's signing key is unavailable: {e}")))?;
-        let destination = destination_of(&delivery.tenant_id, &hook.url);
+        let destination = destination_of(&delivery.tenant_id, &url);
         let circuit = self.circuits.admit(&destination).map_err(Undelivered::Deferred)?;
         let method = reqwest::Method::from_bytes(hook.method.as_bytes()).unwrap_or(reqwest::Method::POST);
         let timeout_ms = hook.timeout_ms.unwrap_or(self.config.webhook_timeout_ms);
@@ -296,7 +302,7 @@ impl Executor {
         }
         .header(&keys);
         let mut request = http
-            .request(method, &hook.url)
+            .request(method, url)
             .timeout(Duration::from_millis(timeout_ms))
             .header("content-type", content_type);
         for (name, value) in &hook.headers {
@@ -479,19 +485,15 @@ fn body_bytes(value: Option<&Value>, envelope: &str) -> (Vec<u8>, &'static str) 
     }
 }
 
-/// `scheme://host:port` of a URL (the breaker's key).
 /// `tenant scheme://host:port`: a breaker's key. Per tenant, so one tenant's
 /// failing deliveries never hold back another's to the same host.
-fn destination_of(tenant_id: &str, url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => format!(
-            "{tenant_id} {}://{}:{}",
-            u.scheme(),
-            u.host_str().unwrap_or(""),
-            u.port_or_known_default().unwrap_or(0)
-        ),
-        Err(_) => format!("{tenant_id} {url}"),
-    }
+fn destination_of(tenant_id: &str, url: &reqwest::Url) -> String {
+    format!(
+        "{tenant_id} {}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port_or_known_default().unwrap_or(0)
+    )
 }
 
 /// Which end of an output an attempt record keeps.

@@ -24,6 +24,7 @@
 //! An attempt its destination's circuit breaker refuses is deferred: the
 //! delivery is put back for the breaker's probe time, no attempt recorded.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -176,10 +177,13 @@ impl EventSink for OutboxIntake {
     fn publish<'a>(&'a self, rows: &'a [OutboxEvent]) -> BoxFuture<'a, usize> {
         Box::pin(async move {
             let mut deliveries = Vec::new();
-            for row in
-                rows.iter().filter(|r| r.kind == EventKind::Scheduled && r.timer.action_bundle.is_some())
-            {
-                self.keys.warm(row.tenant_id.as_str());
+            let scheduling: BTreeSet<&str> = rows
+                .iter()
+                .filter(|r| r.kind == EventKind::Scheduled && r.timer.action_bundle.is_some())
+                .map(|r| r.tenant_id.as_str())
+                .collect();
+            for tenant in scheduling {
+                self.keys.warm(tenant);
             }
             for row in rows.iter().filter(|r| r.kind == EventKind::Fired && r.timer.action_bundle.is_some()) {
                 deliveries.extend(deliveries_of(&EventEnvelope::from(row), row.timer.action_bundle.as_ref()));
