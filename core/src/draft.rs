@@ -132,6 +132,18 @@ pub fn validate(
     crate::validate::validate(draft, now, actions, past_fire_tolerance_ms)
 }
 
+/// Validates one request's drafts, all or nothing: 1 to [`MAX_BATCH`] of
+/// them, each by [`validate`]; in a batch (more than one) an error names its
+/// item (`timers[3].duration`).
+pub fn validate_all(
+    drafts: &[TimerDraft],
+    now: Now,
+    actions: &crate::action::ActionPolicy,
+    past_fire_tolerance_ms: u64,
+) -> Result<Vec<ValidTimer>, ValidationError> {
+    crate::validate::validate_all(drafts, now, actions, past_fire_tolerance_ms)
+}
+
 /// Parses a duration: a JSON number of milliseconds, or a string
 /// `"<n>ms|s|m|h|d"` (also humantime forms such as `"1h 30m"`). Names `field`.
 pub fn parse_duration_text(field: &str, text: &str) -> Result<u64, ValidationError> {

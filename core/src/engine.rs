@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::draft::{MAX_BATCH, TimerDraft, validate};
+use crate::draft::{TimerDraft, validate_all};
 use crate::error::{ApiError, StoreFailure, StoreReject, ValidationError};
 use crate::event::OutboxEvent;
 use crate::ids::{IdGenerator, TenantId, TimerId};
@@ -100,6 +100,14 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
+    /// Whether [`Command::Schedule`] or [`Command::ScheduleBatch`] with these
+    /// drafts would pass validation (the same rules, the same error), without
+    /// creating anything. Lets an adapter answer a request that is both
+    /// invalid and over quota with the validation error.
+    pub fn check_drafts(&self, drafts: &[TimerDraft], now: Now) -> Result<(), ValidationError> {
+        validate_all(drafts, now, &self.actions, self.past_fire_tolerance_ms).map(drop)
+    }
+
     /// Defaults for `node_id` with id seed `seed`.
     pub fn new(node_id: impl Into<String>, seed: u64) -> Self {
         Self {
@@ -129,7 +137,7 @@ impl EngineConfig {
 pub enum Command {
     /// Create one timer.
     Schedule(TimerDraft),
-    /// Create up to [`MAX_BATCH`] timers: all validate or none is created.
+    /// Create up to [`crate::draft::MAX_BATCH`] timers: all validate or none is created.
     ScheduleBatch(Vec<TimerDraft>),
     /// Cancel a timer (idempotent for already-cancelled timers).
     Cancel {
@@ -522,16 +530,10 @@ impl Engine {
                 Ok(records) => self.enqueue_creates(req, records, false),
                 Err(e) => self.reply(req, Err(e)),
             },
-            Command::ScheduleBatch(drafts) => {
-                if drafts.is_empty() || drafts.len() > MAX_BATCH {
-                    let e = ValidationError::new("timers", format!("must hold 1 to {MAX_BATCH} timers"));
-                    return self.reply(req, Err(e.into()));
-                }
-                match self.accept_drafts(now, &drafts) {
-                    Ok(records) => self.enqueue_creates(req, records, true),
-                    Err(e) => self.reply(req, Err(e)),
-                }
-            }
+            Command::ScheduleBatch(drafts) => match self.accept_drafts(now, &drafts) {
+                Ok(records) => self.enqueue_creates(req, records, true),
+                Err(e) => self.reply(req, Err(e)),
+            },
             Command::Cancel { tenant_id, timer_id, requested_by, reason } => {
                 if let Err(e) = crate::validate::check_cancel_text(&requested_by, reason.as_deref()) {
                     return self.reply(req, Err(e.into()));
@@ -564,15 +566,7 @@ impl Engine {
 
     /// Validates every draft (all or nothing) and builds the records.
     fn accept_drafts(&mut self, now: Now, drafts: &[TimerDraft]) -> Result<Vec<TimerRecord>, ApiError> {
-        let batch = drafts.len() > 1;
-        let mut valid = Vec::with_capacity(drafts.len());
-        for (i, draft) in drafts.iter().enumerate() {
-            match validate(draft, now, &self.config.actions, self.config.past_fire_tolerance_ms) {
-                Ok(v) => valid.push(v),
-                Err(e) if batch => return Err(e.prefixed(&format!("timers[{i}].")).into()),
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let valid = validate_all(drafts, now, &self.config.actions, self.config.past_fire_tolerance_ms)?;
         self.admit_writes(valid.len())?;
         Ok(valid
             .into_iter()

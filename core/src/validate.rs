@@ -21,8 +21,8 @@ use std::io;
 
 use crate::action::{ActionPolicy, parse_bundle};
 use crate::draft::{
-    MAX_FUTURE_MS, MAX_IDEMPOTENCY_KEY_LEN, MAX_JSON_BYTES, MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_LEN,
-    MAX_LABELS, MAX_TEXT_LEN, MIN_EVERY_MS, TimerDraft, ValidTimer,
+    MAX_BATCH, MAX_FUTURE_MS, MAX_IDEMPOTENCY_KEY_LEN, MAX_JSON_BYTES, MAX_LABEL_KEY_LEN,
+    MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_TEXT_LEN, MIN_EVERY_MS, TimerDraft, ValidTimer,
 };
 use crate::error::ValidationError;
 use crate::schedule::{parse_cron, slot_after};
@@ -35,6 +35,29 @@ const MAX_FUTURE_MS_U64: u64 = MAX_FUTURE_MS as u64;
 const ONLY_RECURRING: &str = "is only allowed with every or cron";
 const TOO_FAR_AHEAD: &str = "must be at most 10 years in the future";
 const NO_NUL: &str = "must not contain the NUL character (\\u0000)";
+
+/// Validates one request's drafts, all or nothing: 1 to [`MAX_BATCH`] of
+/// them; in a batch (more than one) an error names its item (`timers[3].`).
+pub(crate) fn validate_all(
+    drafts: &[TimerDraft],
+    now: Now,
+    actions: &ActionPolicy,
+    past_fire_tolerance_ms: u64,
+) -> Result<Vec<ValidTimer>, ValidationError> {
+    if drafts.is_empty() || drafts.len() > MAX_BATCH {
+        return Err(ValidationError::new("timers", format!("must hold 1 to {MAX_BATCH} timers")));
+    }
+    let batch = drafts.len() > 1;
+    let mut valid = Vec::with_capacity(drafts.len());
+    for (i, draft) in drafts.iter().enumerate() {
+        match validate(draft, now, actions, past_fire_tolerance_ms) {
+            Ok(v) => valid.push(v),
+            Err(e) if batch => return Err(e.prefixed(&format!("timers[{i}]."))),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(valid)
+}
 
 pub(crate) fn validate(
     draft: &TimerDraft,
