@@ -3,8 +3,9 @@
 //! - [`ValidationError`]: the caller sent something that breaks a rule; it names
 //!   the field (in the API's camelCase spelling) and the rule.
 //! - [`ApiError`]: what a request's reply can be when it does not succeed.
-//!   `Invalid`, `NotFound` and `Conflict` are the caller's; `Unavailable` and
-//!   `Overloaded` are the service's and say when to retry.
+//!   `Invalid`, `NotFound` and `Conflict` are the caller's; `QuotaExceeded`
+//!   is the caller's budget; `Unavailable` and `Overloaded` are the service's.
+//!   The last three say when to retry.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -63,6 +64,17 @@ pub enum ApiError {
         retry_after_ms: u64,
         /// The leader's address, when this node knows it and is not it.
         leader: Option<String>,
+    },
+    /// One of the tenant's quotas refuses the request; nothing was charged
+    /// (HTTP 429 with `Retry-After` and `limitType`, gRPC RESOURCE_EXHAUSTED).
+    #[error("quota exceeded ({}): {reason}", limit_type.as_str())]
+    QuotaExceeded {
+        /// Which limit.
+        limit_type: crate::quota::LimitType,
+        /// The limit and the usage, for a person.
+        reason: String,
+        /// When the request may succeed.
+        retry_after_ms: u64,
     },
     /// Too many requests are queued; retry later (HTTP 429 / 503, gRPC RESOURCE_EXHAUSTED).
     #[error("overloaded: {reason}")]

@@ -24,6 +24,7 @@ pub mod lease;
 pub mod model;
 #[cfg(feature = "planted-bugs")]
 pub mod plant;
+pub mod quota;
 pub mod schedule;
 pub mod store;
 pub mod time;

@@ -66,6 +66,17 @@ impl StoreModel {
         &self.timers
     }
 
+    /// A tenant's pending timers and timers created at or after `day_start_ms`
+    /// (what [`crate::quota`] counts).
+    pub fn tenant_usage(&self, tenant: &TenantId, day_start_ms: WallMs) -> crate::quota::TenantUsage {
+        let mut usage = crate::quota::TenantUsage::default();
+        for timer in self.timers.values().filter(|t| &t.tenant_id == tenant) {
+            usage.pending_timers += u64::from(timer.status == TimerStatus::Scheduled);
+            usage.created_today += u64::from(timer.created_at_ms >= day_start_ms);
+        }
+        usage
+    }
+
     /// Every outbox row ever written, in sequence order.
     pub fn outbox(&self) -> &[OutboxEvent] {
         &self.outbox

@@ -322,11 +322,9 @@ async fn run_node(world: Arc<World>, i: usize, machine: Machine) {
     keys.insert_key(record, hash_api_key(API_KEY)).await.expect("the local key table accepts the key");
     let engine_config = world.engine_config(i, incarnation, machine);
     let node_config = NodeConfig {
-        node_id: node_id(i),
-        seed: engine_config.seed,
         request_queue: REQUEST_QUEUE,
         event_buffer: EVENT_BUFFER,
-        event_sink: None,
+        ..NodeConfig::new(node_id(i), engine_config.seed)
     };
     let (handle, _driver) =
         minoots_node::driver::start_node_with(engine_config, node_config, store, keys, clock);

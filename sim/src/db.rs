@@ -25,13 +25,14 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use madsim::net::Endpoint;
-use minoots_core::StoreFailure;
 use minoots_core::error::StoreReject;
 use minoots_core::event::OutboxEvent;
 use minoots_core::model::StoreModel;
+use minoots_core::quota::TenantUsage;
 use minoots_core::store::{LEASE_SHARD, LeaseReply, StoreOp, StoreReply};
 use minoots_core::time::WallMs;
 use minoots_core::timer::TimerStatus;
+use minoots_core::{StoreFailure, TenantId};
 use minoots_node::Store;
 use tokio::sync::oneshot;
 
@@ -75,6 +76,13 @@ pub enum DbCall {
     },
     /// Count scheduled timers.
     CountPending,
+    /// Count one tenant's pending timers and those created since a day's start.
+    TenantUsage {
+        /// The tenant.
+        tenant: TenantId,
+        /// Start of the day, wall ms.
+        day_start_ms: WallMs,
+    },
 }
 
 /// The database's answer.
@@ -89,6 +97,8 @@ pub enum DbAnswer {
     Done,
     /// To `CountPending`.
     Count(u64),
+    /// To `TenantUsage`.
+    Usage(TenantUsage),
 }
 
 struct DbRequest {
@@ -186,6 +196,9 @@ impl World {
                 DbCall::CountPending => DbAnswer::Count(
                     db.model.timers().values().filter(|t| t.status == TimerStatus::Scheduled).count() as u64,
                 ),
+                DbCall::TenantUsage { tenant, day_start_ms } => {
+                    DbAnswer::Usage(db.model.tenant_usage(&tenant, day_start_ms))
+                }
             }
         };
         if seen.grant.is_some()
@@ -509,6 +522,19 @@ impl Store for NetStore {
         Box::pin(async move {
             match self.call(DbCall::CountPending).await? {
                 DbAnswer::Count(n) => Ok(n),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn tenant_usage<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        day_start_ms: WallMs,
+    ) -> BoxFuture<'a, Result<TenantUsage, StoreFailure>> {
+        Box::pin(async move {
+            match self.call(DbCall::TenantUsage { tenant: tenant.clone(), day_start_ms }).await? {
+                DbAnswer::Usage(usage) => Ok(usage),
                 other => Err(unexpected(other)),
             }
         })

@@ -200,3 +200,60 @@ async fn keys_made_by_the_cli_are_tenant_scoped_and_revocable() {
         .expect("minoots_auth_failures_total is exported");
     assert!(failures >= 1, "the refused key was counted: {failures}");
 }
+
+fn tenants_cli(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(minoots_bin())
+        .arg("tenants")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .expect("run minoots tenants");
+    assert!(
+        out.status.success(),
+        "minoots tenants {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// The operator's default daily quota refuses with 429 `limitType: daily`;
+/// `minoots tenants quota` raises one tenant's own limit on the running
+/// server, and `default` puts it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_default_from_a_flag_and_a_tenants_own_set_by_the_cli() {
+    let dir = data_dir();
+    let path = dir.path().to_string_lossy().into_owned();
+    let server = Server::start_with(&["--data-dir", &path], &[("MINOOTS_QUOTA_DAILY_CREATES", "2")]);
+    let client = http();
+    let create = || async {
+        let response = client
+            .post(format!("{}/api/timers", server.rest))
+            .header("x-api-key", DEV_KEY)
+            .json(&serde_json::json!({"duration": "1h"}))
+            .send()
+            .await
+            .expect("create sent");
+        let status = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").is_some();
+        (status, retry_after, response.json::<Value>().await.expect("JSON"))
+    };
+    assert_eq!(create().await.0, 201);
+    assert_eq!(create().await.0, 201);
+    let (status, retry_after, body) = create().await;
+    assert_eq!((status, retry_after), (429, true), "{body}");
+    assert_eq!(body["error"]["limitType"], "daily", "{body}");
+
+    let shown = tenants_cli(dir.path(), &["quota", "--tenant", "tenant-local", "--daily-creates", "3"]);
+    assert!(shown.contains("daily creates:       3"), "{shown}");
+    assert!(shown.contains("pending timers:      default"), "{shown}");
+    // The running server takes the tenant's own limit within seconds.
+    eventually(Duration::from_secs(15), "the raised quota applies", || async {
+        (create().await.0 == 201).then_some(())
+    })
+    .await;
+    assert_eq!(create().await.0, 429);
+    let shown = tenants_cli(dir.path(), &["quota", "--tenant", "tenant-local", "--daily-creates", "default"]);
+    assert!(shown.contains("daily creates:       default"), "{shown}");
+    assert_eq!(tenants_cli(dir.path(), &["show", "--tenant", "tenant-local"]), shown);
+}

@@ -18,6 +18,8 @@
 //! | `payload_too_large` | 413 | body over the configured limit |
 //! | `unsupported_media_type` | 415 | a body that is not `application/json` |
 //! | `too_many_requests` | 429 | too many unknown or revoked API keys from the caller's address lately (`Retry-After`, `retryAfterMs`) |
+//! | `quota_exceeded` | 429 | a tenant quota refuses the request; nothing was charged (`limitType`: `daily`, `burst`, `rate`; `Retry-After`, `retryAfterMs`) |
+//! | `too_many_streams` | 429 | the tenant already holds its limit of open event streams |
 //! | `unavailable` | 503 | not the leader, store failing, shutting down (`Retry-After`, `retryAfterMs`, `leader`) |
 //! | `overloaded` | 503 | too many writes queued on this node (`Retry-After`, `retryAfterMs`) |
 //! | `internal` | 500 | a bug (a handler panicked); never expected |
@@ -30,6 +32,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use minoots_core::auth::Forbidden;
+use minoots_core::quota::LimitType;
 use minoots_core::{ApiError, TimerId, ValidationError};
 use minoots_node::AuthError;
 use serde::Serialize;
@@ -49,6 +52,8 @@ pub struct HttpError {
     pub retry_after_ms: Option<u64>,
     /// The leader's address, when known (503 `unavailable` only).
     pub leader: Option<String>,
+    /// The quota that refused (429 `quota_exceeded` only): `daily`, `burst`, `rate`.
+    pub limit_type: Option<LimitType>,
 }
 
 /// The JSON body: `{"error": {...}}`.
@@ -68,12 +73,22 @@ struct ErrorDetail<'a> {
     retry_after_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     leader: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit_type: Option<&'a str>,
 }
 
 impl HttpError {
     /// An error with no field and no retry hint.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None, retry_after_ms: None, leader: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after_ms: None,
+            leader: None,
+            limit_type: None,
+        }
     }
 
     /// The same error naming `field`.
@@ -130,6 +145,11 @@ impl HttpError {
         }
     }
 
+    /// 429 `too_many_streams`: the tenant holds its limit of open event streams.
+    pub fn too_many_streams(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_streams", message)
+    }
+
     /// 500 `internal`.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -167,6 +187,11 @@ impl From<ApiError> for HttpError {
             ApiError::Overloaded { reason, retry_after_ms } => Self {
                 retry_after_ms: Some(retry_after_ms),
                 ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", reason)
+            },
+            ApiError::QuotaExceeded { limit_type, reason, retry_after_ms } => Self {
+                retry_after_ms: Some(retry_after_ms),
+                limit_type: Some(limit_type),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", reason)
             },
         }
     }
@@ -209,6 +234,7 @@ impl IntoResponse for HttpError {
                 field: self.field.as_deref(),
                 retry_after_ms: self.retry_after_ms,
                 leader: self.leader.as_deref(),
+                limit_type: self.limit_type.map(LimitType::as_str),
             },
         };
         let mut response = (self.status, Json(body)).into_response();

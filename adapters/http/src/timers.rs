@@ -90,7 +90,7 @@ pub async fn create(
 ) -> Result<Response, HttpError> {
     let header_key = idempotency_header(&headers)?;
     let draft = body.into_draft(&caller.principal, header_key, "")?;
-    match state.handle.call(Command::Schedule(draft)).await? {
+    match state.handle.call_as(&caller.principal.tenant_id, Command::Schedule(draft)).await? {
         EngineResponse::Scheduled(created) => Ok(created_response(&created)),
         other => Err(unexpected(&other)),
     }
@@ -172,7 +172,7 @@ pub async fn create_batch(
         .enumerate()
         .map(|(i, item)| item.into_draft(&caller.principal, None, &format!("timers[{i}].")))
         .collect::<Result<Vec<_>, _>>()?;
-    match state.handle.call(Command::ScheduleBatch(drafts)).await? {
+    match state.handle.call_as(&caller.principal.tenant_id, Command::ScheduleBatch(drafts)).await? {
         EngineResponse::ScheduledBatch(results) => {
             let results: Vec<BatchItem> =
                 results.into_iter().enumerate().map(|(i, r)| batch_item(i, r)).collect();
@@ -254,7 +254,7 @@ pub async fn list(
     }
     statuses.sort();
     let query = ListQuery { tenant_id: scope(&caller.principal, tenant)?, statuses, labels, after, limit };
-    match state.handle.call(Command::List(query)).await? {
+    match state.handle.call_as(&caller.principal.tenant_id, Command::List(query)).await? {
         EngineResponse::Timers { timers, next_cursor } => Ok(Json(TimerPage {
             timers: timers.iter().map(TimerView::from).collect(),
             next_cursor: next_cursor.map(|c| c.to_string()),
@@ -283,7 +283,7 @@ pub async fn get(
     QueryPairs(params): QueryPairs,
 ) -> Result<Json<TimerView>, HttpError> {
     let tenant_id = scope(&caller.principal, tenant_param(&params)?)?;
-    let reply = state.handle.call(Command::Get { tenant_id, timer_id }).await;
+    let reply = state.handle.call_as(&caller.principal.tenant_id, Command::Get { tenant_id, timer_id }).await;
     match reply.map_err(|e| HttpError::for_timer(e, &timer_id))? {
         EngineResponse::Timer(timer) => Ok(Json(TimerView::from(&timer))),
         other => Err(unexpected(&other)),
@@ -323,7 +323,12 @@ pub async fn fires(
     }
     let tenant_id = scope(&caller.principal, tenant)?;
     let command = Command::ListFires { tenant_id, timer_id, after_occurrence, limit };
-    match state.handle.call(command).await.map_err(|e| HttpError::for_timer(e, &timer_id))? {
+    match state
+        .handle
+        .call_as(&caller.principal.tenant_id, command)
+        .await
+        .map_err(|e| HttpError::for_timer(e, &timer_id))?
+    {
         EngineResponse::Fires(fires) => {
             let full = fires.len() >= limit as usize;
             let next_after = if full { fires.last().map(|f| f.occurrence) } else { None };
@@ -343,7 +348,12 @@ pub async fn cancel(
 ) -> Result<Json<TimerView>, HttpError> {
     let (tenant_id, requested_by, reason) = body.resolve(&caller.principal)?;
     let command = Command::Cancel { tenant_id, timer_id, requested_by, reason };
-    match state.handle.call(command).await.map_err(|e| HttpError::for_timer(e, &timer_id))? {
+    match state
+        .handle
+        .call_as(&caller.principal.tenant_id, command)
+        .await
+        .map_err(|e| HttpError::for_timer(e, &timer_id))?
+    {
         EngineResponse::Timer(timer) => Ok(Json(TimerView::from(&timer))),
         other => Err(unexpected(&other)),
     }

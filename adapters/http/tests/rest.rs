@@ -63,6 +63,11 @@ async fn add_key(store: &ModelStore, secret: &str, id: &str, tenant: &str, roles
 }
 
 async fn start_with(config: HttpConfig, event_buffer: usize) -> Server {
+    start_with_node(config, NodeConfig { event_buffer, request_queue: 10_000, ..NodeConfig::new("n1", 7) })
+        .await
+}
+
+async fn start_with_node(config: HttpConfig, node: NodeConfig) -> Server {
     let clock = Arc::new(SystemClock::new());
     let store = Arc::new(ModelStore::new(clock.clone()));
     let keys = Arc::new(ModelStore::new(clock.clone()));
@@ -72,8 +77,6 @@ async fn start_with(config: HttpConfig, event_buffer: usize) -> Server {
     add_key(&keys, ACME_ADMIN, "key_acme_admin", "acme", &[Role::TenantAdmin]).await;
     add_key(&keys, GLOBEX, "key_globex_all", "globex", &all).await;
     add_key(&keys, OPERATOR, "key_operator", "ops", &[Role::TimerRead, Role::Operator]).await;
-    let node =
-        NodeConfig { node_id: "n1".into(), seed: 7, request_queue: 10_000, event_buffer, event_sink: None };
     let (handle, _task) = start_node(node, store.clone(), keys.clone(), clock);
     assert!(handle.wait_for_role("leader").await, "node became leader");
 
@@ -727,6 +730,42 @@ async fn a_lagging_stream_gets_an_error_event_and_ends() {
     let body: Value = serde_json::from_str(&last.data).expect("error JSON");
     assert_eq!(body["error"]["code"], "lagged");
     assert!(events.len() < 100, "the stream ended instead of skipping: {}", events.len());
+}
+
+/// A client that stops reading is dropped once its own queue fills: after
+/// the events it was sent it reads an `error` event `too_slow`. A tenant
+/// holds at most its limit of open streams (429 `too_many_streams`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_is_dropped_as_too_slow_and_streams_per_tenant_are_capped() {
+    let node = NodeConfig {
+        stream_limits: minoots_node::subscription::StreamLimits { buffer_events: 8, per_tenant: 1 },
+        ..NodeConfig::new("n1", 7)
+    };
+    let s = start_with_node(HttpConfig { max_body_bytes: 64 << 20, ..HttpConfig::default() }, node).await;
+    let stalled = open_stream(&s, "", ACME).await;
+    let (status, body) = s.get("/api/timers/stream", ACME).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("too_many_streams"))
+    );
+    // ~30 MB of events: more than loopback's socket buffers and the 8-event queue.
+    let metadata = json!({"blob": "x".repeat(60_000)});
+    for _ in 0..2 {
+        let timers: Vec<Value> = (0..250).map(|_| json!({"duration": "1h", "metadata": metadata})).collect();
+        let (status, body) = s.post("/api/timers/batch", ACME, json!({"timers": timers})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let events = read_events(stalled, Duration::from_secs(20), |events| {
+        events.last().is_some_and(|e| e.event.as_deref() == Some("error"))
+    })
+    .await;
+    let last = events.last().expect("at least the error event");
+    assert_eq!(last.event.as_deref(), Some("error"), "{} events, none an error", events.len());
+    let body: Value = serde_json::from_str(&last.data).expect("error JSON");
+    assert_eq!(body["error"]["code"], "too_slow", "{body}");
+    assert!(events.len() < 500, "the stream ended instead of buffering: {}", events.len());
+    // Its place is free again.
+    open_stream(&s, "", ACME).await;
 }
 
 #[tokio::test]

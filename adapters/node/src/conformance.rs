@@ -36,6 +36,7 @@ use minoots_core::event::{EventKind, OutboxEvent};
 use minoots_core::ids::IdGenerator;
 use minoots_core::lease::LeaseHolder;
 use minoots_core::model::StoreModel;
+use minoots_core::quota::QuotaLimits;
 use minoots_core::store::{
     AfterFire, CancelOp, CommitBatch, CommitOutcome, DueKey, DueTimer, FireOp, LEASE_SHARD, LeaseReply,
     ListQuery, StoreOp, StoreReply,
@@ -324,6 +325,23 @@ impl<'s, S: Store + ?Sized> Check<'s, S> {
             .map_err(|e| format!("step {}: count_pending failed: {e}", self.step))?;
         ensure!(actual == expected, "step {}: count_pending: expected {expected}, got {actual}", self.step);
         Ok(actual)
+    }
+
+    /// `tenant_usage` of `tenant_id` since `day_start_ms`, compared with the model's.
+    pub async fn usage(&mut self, tenant_id: &TenantId, day_start_ms: WallMs) -> Outcome {
+        self.step += 1;
+        let expected = self.model.tenant_usage(tenant_id, day_start_ms);
+        let actual = self
+            .store
+            .tenant_usage(tenant_id, day_start_ms)
+            .await
+            .map_err(|e| format!("step {}: tenant_usage failed: {e}", self.step))?;
+        ensure!(
+            actual == expected,
+            "step {}: tenant_usage: expected {expected:?}, got {actual:?}",
+            self.step
+        );
+        Ok(())
     }
 
     /// A new once timer of `tenant_id`, due at `due_ms`, with labels, metadata and an action bundle.
@@ -740,6 +758,9 @@ async fn cancel_scenario<S: Store + ?Sized>(mut c: Check<'_, S>) -> Outcome {
     let theirs = c.timer(&b, now + 60_000);
     c.create_all(vec![later.clone(), due.clone(), theirs.clone()]).await?;
     ensure_eq!(c.pending().await?, 3, "pending after creates");
+    for day_start_ms in [0, now, now + 1] {
+        c.usage(&a, day_start_ms).await?;
+    }
 
     c.shift(5);
     let op = CancelOp { reason: Some("not needed".into()), ..cancel(&later, "alice") };
@@ -751,6 +772,8 @@ async fn cancel_scenario<S: Store + ?Sized>(mut c: Check<'_, S>) -> Outcome {
     ensure_eq!(cancelled.cancel_reason.as_deref(), Some("not needed"), "cancel reason");
     ensure!(events.len() == 1 && events[0].kind == EventKind::Cancelled, "one cancelled event: {events:?}");
     ensure_eq!(c.pending().await?, 2, "pending after a cancel");
+    c.usage(&a, 0).await?;
+    c.usage(&b, 0).await?;
 
     c.shift(5);
     let (outcome, events) =
@@ -761,6 +784,8 @@ async fn cancel_scenario<S: Store + ?Sized>(mut c: Check<'_, S>) -> Outcome {
     let (outcome, _) =
         c.commit(CommitBatch { fires: vec![fire(&due, AfterFire::Finished)], ..c.batch() }).await?;
     let (_, after_fire) = fired(&outcome.fires[0])?;
+    c.usage(&a, now).await?;
+    c.usage(&tenant("tenant-z"), 0).await?;
     let (outcome, events) =
         c.commit(CommitBatch { cancels: vec![cancel(&due, "alice")], ..c.batch() }).await?;
     ensure_eq!(&outcome.cancels[0], &Ok(after_fire), "cancel of a fired timer returns it as is");
@@ -1668,5 +1693,23 @@ async fn keys<S: KeyStore + ?Sized>(store: &S, reference: &ModelStore) -> Outcom
     );
     ensure_eq!(both!("find the old hash", |s| s.find_key(&hash_api_key("secret-2"))), None, "old hash gone");
     ensure_eq!(both!("count after replacing", |s| s.count_keys()), 3, "still three keys");
+
+    // Quota limits: none until set; replaced whole; a tenant without keys is created.
+    let none = QuotaLimits::default();
+    ensure_eq!(both!("quota of a new tenant", |s| s.tenant_quota(&a)), none, "unset");
+    let own = QuotaLimits { pending_timers: Some(10), daily_creates: None, requests_per_second: Some(5) };
+    both!("set a quota", |s| s.set_tenant_quota(a.clone(), own, START_MS));
+    ensure_eq!(both!("read it back", |s| s.tenant_quota(&a)), own, "stored");
+    ensure_eq!(both!("another tenant's quota", |s| s.tenant_quota(&b)), none, "untouched");
+    let big = QuotaLimits {
+        pending_timers: None,
+        daily_creates: Some(i64::MAX as u64),
+        requests_per_second: Some(u32::MAX),
+    };
+    both!("replace a quota", |s| s.set_tenant_quota(a.clone(), big, START_MS));
+    ensure_eq!(both!("read the replacement", |s| s.tenant_quota(&a)), big, "replaced whole");
+    let keyless = tenant("tenant-q");
+    both!("quota of a tenant without keys", |s| s.set_tenant_quota(keyless.clone(), own, START_MS));
+    ensure_eq!(both!("read it", |s| s.tenant_quota(&keyless)), own, "a tenant row is made");
     Ok(())
 }

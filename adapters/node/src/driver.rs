@@ -27,11 +27,14 @@ use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::coordinator::Coordinator;
-use crate::handle::{Call, NodeHandle, NodeStatus};
+use crate::handle::{Call, NodeHandle, NodeStatus, STOPPED};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
+use crate::quotas::Quotas;
 use crate::relay::{self, EventSink};
 use crate::store::Store;
+use crate::subscription::StreamLimits;
+use minoots_core::quota::QuotaLimits;
 
 /// Most store reads running at once.
 const READS_IN_FLIGHT_MAX: usize = 64;
@@ -53,8 +56,13 @@ pub struct NodeConfig {
     pub seed: u64,
     /// Requests waiting for the engine before callers are told to retry.
     pub request_queue: usize,
-    /// Events a subscriber may fall behind before it is told it lagged.
+    /// Events the shared broadcast ring holds: a subscriber's task that
+    /// falls further behind is told it lagged.
     pub event_buffer: usize,
+    /// Bounds on client event streams (each one's own queue, open streams per tenant).
+    pub stream_limits: StreamLimits,
+    /// Every tenant's quota limits unless the key store sets its own (default: none).
+    pub default_quotas: QuotaLimits,
     /// Where committed events go durably before they are marked published
     /// (NATS JetStream, the in-process action intake); `None`: nowhere.
     pub event_sink: Option<Arc<dyn EventSink>>,
@@ -63,7 +71,15 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// Defaults for `node_id` with id seed `seed`.
     pub fn new(node_id: impl Into<String>, seed: u64) -> Self {
-        Self { node_id: node_id.into(), seed, request_queue: 65_536, event_buffer: 65_536, event_sink: None }
+        Self {
+            node_id: node_id.into(),
+            seed,
+            request_queue: 65_536,
+            event_buffer: 65_536,
+            stream_limits: StreamLimits::default(),
+            default_quotas: QuotaLimits::default(),
+            event_sink: None,
+        }
     }
 
     fn engine_config(&self) -> EngineConfig {
@@ -107,11 +123,21 @@ pub fn start_node_with(
     let handle = NodeHandle {
         calls: calls_tx,
         events: events_tx.clone(),
-        status: status_rx,
-        keys,
+        status: status_rx.clone(),
+        keys: keys.clone(),
         metrics: metrics.clone(),
         shutdown: Arc::new(shutdown_tx),
         throttle: Arc::default(),
+        stream_limits: config.stream_limits,
+        open_streams: Arc::default(),
+        quotas: Arc::new(Quotas::new(
+            config.default_quotas,
+            engine_config.clone(),
+            store.clone(),
+            keys,
+            clock.clone(),
+            status_rx,
+        )),
     };
     let driver = Driver {
         engine: Engine::new(engine_config, clock.now()),
@@ -247,7 +273,7 @@ impl Driver {
         let _ = writer.await;
         let _ = relay.await;
         gauge.abort();
-        self.status.send_modify(|s| s.role = "stopped");
+        self.status.send_modify(|s| s.role = STOPPED);
     }
 
     fn sleep_ms(&self) -> u64 {

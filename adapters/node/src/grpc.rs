@@ -19,10 +19,10 @@
 //! | `Conflict` | FAILED_PRECONDITION (ALREADY_EXISTS for `idempotencyKey`) | `x-minoots-field` |
 //! | `Unavailable` | UNAVAILABLE, or FAILED_PRECONDITION when another node leads | `retry-after-ms`, `x-minoots-leader` (the leader's gRPC URL) |
 //! | `Overloaded` | RESOURCE_EXHAUSTED | `retry-after-ms` |
+//! | `QuotaExceeded` | RESOURCE_EXHAUSTED | `retry-after-ms`, `x-minoots-limit-type` (`daily`, `burst`, `rate`) |
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use futures::Stream;
 use minoots_core::auth::{Forbidden, Principal, Role};
@@ -39,11 +39,12 @@ use minoots_proto::{
     TimerListRequest, TimerListResponse, TimerScheduleRequest, TimerScheduleResponse, timer_batch_result,
     timer_event, timer_schedule_request,
 };
-use tokio::sync::broadcast;
+
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Status};
 
 use crate::handle::{AuthError, NodeHandle};
+use crate::subscription::{EventFeed, StreamEnd, StreamFilter, StreamRefused};
 use crate::views::event_type;
 
 /// Metadata carrying the API key.
@@ -54,10 +55,11 @@ pub const FIELD_HEADER: &str = "x-minoots-field";
 pub const RETRY_AFTER_HEADER: &str = "retry-after-ms";
 /// Metadata with the leader's address when this node is not it.
 pub const LEADER_HEADER: &str = "x-minoots-leader";
+/// Metadata naming the quota that refused a call (`daily`, `burst`, `rate`).
+pub const LIMIT_TYPE_HEADER: &str = "x-minoots-limit-type";
 /// `StreamTimerEvents` tenant meaning "every tenant" (role `operator` only).
 pub const ALL_TENANTS: &str = "__all__";
 /// The role a stopped node reports.
-const STOPPED: &str = "stopped";
 /// Largest request message accepted (real transport; the simulator ignores it).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// `page_size` when a list request gives none.
@@ -107,8 +109,9 @@ impl KernelService {
         Ok(principal)
     }
 
-    async fn call(&self, command: Command) -> Result<Response, Status> {
-        self.handle.call(command).await.map_err(|e| api_status(&e))
+    /// Runs `command` for `principal`'s tenant, charged to its quotas.
+    async fn call(&self, principal: &Principal, command: Command) -> Result<Response, Status> {
+        self.handle.call_as(&principal.tenant_id, command).await.map_err(|e| api_status(&e))
     }
 }
 
@@ -122,7 +125,7 @@ impl HorologyKernel for KernelService {
         let req = request.into_inner();
         let tenant = scope(&principal, &req.tenant_id)?;
         let draft = draft_from_wire(req, tenant).map_err(|e| invalid(&e))?;
-        match self.call(Command::Schedule(draft)).await? {
+        match self.call(&principal, Command::Schedule(draft)).await? {
             Response::Scheduled(Created { timer, created }) => {
                 Ok(tonic::Response::new(TimerScheduleResponse {
                     timer: Some(timer_to_wire(&timer)),
@@ -147,7 +150,7 @@ impl HorologyKernel for KernelService {
             requested_by: req.requested_by,
             reason: non_empty(req.reason),
         };
-        match self.call(command).await? {
+        match self.call(&principal, command).await? {
             Response::Timer(timer) => Ok(tonic::Response::new(timer_to_wire(&timer))),
             _ => Err(unexpected_reply()),
         }
@@ -161,7 +164,7 @@ impl HorologyKernel for KernelService {
         let req = request.into_inner();
         let tenant_id = scope(&principal, &req.tenant_id)?;
         let timer_id = parse_timer_id(&req.timer_id)?;
-        match self.call(Command::Get { tenant_id, timer_id }).await? {
+        match self.call(&principal, Command::Get { tenant_id, timer_id }).await? {
             Response::Timer(timer) => Ok(tonic::Response::new(timer_to_wire(&timer))),
             _ => Err(unexpected_reply()),
         }
@@ -185,7 +188,7 @@ impl HorologyKernel for KernelService {
         };
         let query =
             ListQuery { tenant_id, statuses, labels: req.labels, after, limit: page_size(req.page_size) };
-        match self.call(Command::List(query)).await? {
+        match self.call(&principal, Command::List(query)).await? {
             Response::Timers { timers, next_cursor } => Ok(tonic::Response::new(TimerListResponse {
                 timers: timers.iter().map(timer_to_wire).collect(),
                 next_page_token: next_cursor.map(|id| id.to_string()).unwrap_or_default(),
@@ -221,16 +224,17 @@ impl HorologyKernel for KernelService {
             Some(scope(&principal, &req.tenant_id)?)
         };
         let kinds = parse_topics(&req.topics).map_err(|e| invalid(&e))?;
-        // Subscribe before answering: every event committed after the client
+        // Subscribed before answering: every event committed after the client
         // sees the response headers reaches it.
-        let subscription = Subscription {
-            events: self.handle.subscribe(),
-            node: self.handle.clone(),
-            revoked,
-            tenant,
-            kinds,
-        };
-        Ok(tonic::Response::new(Box::pin(subscription.into_stream())))
+        let feed = self
+            .handle
+            .open_event_stream(&principal.tenant_id, StreamFilter { tenant, kinds }, revoked)
+            .await
+            .map_err(|refused| match refused {
+                StreamRefused::TooMany(e) => Status::resource_exhausted(e.to_string()),
+                StreamRefused::Quota(e) => api_status(&e),
+            })?;
+        Ok(tonic::Response::new(Box::pin(feed_to_stream(feed))))
     }
 
     async fn schedule_timers(
@@ -252,7 +256,7 @@ impl HorologyKernel for KernelService {
                 draft_from_wire(item, tenant).map_err(|e| invalid(&e.prefixed(&format!("timers[{i}]."))))?;
             drafts.push(draft);
         }
-        match self.call(Command::ScheduleBatch(drafts)).await? {
+        match self.call(&principal, Command::ScheduleBatch(drafts)).await? {
             Response::ScheduledBatch(results) => Ok(tonic::Response::new(TimerBatchScheduleResponse {
                 results: results.iter().map(batch_result_to_wire).collect(),
             })),
@@ -271,7 +275,7 @@ impl HorologyKernel for KernelService {
         let limit = page_size(req.page_size);
         let command =
             Command::ListFires { tenant_id, timer_id, after_occurrence: req.after_occurrence, limit };
-        match self.call(command).await? {
+        match self.call(&principal, command).await? {
             Response::Fires(fires) => {
                 let full = fires.len() >= limit as usize;
                 let next_after_occurrence = if full { fires.last().map_or(0, |f| f.occurrence) } else { 0 };
@@ -287,60 +291,25 @@ impl HorologyKernel for KernelService {
 
 // ---- events -----------------------------------------------------------------
 
-/// One `StreamTimerEvents` subscriber: its broadcast receiver and filters.
-struct Subscription {
-    events: broadcast::Receiver<Arc<OutboxEvent>>,
-    /// The node, to end the stream when it stops (handles elsewhere keep the
-    /// broadcast sender alive, so `Closed` alone would never come).
-    node: NodeHandle,
-    /// Resolves when the subscriber's key is revoked: the stream then ends.
-    revoked: futures::future::BoxFuture<'static, ()>,
-    /// `None` = every tenant.
-    tenant: Option<TenantId>,
-    /// `None` = every kind.
-    kinds: Option<BTreeSet<EventKind>>,
+/// A client's event feed as a gRPC stream, ending with the status its
+/// [`StreamEnd`] maps to. The feed's task stops when tonic drops this stream.
+fn feed_to_stream(feed: EventFeed) -> impl Stream<Item = Result<pb::TimerEvent, Status>> + Send + 'static {
+    futures::stream::unfold(feed, |mut feed| async move {
+        match feed.next().await? {
+            Ok(event) => Some((Ok(event_to_wire(&event)), feed)),
+            Err(end) => Some((Err(stream_end_status(&end)), feed)),
+        }
+    })
 }
 
-impl Subscription {
-    fn wants(&self, event: &OutboxEvent) -> bool {
-        NodeHandle::event_visible(event, self.tenant.as_ref())
-            && self.kinds.as_ref().is_none_or(|kinds| kinds.contains(&event.kind))
-    }
-
-    /// The subscription as a stream. It polls the broadcast receiver directly
-    /// (no task in between), so when the client goes away and tonic drops
-    /// the stream, the receiver goes with it. A lag, a revoked key or a node
-    /// shutdown ends the stream with an error status: events are never skipped silently.
-    /// Events already received are delivered before a shutdown ends it.
-    fn into_stream(self) -> impl Stream<Item = Result<pb::TimerEvent, Status>> + Send + 'static {
-        futures::stream::unfold(Some(self), |state| async move {
-            let mut sub = state?;
-            loop {
-                let received = tokio::select! {
-                    biased;
-                    _ = &mut sub.revoked => {
-                        let status = Status::unauthenticated("the API key was revoked; this stream is closed");
-                        return Some((Err(status), None));
-                    }
-                    received = sub.events.recv() => received,
-                    _ = sub.node.wait_for_role(STOPPED) => Err(broadcast::error::RecvError::Closed),
-                };
-                match received {
-                    Ok(event) if sub.wants(&event) => return Some((Ok(event_to_wire(&event)), Some(sub))),
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "gRPC event subscriber lagged; ending its stream");
-                        let status =
-                            Status::data_loss(format!("event stream lagged by {missed} events; resubscribe"));
-                        return Some((Err(status), None));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {
-                        let status = Status::unavailable("the node is shutting down; resubscribe");
-                        return Some((Err(status), None));
-                    }
-                }
-            }
-        })
+/// The status that ends a stream for `end`.
+fn stream_end_status(end: &StreamEnd) -> Status {
+    let message = end.message();
+    match end {
+        StreamEnd::Lagged { .. } => Status::data_loss(message),
+        StreamEnd::TooSlow { .. } => Status::resource_exhausted(message),
+        StreamEnd::Revoked => Status::unauthenticated(message),
+        StreamEnd::Stopping => Status::unavailable(message),
     }
 }
 
@@ -668,6 +637,12 @@ pub fn api_status(e: &ApiError) -> Status {
         ApiError::Overloaded { retry_after_ms, .. } => {
             let mut status = Status::resource_exhausted(e.to_string());
             set_metadata(status.metadata_mut(), RETRY_AFTER_HEADER, &retry_after_ms.to_string());
+            status
+        }
+        ApiError::QuotaExceeded { limit_type, retry_after_ms, .. } => {
+            let mut status = Status::resource_exhausted(e.to_string());
+            set_metadata(status.metadata_mut(), RETRY_AFTER_HEADER, &retry_after_ms.to_string());
+            set_metadata(status.metadata_mut(), LIMIT_TYPE_HEADER, limit_type.as_str());
             status
         }
     }

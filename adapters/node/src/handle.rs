@@ -13,6 +13,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::auth_throttle::AuthThrottle;
 use crate::keys::{KeyStore, hash_api_key};
 use crate::metrics::Metrics;
+use crate::quotas::Quotas;
+use crate::subscription::{OpenStreams, StreamLimits};
 
 /// How often an open event stream re-checks its API key: a revoked key's
 /// streams end within this long.
@@ -83,7 +85,13 @@ pub struct NodeHandle {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: Arc<watch::Sender<bool>>,
     pub(crate) throttle: Arc<AuthThrottle>,
+    pub(crate) stream_limits: StreamLimits,
+    pub(crate) open_streams: Arc<OpenStreams>,
+    pub(crate) quotas: Arc<Quotas>,
 }
+
+/// The role a node reports once it has stopped.
+pub(crate) const STOPPED: &str = "stopped";
 
 impl std::fmt::Debug for NodeHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,7 +112,9 @@ impl NodeHandle {
         rx.await.map_err(|_| stopped())?
     }
 
-    /// Subscribes to committed events (every tenant; filter on the receiving side).
+    /// Subscribes to committed events (every tenant; filter on the receiving
+    /// side) without a bound of its own: for in-process consumers that keep
+    /// up. Client streams use [`NodeHandle::open_event_stream`].
     /// A subscriber that falls more than the channel capacity behind receives `Lagged`.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<OutboxEvent>> {
         self.events.subscribe()
@@ -163,7 +173,7 @@ impl NodeHandle {
     /// Waits until the node reports `role` (e.g. `leader`), or the node stops.
     pub async fn wait_for_role(&self, role: &str) -> bool {
         let mut status = self.status.clone();
-        status.wait_for(|s| s.role == role || s.role == "stopped").await.is_ok_and(|s| s.role == role)
+        status.wait_for(|s| s.role == role || s.role == STOPPED).await.is_ok_and(|s| s.role == role)
     }
 
     /// The node's current status.

@@ -6,6 +6,7 @@ use futures::future::BoxFuture;
 use minoots_core::StoreFailure;
 use minoots_core::TenantId;
 use minoots_core::auth::Role;
+use minoots_core::quota::QuotaLimits;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 
@@ -31,7 +32,7 @@ pub fn hash_api_key(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// Storage for tenants and API keys.
+/// Storage for tenants (their quota limits) and API keys.
 pub trait KeyStore: Send + Sync + 'static {
     /// The active (unrevoked) key with this hash.
     fn find_key(&self, key_hash: &str) -> BoxFuture<'_, Result<Option<ApiKeyRecord>, StoreFailure>>;
@@ -46,4 +47,16 @@ pub trait KeyStore: Send + Sync + 'static {
     fn revoke_key(&self, key_id: String, now_ms: i64) -> BoxFuture<'_, Result<bool, StoreFailure>>;
     /// Number of keys ever stored (to detect an empty store for the dev seed).
     fn count_keys(&self) -> BoxFuture<'_, Result<u64, StoreFailure>>;
+    /// The tenant's own quota limits (unset: the operator's defaults apply).
+    fn tenant_quota<'a>(
+        &'a self,
+        tenant_id: &'a TenantId,
+    ) -> BoxFuture<'a, Result<QuotaLimits, StoreFailure>>;
+    /// Replaces the tenant's own quota limits, creating the tenant if needed.
+    fn set_tenant_quota(
+        &self,
+        tenant_id: TenantId,
+        limits: QuotaLimits,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreFailure>>;
 }

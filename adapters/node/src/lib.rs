@@ -9,6 +9,8 @@
 //! - [`handle::NodeHandle`]: what API adapters (REST, gRPC) call.
 //! - [`relay`]: the outbox relay (committed events → subscribers → marked published).
 //! - [`grpc`]: the `minoots.timer.v1.HorologyKernel` service.
+//! - [`quotas`]: per-tenant quotas where requests enter ([`NodeHandle::call_as`]).
+//! - [`subscription`]: client event streams (per-subscriber bounds, how they end).
 //! - [`model_store`]: the reference `StoreModel` behind the [`Store`] trait.
 //! - [`coordinator`]: leadership metrics and spans (cluster mode).
 #![forbid(unsafe_code)]
@@ -23,8 +25,10 @@ pub mod handle;
 pub mod keys;
 pub mod metrics;
 pub mod model_store;
+pub mod quotas;
 pub mod relay;
 pub mod store;
+pub mod subscription;
 pub mod views;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -22,6 +22,7 @@
 //! | `minoots_action_duration_seconds` | histogram | duration of one action attempt |
 //! | `minoots_action_dead_lettered_total` | counter | deliveries moved to the dead-letter queue |
 //! | `minoots_action_deferred_total` | counter | attempts not made because the destination's circuit breaker was open (not counted as attempts) |
+//! | `minoots_event_streams_closed_total{reason}` | counter | client event streams the server ended: `lagged`, `too_slow` (the client stopped reading), `unauthenticated` (key revoked), `unavailable` (node stopping) |
 //! | `kernel_coordinator_election_attempts_total` | counter | lease acquisitions sent (cluster mode) |
 //! | `kernel_coordinator_election_results_total{outcome}` | counter | their results: `granted`, `held`, `error` |
 //! | `kernel_coordinator_leadership_transitions_total` | counter | times this node became or stopped being the leader |
@@ -88,7 +89,12 @@ pub struct Metrics {
     pub action_dead_lettered: Counter,
     /// Attempts deferred by a destination's open circuit breaker.
     pub action_deferred: Counter,
+    /// Client event streams the server ended, by `reason`.
+    pub event_streams_closed: Family<ReasonLabel, Counter>,
 }
+
+/// The `reason` label of the stream-closed counter.
+pub type ReasonLabel = [(&'static str, &'static str); 1];
 
 /// The `kind` and `outcome` labels of the action attempt counter.
 pub type ActionLabels = [(&'static str, &'static str); 2];
@@ -212,6 +218,12 @@ impl Metrics {
         let action_duration = Histogram::new(latency_buckets);
         let action_dead_lettered = Counter::default();
         let action_deferred = Counter::default();
+        let event_streams_closed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "minoots_event_streams_closed",
+            "Client event streams the server ended, by reason (lagged, too_slow, unauthenticated, unavailable)",
+            event_streams_closed.clone(),
+        );
         registry.register(
             "minoots_outbox_pending",
             "Outbox rows after the published watermark",
@@ -250,6 +262,7 @@ impl Metrics {
             action_duration,
             action_dead_lettered,
             action_deferred,
+            event_streams_closed,
             election_attempts,
             election_results,
             leadership_transitions,

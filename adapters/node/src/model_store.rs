@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use minoots_core::event::OutboxEvent;
 use minoots_core::model::StoreModel;
+use minoots_core::quota::{QuotaLimits, TenantUsage};
 use minoots_core::store::{StoreOp, StoreReply};
 use minoots_core::timer::TimerStatus;
-use minoots_core::{StoreFailure, TenantId};
+use minoots_core::{StoreFailure, TenantId, WallMs};
 
 use crate::clock::Clock;
 use crate::keys::{ApiKeyRecord, KeyStore};
@@ -21,6 +22,7 @@ struct State {
     model: StoreModel,
     published_through: u64,
     keys: BTreeMap<String, (ApiKeyRecord, String)>,
+    quotas: BTreeMap<TenantId, QuotaLimits>,
     failing: bool,
     latency_ms: u64,
 }
@@ -100,6 +102,15 @@ impl Store for ModelStore {
             .map(|s| s.model.timers().values().filter(|t| t.status == TimerStatus::Scheduled).count() as u64);
         Box::pin(async move { result })
     }
+
+    fn tenant_usage<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        day_start_ms: WallMs,
+    ) -> BoxFuture<'a, Result<TenantUsage, StoreFailure>> {
+        let result = self.guard().map(|s| s.model.tenant_usage(tenant, day_start_ms));
+        Box::pin(async move { result })
+    }
 }
 
 impl KeyStore for ModelStore {
@@ -144,6 +155,26 @@ impl KeyStore for ModelStore {
 
     fn count_keys(&self) -> BoxFuture<'_, Result<u64, StoreFailure>> {
         let result = self.guard().map(|s| s.keys.len() as u64);
+        Box::pin(async move { result })
+    }
+
+    fn tenant_quota<'a>(
+        &'a self,
+        tenant_id: &'a TenantId,
+    ) -> BoxFuture<'a, Result<QuotaLimits, StoreFailure>> {
+        let result = self.guard().map(|s| s.quotas.get(tenant_id).copied().unwrap_or_default());
+        Box::pin(async move { result })
+    }
+
+    fn set_tenant_quota(
+        &self,
+        tenant_id: TenantId,
+        limits: QuotaLimits,
+        _now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreFailure>> {
+        let result = self.guard().map(|mut s| {
+            s.quotas.insert(tenant_id, limits);
+        });
         Box::pin(async move { result })
     }
 }

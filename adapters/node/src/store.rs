@@ -4,9 +4,10 @@
 //! simulator's networked model.
 
 use futures::future::BoxFuture;
-use minoots_core::StoreFailure;
 use minoots_core::event::OutboxEvent;
+use minoots_core::quota::TenantUsage;
 use minoots_core::store::{StoreOp, StoreReply};
+use minoots_core::{StoreFailure, TenantId, WallMs};
 
 /// Durable storage for timers, fires and the outbox.
 ///
@@ -30,6 +31,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of timers in status `scheduled` (for the pending gauge).
     fn count_pending(&self) -> BoxFuture<'_, Result<u64, StoreFailure>>;
+
+    /// One tenant's timers in status `scheduled` and timers created at or
+    /// after `day_start_ms` (for its quotas; see `minoots_core::quota`).
+    fn tenant_usage<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        day_start_ms: WallMs,
+    ) -> BoxFuture<'a, Result<TenantUsage, StoreFailure>>;
 
     /// The state of the store's own protection against a failing or
     /// overloaded database, for metrics. Stores without one report nothing.

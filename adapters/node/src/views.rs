@@ -210,7 +210,10 @@ pub fn event_type(kind: EventKind) -> &'static str {
     }
 }
 
-/// Every event type, in the order of [`EventKind`].
+/// Every event kind, in order.
+pub const EVENT_KINDS: [EventKind; 3] = [EventKind::Scheduled, EventKind::Fired, EventKind::Cancelled];
+
+/// Every event type, in the order of [`EVENT_KINDS`].
 pub const EVENT_TYPES: [&str; 3] = ["timer.scheduled", "timer.fired", "timer.cancelled"];
 
 /// One outbox event in MINOOTS's envelope shape (camelCase).

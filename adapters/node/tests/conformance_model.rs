@@ -98,6 +98,14 @@ impl Store for Broken {
     fn count_pending(&self) -> BoxFuture<'_, Result<u64, StoreFailure>> {
         self.inner.count_pending()
     }
+
+    fn tenant_usage<'a>(
+        &'a self,
+        tenant: &'a minoots_core::TenantId,
+        day_start_ms: minoots_core::WallMs,
+    ) -> BoxFuture<'a, Result<minoots_core::quota::TenantUsage, StoreFailure>> {
+        self.inner.tenant_usage(tenant, day_start_ms)
+    }
 }
 
 impl KeyStore for Broken {
@@ -137,6 +145,22 @@ impl KeyStore for Broken {
 
     fn count_keys(&self) -> BoxFuture<'_, Result<u64, StoreFailure>> {
         self.inner.count_keys()
+    }
+
+    fn tenant_quota<'a>(
+        &'a self,
+        tenant_id: &'a TenantId,
+    ) -> BoxFuture<'a, Result<minoots_core::quota::QuotaLimits, StoreFailure>> {
+        self.inner.tenant_quota(tenant_id)
+    }
+
+    fn set_tenant_quota(
+        &self,
+        tenant_id: TenantId,
+        limits: minoots_core::quota::QuotaLimits,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreFailure>> {
+        self.inner.set_tenant_quota(tenant_id, limits, now_ms)
     }
 }
 

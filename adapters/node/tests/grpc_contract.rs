@@ -481,6 +481,102 @@ async fn lagging_stream_ends_with_data_loss() {
     node.stop().await;
 }
 
+/// A client that stops reading fills only its own bounded queue: it is then
+/// dropped with RESOURCE_EXHAUSTED after the events it was sent, while a
+/// subscriber that keeps reading sees every event. A tenant holds at most
+/// its limit of open streams; a dropped stream gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_is_dropped_and_streams_per_tenant_are_capped() {
+    use minoots_proto as pb;
+    let mut config = minoots_node::NodeConfig::new("node-1", 42);
+    // Room for one batch's burst of events, not for twenty.
+    config.stream_limits = minoots_node::subscription::StreamLimits { buffer_events: 100, per_tenant: 2 };
+    let node = TestNode::start_with(config).await;
+    let mut client = node.client().await;
+    let open = |client: &mut minoots_proto::horology_kernel_client::HorologyKernelClient<_>| {
+        let mut client = client.clone();
+        async move { client.stream_timer_events(with_key(KEY_A, pb::TimerEventStreamRequest::default())).await }
+    };
+    let mut stalled = open(&mut client).await.expect("first stream").into_inner();
+    let mut reader = open(&mut client).await.expect("second stream").into_inner();
+    let third = open(&mut client).await;
+    let status = expect_code(third, Code::ResourceExhausted);
+    assert!(status.message().contains("2 open event streams"), "{}", status.message());
+    // Tenant B has its own count.
+    client
+        .stream_timer_events(with_key(KEY_B, pb::TimerEventStreamRequest::default()))
+        .await
+        .expect("tenant B's stream");
+
+    // 1,000 events of ~40 KB: far more than the HTTP/2 windows and the queue hold.
+    let metadata_json = serde_json::json!({"blob": "x".repeat(40_000)}).to_string();
+    let item = |i: usize| pb::TimerScheduleRequest {
+        name: format!("burst-{i}"),
+        duration: "1h".into(),
+        metadata_json: metadata_json.clone(),
+        ..Default::default()
+    };
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0);
+    let reading = tokio::spawn(async move {
+        let mut received = 0;
+        while received < 1_000 {
+            match tokio::time::timeout(PATIENCE, reader.message()).await.expect("the reader's stream moves") {
+                Ok(Some(_)) => received += 1,
+                other => panic!("the reading subscriber's stream ended after {received}: {other:?}"),
+            }
+            progress_tx.send_replace(received);
+        }
+        received
+    });
+    for round in 0..20 {
+        let batch = pb::TimerBatchScheduleRequest { timers: (0..50).map(|i| item(round * 50 + i)).collect() };
+        client.schedule_timers(with_key(KEY_A, batch)).await.expect("batch");
+        // The reader keeps up batch by batch; the stalled one never reads.
+        let caught_up = progress.wait_for(|n| *n >= (round + 1) * 50);
+        tokio::time::timeout(PATIENCE, caught_up).await.expect("the reader keeps up").expect("reader alive");
+    }
+    assert_eq!(reading.await.expect("reader"), 1_000);
+
+    let mut delivered = 0;
+    let status = loop {
+        match tokio::time::timeout(PATIENCE, stalled.message()).await.expect("stalled stream ends") {
+            Ok(Some(_)) => delivered += 1,
+            Ok(None) => panic!("stream ended without an error after {delivered} events"),
+            Err(status) => break status,
+        }
+    };
+    assert!(delivered < 1_000, "{delivered}");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("stopped reading"), "{}", status.message());
+    let metrics = node.handle.metrics().encode();
+    assert!(metrics.contains("minoots_event_streams_closed_total{reason=\"too_slow\"} 1"), "{metrics}");
+    // The dropped stream gave its place back.
+    drop(stalled);
+    open(&mut client).await.expect("a stream in the freed place");
+    node.stop().await;
+}
+
+/// A quota refusal is RESOURCE_EXHAUSTED naming the limit in metadata,
+/// with a retry hint; the other tenant is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_refusal_names_its_limit_type() {
+    use minoots_proto as pb;
+    let mut config = minoots_node::NodeConfig::new("node-1", 42);
+    config.default_quotas = minoots_core::quota::QuotaLimits {
+        daily_creates: Some(1),
+        ..minoots_core::quota::QuotaLimits::default()
+    };
+    let node = TestNode::start_with(config).await;
+    let mut client = node.client().await;
+    let later = || pb::TimerScheduleRequest { duration: "1h".into(), ..Default::default() };
+    client.schedule_timer(with_key(KEY_A, later())).await.expect("the first fits");
+    let status = expect_code(client.schedule_timer(with_key(KEY_A, later())).await, Code::ResourceExhausted);
+    assert_eq!(status.metadata().get("x-minoots-limit-type").and_then(|v| v.to_str().ok()), Some("daily"));
+    assert!(status.metadata().get("retry-after-ms").is_some(), "{status:?}");
+    client.schedule_timer(with_key(KEY_B, later())).await.expect("tenant B has its own count");
+    node.stop().await;
+}
+
 /// The two message sets interoperate byte-for-byte: our messages decode as
 /// MINOOTS's (extensions skipped as unknown fields) and MINOOTS's decode as ours.
 #[test]

@@ -93,6 +93,14 @@ impl Store for CountingStore {
     fn count_pending(&self) -> BoxFuture<'_, Result<u64, StoreFailure>> {
         self.inner.count_pending()
     }
+
+    fn tenant_usage<'a>(
+        &'a self,
+        tenant: &'a minoots_core::TenantId,
+        day_start_ms: minoots_core::WallMs,
+    ) -> BoxFuture<'a, Result<minoots_core::quota::TenantUsage, StoreFailure>> {
+        self.inner.tenant_usage(tenant, day_start_ms)
+    }
 }
 
 struct Harness {

@@ -37,6 +37,8 @@ pub enum Command {
     },
     /// Manage API keys in a local store.
     Keys(KeysArgs),
+    /// Set or show a tenant's own quota limits in a local store.
+    Tenants(crate::tenants_cmd::TenantsArgs),
     /// Create, inspect, list, cancel and watch timers on a running server (gRPC).
     Timers(crate::timers_cmd::TimersArgs),
     /// The dead-letter queue of a running server: list, show, replay (REST).
@@ -76,6 +78,7 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             Ok(())
         }
         Command::Keys(args) => crate::keys_cmd::run(args).await,
+        Command::Tenants(args) => crate::tenants_cmd::run(args).await,
         Command::Timers(args) => crate::timers_cmd::run(args).await,
         Command::Bench(args) => crate::bench::run(*args).await,
         Command::Dlq(args) => crate::dlq_cmd::run(args).await,

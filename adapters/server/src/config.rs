@@ -251,6 +251,23 @@ pub struct ServeArgs {
     /// Most concurrent calls (streams included) on one gRPC connection.
     #[arg(long, env = "MINOOTS_GRPC_MAX_STREAMS_PER_CONNECTION", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub grpc_max_streams_per_connection: u32,
+    /// Events one event-stream subscriber (SSE or gRPC) may have waiting; a client
+    /// that stops reading longer is told `too_slow` and its stream ends.
+    #[arg(long, env = "MINOOTS_STREAM_BUFFER_EVENTS", default_value_t = 8_192, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub stream_buffer_events: u64,
+    /// Event streams (SSE and gRPC together) one tenant may hold open on this node.
+    #[arg(long, env = "MINOOTS_MAX_STREAMS_PER_TENANT", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_streams_per_tenant: u64,
+    /// Default limit on a tenant's timers pending at once (429 `limitType: burst`);
+    /// unset: none. `minoots tenants quota` sets a tenant's own.
+    #[arg(long, env = "MINOOTS_QUOTA_PENDING_TIMERS", value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
+    pub quota_pending_timers: Option<u64>,
+    /// Default limit on timers a tenant creates per UTC day (429 `limitType: daily`); unset: none.
+    #[arg(long, env = "MINOOTS_QUOTA_DAILY_CREATES", value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
+    pub quota_daily_creates: Option<u64>,
+    /// Default limit on a tenant's API requests per second (429 `limitType: rate`); unset: none.
+    #[arg(long, env = "MINOOTS_QUOTA_REQUESTS_PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
+    pub quota_requests_per_second: Option<u32>,
     /// Do not create the development tenant and key on an empty store.
     #[arg(long, env = "MINOOTS_NO_DEV_KEY")]
     pub no_dev_key: bool,

@@ -18,6 +18,15 @@ use rand::RngCore;
 /// `minoots keys ...`
 #[derive(Debug, clap::Args)]
 pub struct KeysArgs {
+    #[command(flatten)]
+    pub store: KeyStoreArgs,
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+/// Where tenants and keys live: the data directory's store or a cluster's PostgreSQL.
+#[derive(Debug, clap::Args)]
+pub struct KeyStoreArgs {
     /// Directory holding the store.
     #[arg(long, env = "MINOOTS_DATA_DIR", default_value = "./minoots-data", global = true)]
     pub data_dir: PathBuf,
@@ -30,8 +39,27 @@ pub struct KeysArgs {
     /// PostgreSQL schema holding the tables.
     #[arg(long, env = "KERNEL_DATABASE_SCHEMA", global = true)]
     pub database_schema: Option<String>,
-    #[command(subcommand)]
-    pub command: KeysCommand,
+}
+
+impl KeyStoreArgs {
+    /// Opens the store (migrating it if needed).
+    pub async fn open(&self, clock: Arc<SystemClock>) -> Result<Arc<dyn KeyStore>, Box<dyn Error>> {
+        Ok(match self.store {
+            StoreKind::Sqlite => Arc::new(SqliteStore::open(&self.data_dir.join("minoots.db"), clock).await?),
+            StoreKind::Postgres => {
+                let url = self
+                    .database_url
+                    .clone()
+                    .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
+                    .ok_or(
+                        "--store postgres needs --database-url (or KERNEL_DATABASE_URL or DATABASE_URL)",
+                    )?;
+                let config =
+                    PostgresConfig { schema: self.database_schema.clone(), ..PostgresConfig::new(url) };
+                Arc::new(PostgresStore::open(config).await?)
+            }
+        })
+    }
 }
 
 /// Key commands.
@@ -66,20 +94,7 @@ pub enum KeysCommand {
 /// Runs a key command.
 pub async fn run(args: KeysArgs) -> Result<(), Box<dyn Error>> {
     let clock = Arc::new(SystemClock::new());
-    let store: Arc<dyn KeyStore> = match args.store {
-        StoreKind::Sqlite => {
-            Arc::new(SqliteStore::open(&args.data_dir.join("minoots.db"), clock.clone()).await?)
-        }
-        StoreKind::Postgres => {
-            let url = args
-                .database_url
-                .clone()
-                .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
-                .ok_or("--store postgres needs --database-url (or KERNEL_DATABASE_URL or DATABASE_URL)")?;
-            let config = PostgresConfig { schema: args.database_schema.clone(), ..PostgresConfig::new(url) };
-            Arc::new(PostgresStore::open(config).await?)
-        }
-    };
+    let store = args.store.open(clock.clone()).await?;
     let now_ms = clock.now().wall_ms;
     match args.command {
         KeysCommand::Create { tenant, roles, label } => {

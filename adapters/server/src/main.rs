@@ -14,6 +14,7 @@ mod listen;
 mod orchestrator;
 mod secrets;
 mod serve;
+mod tenants_cmd;
 mod timers_cmd;
 
 use clap::Parser;

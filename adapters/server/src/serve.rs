@@ -19,7 +19,9 @@ use std::time::Duration;
 use minoots_core::auth::Role;
 use minoots_core::engine::{EngineConfig, LeadershipMode};
 use minoots_core::lease::LeaseConfig;
+use minoots_core::quota::QuotaLimits;
 use minoots_node::driver::start_node_with;
+use minoots_node::subscription::StreamLimits;
 use minoots_node::{ApiKeyRecord, KeyStore, NodeConfig, Store, SystemClock, hash_api_key};
 use minoots_store::{PostgresStore, SqliteStore};
 use tokio::net::TcpListener;
@@ -81,6 +83,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     let seed: u64 = rand::random();
     let mut node_config = NodeConfig::new(args.node_id.clone(), seed);
     node_config.event_sink = actions.sink.clone();
+    node_config.default_quotas = QuotaLimits {
+        pending_timers: args.quota_pending_timers,
+        daily_creates: args.quota_daily_creates,
+        requests_per_second: args.quota_requests_per_second,
+    };
+    node_config.stream_limits = StreamLimits {
+        buffer_events: usize::try_from(args.stream_buffer_events).unwrap_or(usize::MAX),
+        per_tenant: usize::try_from(args.max_streams_per_tenant).unwrap_or(usize::MAX),
+    };
     let mut engine = EngineConfig::new(args.node_id.clone(), seed);
     engine.actions = actions.policy.clone();
     engine.past_fire_tolerance_ms = args.past_fire_tolerance_ms;

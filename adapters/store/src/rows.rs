@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use minoots_core::event::OutboxEvent;
+use minoots_core::quota::QuotaLimits;
 use minoots_core::timer::{FireRecord, MisfirePolicy, Schedule, TimerRecord, TimerStatus};
 use minoots_core::{StoreFailure, TenantId, TimerId};
 use serde::Deserialize;
@@ -259,6 +260,29 @@ pub(crate) fn seq_to_sql(seq: u64) -> Result<i64, StoreFailure> {
 }
 
 /// A sequence number read back.
+/// The `tenants` quota columns (pending timers, daily creates, requests per second).
+pub(crate) type QuotaColumns = (Option<i64>, Option<i64>, Option<i64>);
+
+/// A tenant's quota limits from its columns.
+pub(crate) fn quota_from_columns(columns: QuotaColumns) -> Result<QuotaLimits, StoreFailure> {
+    let (pending, daily, rate) = columns;
+    Ok(QuotaLimits {
+        pending_timers: pending.map(u64::try_from).transpose().map_err(|e| corrupt("quota", e))?,
+        daily_creates: daily.map(u64::try_from).transpose().map_err(|e| corrupt("quota", e))?,
+        requests_per_second: rate.map(u32::try_from).transpose().map_err(|e| corrupt("quota", e))?,
+    })
+}
+
+/// A tenant's quota limits as its columns (values past `i64::MAX` are stored as it: unlimited in practice).
+pub(crate) fn quota_to_columns(limits: QuotaLimits) -> QuotaColumns {
+    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    (
+        limits.pending_timers.map(clamp),
+        limits.daily_creates.map(clamp),
+        limits.requests_per_second.map(i64::from),
+    )
+}
+
 pub(crate) fn seq_from_sql(value: i64) -> Result<u64, StoreFailure> {
     u64::try_from(value).map_err(|e| corrupt("outbox sequence", e))
 }

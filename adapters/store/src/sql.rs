@@ -123,3 +123,20 @@ pub(crate) const OUTBOX_PRUNE: &str = "DELETE FROM outbox WHERE seq <= ?1";
 
 /// Number of scheduled timers.
 pub(crate) const COUNT_PENDING: &str = "SELECT pending_count FROM meta WHERE id = 1";
+
+/// A tenant's own quota limits (no row or NULL: the operator's default).
+pub(crate) const TENANT_QUOTA: &str =
+    "SELECT quota_pending_timers, quota_daily_creates, quota_requests_per_second FROM tenants WHERE id = $1";
+
+/// Replaces a tenant's own quota limits, creating the tenant if needed.
+pub(crate) const SET_TENANT_QUOTA: &str = "INSERT INTO tenants \
+     (id, created_at_ms, quota_pending_timers, quota_daily_creates, quota_requests_per_second) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET \
+     quota_pending_timers = excluded.quota_pending_timers, quota_daily_creates = excluded.quota_daily_creates, \
+     quota_requests_per_second = excluded.quota_requests_per_second";
+
+/// One tenant's pending timers and timers created at or after `$2` (its
+/// quota usage). One text for SQLite and PostgreSQL; it reads the tenant's
+/// rows through `timers_tenant`, and runs only when a quota needs a count.
+pub(crate) const TENANT_USAGE: &str = "SELECT count(*) FILTER (WHERE status = 'scheduled'), \
+     count(*) FILTER (WHERE created_at_ms >= $2) FROM timers WHERE tenant_id = $1";

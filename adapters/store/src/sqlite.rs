@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use minoots_core::event::OutboxEvent;
+use minoots_core::quota::TenantUsage;
 use minoots_core::store::{
     CommitBatch, DueKey, DueTimer, LEASE_SHARD, ListQuery, Recurrence, StoreOp, StoreReply,
 };
@@ -44,7 +45,7 @@ use crate::rows::{
 };
 use crate::sql::{
     COUNT_PENDING, LIST_FIRES, LOAD_DUE, MARK_PUBLISHED, OUTBOX_FIRST_RECENT, OUTBOX_FIRST_SEQ, OUTBOX_PRUNE,
-    OUTBOX_UNPUBLISHED, PUBLISHED_THROUGH, Sql, TIMER_EXISTS,
+    OUTBOX_UNPUBLISHED, PUBLISHED_THROUGH, Sql, TENANT_USAGE, TIMER_EXISTS,
 };
 
 /// The migrations, embedded at compile time.
@@ -468,6 +469,16 @@ impl SqliteStore {
             .map_err(|e| db_failure("counting pending timers", e))?;
         seq_from_sql(count)
     }
+
+    async fn usage(&self, tenant: &TenantId, day_start_ms: WallMs) -> Result<TenantUsage, StoreFailure> {
+        let (pending, today): (i64, i64) = sqlx::query_as(TENANT_USAGE)
+            .bind(tenant.as_str())
+            .bind(day_start_ms)
+            .fetch_one(&self.readers)
+            .await
+            .map_err(|e| db_failure("counting a tenant's timers", e))?;
+        Ok(TenantUsage { pending_timers: seq_from_sql(pending)?, created_today: seq_from_sql(today)? })
+    }
 }
 
 fn due_from_row(row: &SqliteRow) -> Result<DueTimer, StoreFailure> {
@@ -523,5 +534,13 @@ impl Store for SqliteStore {
 
     fn count_pending(&self) -> BoxFuture<'_, Result<u64, StoreFailure>> {
         Box::pin(self.pending())
+    }
+
+    fn tenant_usage<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        day_start_ms: WallMs,
+    ) -> BoxFuture<'a, Result<TenantUsage, StoreFailure>> {
+        Box::pin(self.usage(tenant, day_start_ms))
     }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use futures::future::BoxFuture;
 use minoots_core::auth::Role;
+use minoots_core::quota::QuotaLimits;
 use minoots_core::{StoreFailure, TenantId};
 use minoots_node::keys::{ApiKeyRecord, KeyStore};
 use sqlx::Row;
@@ -15,7 +16,8 @@ use sqlx::postgres::PgRow;
 
 use crate::postgres::PostgresStore;
 use crate::postgres::rows::pg_failure;
-use crate::rows::{corrupt, tenant_from_text};
+use crate::rows::{QuotaColumns, corrupt, quota_from_columns, quota_to_columns, tenant_from_text};
+use crate::sql::{SET_TENANT_QUOTA, TENANT_QUOTA};
 
 const FIND_KEY: &str = "SELECT id, tenant_id, roles::text, label, created_at_ms, revoked_at_ms FROM api_keys \
      WHERE key_hash = $1 AND revoked_at_ms IS NULL ORDER BY id LIMIT 1";
@@ -109,6 +111,35 @@ impl PostgresStore {
             .map_err(|e| pg_failure("counting API keys", e))?;
         u64::try_from(count).map_err(|e| corrupt("key count", e))
     }
+
+    async fn tenant_quota_row(&self, tenant_id: &TenantId) -> Result<QuotaLimits, StoreFailure> {
+        let columns: Option<QuotaColumns> = sqlx::query_as(TENANT_QUOTA)
+            .bind(tenant_id.as_str())
+            .fetch_optional(self.readers())
+            .await
+            .map_err(|e| pg_failure("reading a tenant's quota", e))?;
+        columns.map(quota_from_columns).transpose().map(Option::unwrap_or_default)
+    }
+
+    async fn set_tenant_quota_row(
+        &self,
+        tenant_id: TenantId,
+        limits: QuotaLimits,
+        now_ms: i64,
+    ) -> Result<(), StoreFailure> {
+        let (pending, daily, rate) = quota_to_columns(limits);
+        let mut tx = self.writer().begin().await.map_err(|e| pg_failure("starting a quota write", e))?;
+        sqlx::query(SET_TENANT_QUOTA)
+            .bind(tenant_id.as_str())
+            .bind(now_ms)
+            .bind(pending)
+            .bind(daily)
+            .bind(rate)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| pg_failure("storing a tenant's quota", e))?;
+        tx.commit().await.map_err(|e| pg_failure("committing a tenant's quota", e))
+    }
 }
 
 impl KeyStore for PostgresStore {
@@ -133,5 +164,21 @@ impl KeyStore for PostgresStore {
 
     fn count_keys(&self) -> BoxFuture<'_, Result<u64, StoreFailure>> {
         Box::pin(self.count_key_rows())
+    }
+
+    fn tenant_quota<'a>(
+        &'a self,
+        tenant_id: &'a TenantId,
+    ) -> BoxFuture<'a, Result<QuotaLimits, StoreFailure>> {
+        Box::pin(self.tenant_quota_row(tenant_id))
+    }
+
+    fn set_tenant_quota(
+        &self,
+        tenant_id: TenantId,
+        limits: QuotaLimits,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreFailure>> {
+        Box::pin(self.set_tenant_quota_row(tenant_id, limits, now_ms))
     }
 }

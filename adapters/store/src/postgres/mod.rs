@@ -49,6 +49,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use minoots_core::event::OutboxEvent;
+use minoots_core::quota::TenantUsage;
 use minoots_core::store::{DueKey, DueTimer, LEASE_SHARD, ListQuery, Recurrence, StoreOp, StoreReply};
 use minoots_core::{StoreFailure, TenantId, TimerId, WallMs};
 use minoots_node::clock::Clock;
@@ -540,6 +541,16 @@ impl PostgresStore {
         seq_from_sql(count)
     }
 
+    async fn usage(&self, tenant: &TenantId, day_start_ms: WallMs) -> Result<TenantUsage, StoreFailure> {
+        let (pending, today): (i64, i64) = sqlx::query_as(crate::sql::TENANT_USAGE)
+            .bind(tenant.as_str())
+            .bind(day_start_ms)
+            .fetch_one(&mut *self.reader_conn("acquiring a reader").await?)
+            .await
+            .map_err(|e| pg_failure("counting a tenant's timers", e))?;
+        Ok(TenantUsage { pending_timers: seq_from_sql(pending)?, created_today: seq_from_sql(today)? })
+    }
+
     /// Runs `work` with the client-side deadline, behind the circuit breaker
     /// unless it is a lease operation (`bypass`: it always runs), and records its outcome.
     async fn deadline<T>(
@@ -647,5 +658,13 @@ impl Store for PostgresStore {
 
     fn count_pending(&self) -> BoxFuture<'_, Result<u64, StoreFailure>> {
         Box::pin(self.deadline("counting pending timers", false, self.pending()))
+    }
+
+    fn tenant_usage<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        day_start_ms: WallMs,
+    ) -> BoxFuture<'a, Result<TenantUsage, StoreFailure>> {
+        Box::pin(self.deadline("counting a tenant's timers", false, self.usage(tenant, day_start_ms)))
     }
 }
