@@ -314,7 +314,7 @@ pub async fn fires(
             "after" => {
                 after_occurrence = value
                     .parse::<u32>()
-                    .map_err(|_| HttpError::invalid("after", "must be an occurrence number (0 or more)"))?;
+                    .map_err(|_| HttpError::invalid("after", "must be an occurrence number (0 to 4294967295)"))?;
             }
             "limit" => limit = parse_limit(value)?,
             "tenantId" => tenant = Some(value.as_str()),
