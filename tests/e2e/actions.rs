@@ -31,6 +31,8 @@ use crate::support::{DEV_KEY, Server, data_dir, eventually, http, iso_ms, minoot
 
 /// HTTPS webhooks and the destination policy.
 mod destinations;
+/// Noisy neighbours: one tenant's stalled receiver holds only its share of the runner.
+mod fairness;
 /// Deliveries under faults: crash recovery of claims, circuit breakers.
 mod faults;
 /// Each tenant signs with its own key; rotation.

@@ -128,3 +128,16 @@ pub fn iso_ms(text: &str) -> i64 {
 pub fn minoots_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_minoots"))
 }
+
+/// Creates an API key for `tenant` with `roles` in the store in `dir` (the
+/// `minoots keys create` command); returns its secret.
+pub fn create_key(dir: &Path, tenant: &str, roles: &str) -> String {
+    let out = Command::new(minoots_bin())
+        .args(["keys", "create", "--tenant", tenant, "--roles", roles, "--data-dir"])
+        .arg(dir)
+        .output()
+        .expect("keys create");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    text.lines().find_map(|l| l.strip_prefix("secret:")).map(|v| v.trim().to_owned()).expect("secret")
+}

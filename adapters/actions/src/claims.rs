@@ -16,9 +16,11 @@
 //!
 //! Claims are taken in one `UPDATE … WHERE … RETURNING` whose outer `WHERE`
 //! re-checks claimability, so two runners racing on PostgreSQL cannot both
-//! take a row (the loser's re-evaluated row no longer matches). One SQL text
-//! serves both stores; the only per-dialect fragment is the database clock,
-//! spliced in at compile time ([`PG`], [`SQLITE`]).
+//! take a row (the loser's re-evaluated row no longer matches). A claim may
+//! skip tenants (those already holding their share of the runner's slots,
+//! see [`crate::fair_slots`]). One SQL text serves both stores; the only
+//! per-dialect fragments are the database clock and how a JSON array of
+//! tenants is read, spliced in at compile time ([`PG`], [`SQLITE`]).
 
 use sqlx::Row;
 
@@ -27,6 +29,7 @@ use crate::store::{ActionStore, ClaimedDelivery, NewDelivery, Pool, StoreError, 
 /// The SQL texts that read the database clock, for one dialect.
 #[derive(Debug)]
 pub(crate) struct Dialect {
+    /// `$6`: a JSON array of tenants whose deliveries this claim skips.
     claim: &'static str,
     beat: &'static str,
     forget_lapsed: &'static str,
@@ -49,14 +52,17 @@ macro_rules! claimable {
 
 /// Every clock-reading statement, with `$now` the dialect's database clock in ms.
 macro_rules! dialect {
-    ($now:expr) => {
+    ($now:expr, $json_texts:expr) => {
         Dialect {
-            // $1 incarnation, $2 claimed until, $3 now (wall), $4 heartbeat lapse, $5 limit.
+            // $1 incarnation, $2 claimed until, $3 now (wall), $4 heartbeat lapse, $5 limit,
+            // $6 tenants to skip (JSON array of strings).
             claim: concat!(
                 "UPDATE deliveries SET claimed_by = $1, claimed_until_ms = $2 \
                  WHERE idempotency_key IN (SELECT idempotency_key FROM deliveries WHERE ",
                 claimable!($now),
-                " ORDER BY next_attempt_at_ms LIMIT $5) AND ",
+                " AND tenant_id NOT IN (",
+                $json_texts,
+                ") ORDER BY next_attempt_at_ms LIMIT $5) AND ",
                 claimable!($now),
                 " RETURNING idempotency_key, tenant_id, timer_id, occurrence, action_id, kind, action, \
                  retry_policy, envelope, attempts, round_attempts"
@@ -77,10 +83,14 @@ macro_rules! dialect {
 }
 
 /// PostgreSQL: `clock_timestamp()` in whole ms, rounded down (as the timer store).
-pub(crate) const PG: Dialect = dialect!("floor(extract(epoch from clock_timestamp()) * 1000)::bigint");
+pub(crate) const PG: Dialect = dialect!(
+    "floor(extract(epoch from clock_timestamp()) * 1000)::bigint",
+    "SELECT jsonb_array_elements_text($6::jsonb)"
+);
 
 /// SQLite: the current time in whole ms (Julian day arithmetic, any SQLite version).
-pub(crate) const SQLITE: Dialect = dialect!("CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)");
+pub(crate) const SQLITE: Dialect =
+    dialect!("CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)", "SELECT value FROM json_each($6)");
 
 const RELEASE_PREDECESSORS: &str = "UPDATE deliveries SET claimed_by = NULL, claimed_until_ms = 0 \
      WHERE status = 'pending' AND claimed_by IN \
@@ -95,6 +105,9 @@ const FORGET_OWN: &str = "DELETE FROM action_runners WHERE incarnation = $1";
 
 const DEFER: &str = "UPDATE deliveries SET next_attempt_at_ms = $3, claimed_by = NULL, claimed_until_ms = 0, \
      updated_at_ms = $4, last_error = $5 WHERE idempotency_key = $1 AND status = 'pending' AND claimed_by = $2";
+
+const EXTEND_CLAIM: &str = "UPDATE deliveries SET claimed_until_ms = $3 \
+     WHERE idempotency_key = $1 AND status = 'pending' AND claimed_by = $2";
 
 const NEXT_DUE: &str = "SELECT MIN(CASE WHEN claimed_by IS NOT NULL AND claimed_until_ms > next_attempt_at_ms \
      THEN claimed_until_ms ELSE next_attempt_at_ms END) FROM deliveries WHERE status = 'pending'";
@@ -112,6 +125,8 @@ pub struct ClaimTerms<'a> {
     pub heartbeat_lapse_ms: i64,
     /// Most deliveries to claim.
     pub limit: u32,
+    /// Tenants whose deliveries are left for later.
+    pub skip_tenants: &'a [String],
 }
 
 impl ActionStore {
@@ -193,6 +208,28 @@ impl ActionStore {
         })
     }
 
+    /// Extends `incarnation`'s claim on a delivery to `until_ms` (before a
+    /// delivery that waited for a slot starts); false when the claim is no
+    /// longer its own (or the delivery is done).
+    pub async fn extend_claim(
+        &self,
+        key: &str,
+        incarnation: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        on_pool!(&self.pool, p, _sql => {
+            Ok(sqlx::query(EXTEND_CLAIM)
+                .bind(key)
+                .bind(incarnation)
+                .bind(until_ms)
+                .execute(p)
+                .await
+                .map_err(failed("extending a claim"))?
+                .rows_affected()
+                == 1)
+        })
+    }
+
     /// Claims up to `terms.limit` due deliveries for `terms.incarnation`.
     pub async fn claim_due(&self, terms: ClaimTerms<'_>) -> Result<Vec<ClaimedDelivery>, StoreError> {
         on_pool!(&self.pool, p, sql => {
@@ -202,6 +239,7 @@ impl ActionStore {
                 .bind(terms.now_ms)
                 .bind(terms.heartbeat_lapse_ms)
                 .bind(i64::from(terms.limit))
+                .bind(serde_json::to_string(terms.skip_tenants).unwrap_or_else(|_| "[]".into()))
                 .fetch_all(p)
                 .await
                 .map_err(failed("claiming deliveries"))?;
@@ -270,14 +308,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_text_per_statement_differs_only_in_the_clock() {
+    fn one_text_per_statement_differs_only_in_the_dialect_fragments() {
         for (pg, sqlite) in
             [(PG.claim, SQLITE.claim), (PG.beat, SQLITE.beat), (PG.forget_lapsed, SQLITE.forget_lapsed)]
         {
             let pg_now = "floor(extract(epoch from clock_timestamp()) * 1000)::bigint";
             let sqlite_now = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+            let pg_texts = "SELECT jsonb_array_elements_text($6::jsonb)";
+            let sqlite_texts = "SELECT value FROM json_each($6)";
             assert!(pg.contains(pg_now), "{pg}");
-            assert_eq!(pg.replace(pg_now, sqlite_now), sqlite);
+            assert_eq!(pg.replace(pg_now, sqlite_now).replace(pg_texts, sqlite_texts), sqlite);
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod circuits;
 pub mod claims;
 pub mod destinations;
 pub mod execute;
+mod fair_slots;
 pub mod files;
 pub mod inbox;
 pub mod nats;

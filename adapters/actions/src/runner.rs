@@ -15,6 +15,10 @@
 //! A delivery never starts before its fire is recorded: only `timer.fired`
 //! events, which the store writes in the fire's own transaction, queue work.
 //!
+//! Slots are shared fairly among tenants ([`crate::fair_slots`]): one
+//! tenant runs at most `concurrency_per_tenant` deliveries at once, so a
+//! receiver that never answers holds that many slots, never all of them.
+//!
 //! Each [`Runner`] is one *incarnation* of its runner id (a fresh id per
 //! process start, see [`crate::claims`]): it registers before claiming
 //! anything (releasing a previous incarnation's claims), renews its
@@ -36,11 +40,12 @@ use minoots_core::event::{EventKind, OutboxEvent};
 use minoots_node::EventSink;
 use minoots_node::metrics::Metrics;
 use minoots_node::views::EventEnvelope;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::circuits::Deferral;
 use crate::claims::ClaimTerms;
 use crate::execute::{Executor, Failure, Undelivered};
+use crate::fair_slots::{FairSlots, Slot, Started};
 use crate::inbox::Inbox;
 use crate::recorder::{RecordFailed, Recorder};
 use crate::store::{ActionStore, AttemptOutcome, AttemptRecord, ClaimedDelivery, NewDelivery, NextStep};
@@ -65,6 +70,8 @@ pub struct RunnerConfig {
     pub runner_id: String,
     /// Deliveries running at once.
     pub concurrency: usize,
+    /// Deliveries of one tenant running at once (at most `concurrency`).
+    pub concurrency_per_tenant: usize,
     /// Longest one attempt may run (webhook timeouts are ≤ 5 min); a claim lasts this plus a margin.
     pub attempt_timeout_ms: u64,
     /// How often the incarnation's heartbeat is renewed.
@@ -80,6 +87,7 @@ impl Default for RunnerConfig {
         Self {
             runner_id: "runner".into(),
             concurrency: 64,
+            concurrency_per_tenant: 16,
             attempt_timeout_ms: 330_000,
             heartbeat_ms: 1_000,
             heartbeat_lapse_ms: 5_000,
@@ -302,7 +310,12 @@ impl Runner {
             return;
         }
         let heartbeat = tokio::spawn(self.clone().beat(shutdown.clone()));
-        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let concurrency = self.config.concurrency.max(1);
+        let slots = FairSlots::new(
+            concurrency,
+            self.config.concurrency_per_tenant,
+            concurrency.saturating_mul(crate::inbox::INBOX_CAPACITY_PER_SLOT),
+        );
         let claim_ms =
             i64::try_from(self.config.attempt_timeout_ms.saturating_add(CLAIM_MARGIN_MS)).unwrap_or(i64::MAX);
         let mut inbox = self.inbox.open(&self.incarnation, claim_ms);
@@ -315,6 +328,9 @@ impl Runner {
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            for started in slots.take_ready(self.clock.now().wall_ms) {
+                self.launch(started, claim_ms).await;
             }
             if tokio::time::Instant::now() >= look_at {
                 let wait_ms = self.claim_from_store(&slots, claim_ms, &mut failures).await;
@@ -329,14 +345,21 @@ impl Runner {
                 _ = shutdown.changed() => {}
                 _ = tokio::time::sleep_until(look_at) => {}
                 _ = self.inbox.wake.notified() => look_at = tokio::time::Instant::now(),
-                Some(claimed) = next_handed(&mut inbox) => self.start_attempt(claimed, &slots).await,
+                _ = slots.freed.notified() => {}
+                Some(claimed) = next_handed(&mut inbox), if !slots.waiting_is_full() => {
+                    if let Some(started) = slots.offer(claimed, self.clock.now().wall_ms) {
+                        self.launch(started, claim_ms).await;
+                    }
+                }
             }
         }
-        // Let running attempts finish (bounded), then hand what is left to other runners.
-        let drained = tokio::time::timeout(
-            Duration::from_secs(10),
-            slots.acquire_many(self.config.concurrency.max(1) as u32),
-        )
+        // Let running attempts finish (bounded), then hand what is left
+        // (waiting deliveries included) to other runners.
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            while slots.running() > 0 {
+                slots.freed.notified().await;
+            }
+        })
         .await
         .is_ok();
         let _ = heartbeat.await;
@@ -354,15 +377,16 @@ impl Runner {
     /// them; returns how long (ms) until the store is worth another look.
     async fn claim_from_store(
         self: &Arc<Self>,
-        slots: &Arc<Semaphore>,
+        slots: &Arc<FairSlots>,
         claim_ms: i64,
         failures: &mut u32,
     ) -> u64 {
-        let free = slots.available_permits();
-        if free == 0 {
+        let free = slots.free();
+        if free == 0 || slots.waiting_is_full() {
             return BUSY_LOOK_MS;
         }
         let now_ms = self.clock.now().wall_ms;
+        let skip_tenants = slots.saturated();
         let claimed = self
             .store
             .claim_due(ClaimTerms {
@@ -371,13 +395,16 @@ impl Runner {
                 claim_until_ms: now_ms.saturating_add(claim_ms),
                 heartbeat_lapse_ms: i64::try_from(self.config.heartbeat_lapse_ms).unwrap_or(i64::MAX),
                 limit: free as u32,
+                skip_tenants: &skip_tenants,
             })
             .await;
         match claimed {
             Ok(batch) if !batch.is_empty() => {
                 *failures = 0;
                 for claimed in batch {
-                    self.start_attempt(claimed, slots).await;
+                    if let Some(started) = slots.offer(claimed, now_ms) {
+                        self.launch(started, claim_ms).await;
+                    }
                 }
                 0
             }
@@ -402,18 +429,35 @@ impl Runner {
         }
     }
 
-    /// Starts one attempt once a slot is free.
-    async fn start_attempt(self: &Arc<Self>, claimed: ClaimedDelivery, slots: &Arc<Semaphore>) {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+    /// Starts one attempt in its slot. A delivery that waited for its slot
+    /// long enough for its claim to run short first extends the claim (and
+    /// is left alone if the claim is no longer this runner's).
+    async fn launch(self: &Arc<Self>, started: Started, claim_ms: i64) {
+        let Started { claimed, slot, waited_ms } = started;
+        if waited_ms > CLAIM_MARGIN_MS as i64 / 2 {
+            let until_ms = self.clock.now().wall_ms.saturating_add(claim_ms);
+            match self
+                .store
+                .extend_claim(&claimed.delivery.idempotency_key, &self.incarnation, until_ms)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "extending a waiting delivery's claim failed; it runs once the claim lapses");
+                    return;
+                }
+            }
+        }
         let runner = self.clone();
-        tokio::spawn(async move { runner.attempt(claimed, permit).await });
+        tokio::spawn(async move { runner.attempt(claimed, slot).await });
     }
 
     /// One attempt of one claimed delivery, recorded with its next step.
-    /// The slot (`permit`) is given back as soon as the action has run:
-    /// concurrency bounds requests in flight, while recording waits in the
-    /// recorder's bounded queue.
-    async fn attempt(&self, claimed: ClaimedDelivery, permit: OwnedSemaphorePermit) {
+    /// The `slot` is given back as soon as the action has run: concurrency
+    /// bounds requests in flight, while recording waits in the recorder's
+    /// bounded queue.
+    async fn attempt(&self, claimed: ClaimedDelivery, slot: Slot) {
         let delivery = &claimed.delivery;
         let attempt_no = claimed.attempts + 1;
         let round_no = claimed.round_attempts + 1;
@@ -434,7 +478,7 @@ impl Runner {
             Err(e) => Err(Failure::permanent(format!("the stored action does not parse: {e}")).into()),
         };
         let duration_ms = started.elapsed().as_millis() as u64;
-        drop(permit);
+        drop(slot);
         let now_ms = self.clock.now().wall_ms;
         let result = match result {
             Ok(done) => Ok(done),

@@ -96,11 +96,9 @@ pub async fn list(
     for (name, value) in &params {
         match name.as_str() {
             "after" => {
-                after = value
-                    .parse()
-                    .ok()
-                    .filter(|id: &i64| *id >= 0)
-                    .ok_or_else(|| HttpError::invalid("after", "must be a dead-letter id (a whole number ≥ 0)"))?;
+                after = value.parse().ok().filter(|id: &i64| *id >= 0).ok_or_else(|| {
+                    HttpError::invalid("after", "must be a dead-letter id (a whole number ≥ 0)")
+                })?;
             }
             "limit" => {
                 limit = value

@@ -312,9 +312,9 @@ pub async fn fires(
     for (name, value) in &params {
         match name.as_str() {
             "after" => {
-                after_occurrence = value
-                    .parse::<u32>()
-                    .map_err(|_| HttpError::invalid("after", "must be an occurrence number (0 to 4294967295)"))?;
+                after_occurrence = value.parse::<u32>().map_err(|_| {
+                    HttpError::invalid("after", "must be an occurrence number (0 to 4294967295)")
+                })?;
             }
             "limit" => limit = parse_limit(value)?,
             "tenantId" => tenant = Some(value.as_str()),

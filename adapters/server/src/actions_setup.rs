@@ -45,6 +45,7 @@ pub struct Actions {
     inbox: Arc<Inbox>,
     node_id: String,
     concurrency: usize,
+    concurrency_per_tenant: usize,
     /// The runner's heartbeat period and lapse.
     heartbeat_ms: (u64, u64),
 }
@@ -107,6 +108,7 @@ impl Actions {
             inbox,
             node_id: node_id.to_owned(),
             concurrency,
+            concurrency_per_tenant: usize::try_from(args.action_concurrency_per_tenant).unwrap_or(usize::MAX),
             heartbeat_ms,
         })
     }
@@ -125,6 +127,7 @@ impl Actions {
         let config = RunnerConfig {
             runner_id: self.node_id.clone(),
             concurrency: self.concurrency,
+            concurrency_per_tenant: self.concurrency_per_tenant,
             heartbeat_ms: self.heartbeat_ms.0,
             heartbeat_lapse_ms: self.heartbeat_ms.1,
             ..RunnerConfig::default()

@@ -12,25 +12,12 @@
 //! - a key without `tenant.admin` cannot see the keys; keys the operator
 //!   configured are never shown and cannot be rotated by a tenant.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::{Received, Receiver, create_batch, signing_key, signing_keys, start_receiver, verifies};
-use crate::support::{DEV_KEY, Server, data_dir, eventually, http, minoots_bin};
-
-/// Creates an API key for `tenant` with `roles`; returns its secret.
-fn create_key(dir: &std::path::Path, tenant: &str, roles: &str) -> String {
-    let out = Command::new(minoots_bin())
-        .args(["keys", "create", "--tenant", tenant, "--roles", roles, "--data-dir"])
-        .arg(dir)
-        .output()
-        .expect("keys create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    text.lines().find_map(|l| l.strip_prefix("secret:")).map(|v| v.trim().to_owned()).expect("secret")
-}
+use crate::support::{DEV_KEY, Server, create_key, data_dir, eventually, http};
 
 /// Schedules one webhook to `url` as `api_key`, due at once; returns the timer id.
 async fn one_webhook(server: &Server, api_key: &str, url: &str, body: Option<Value>) -> String {

@@ -68,8 +68,14 @@ pub async fn claim_at(
     claim_ms: i64,
     heartbeat_lapse_ms: i64,
 ) -> Vec<String> {
-    let terms =
-        ClaimTerms { incarnation, now_ms, claim_until_ms: now_ms + claim_ms, heartbeat_lapse_ms, limit: 100 };
+    let terms = ClaimTerms {
+        incarnation,
+        now_ms,
+        claim_until_ms: now_ms + claim_ms,
+        heartbeat_lapse_ms,
+        limit: 100,
+        skip_tenants: &[],
+    };
     let mut keys: Vec<String> = store
         .claim_due(terms)
         .await
