@@ -66,8 +66,11 @@ pub struct Principal {
     pub tenant_id: TenantId,
     /// The key's roles.
     pub roles: BTreeSet<Role>,
-    /// The key's id (not the secret), for logs.
+    /// The key's id (not the secret), for logs; `jwt:<sub>` for a bearer token.
     pub key_id: String,
+    /// When the credential stops being valid (a bearer token's `exp`, wall
+    /// ms); `None` for API keys, which last until revoked.
+    pub expires_at_ms: Option<crate::time::WallMs>,
 }
 
 /// Why a principal may not do something.

@@ -10,7 +10,7 @@
 //! | code | status | when |
 //! |---|---|---|
 //! | `invalid_argument` | 400 | a field breaks a rule, malformed JSON, unknown field or parameter |
-//! | `unauthenticated` | 401 | `x-api-key` missing or not valid |
+//! | `unauthenticated` | 401 | `x-api-key` missing or not valid, or a bearer token not valid (`field`: `authorization`) |
 //! | `permission_denied` | 403 | the key lacks the role, or names another tenant |
 //! | `not_found` | 404 | no such timer in the caller's tenant, or no such route |
 //! | `method_not_allowed` | 405 | the route exists with other methods |
@@ -201,6 +201,10 @@ impl From<AuthError> for HttpError {
     fn from(error: AuthError) -> Self {
         match error {
             AuthError::Missing | AuthError::Invalid => Self::unauthenticated(error.to_string()),
+            AuthError::InvalidToken(_) => {
+                Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", error.to_string())
+                    .with_field("authorization")
+            }
             AuthError::Unavailable(_) => Self::unavailable(error.to_string(), 1_000),
             AuthError::Throttled { retry_after_ms } => {
                 Self::too_many_requests(error.to_string(), retry_after_ms)

@@ -1,7 +1,8 @@
 //! Extractors that turn every way a request can be wrong into an
 //! [`HttpError`] in our shape, instead of axum's plain-text rejections:
 //!
-//! - [`Caller`]: the `x-api-key` header → an authenticated [`Principal`]
+//! - [`Caller`]: the `x-api-key` header (or `Authorization: Bearer <JWT>`
+//!   when the server verifies tokens) → an authenticated [`Principal`]
 //!   holding the role the route needs (401 / 403 / 503). It runs before the
 //!   body is read, so a caller without the right key learns nothing about
 //!   the body rules.
@@ -24,6 +25,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use minoots_core::TimerId;
 use minoots_core::auth::{Principal, Role};
+use minoots_node::Credential;
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
@@ -78,15 +80,19 @@ impl<R: NeedsRole> FromRequestParts<AppState> for Caller<R> {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, HttpError> {
-        let key = match parts.headers.get(API_KEY_HEADER) {
-            None => None,
-            Some(value) => {
-                Some(value.to_str().map_err(|_| HttpError::unauthenticated("the API key is not valid"))?)
-            }
+        let header = |name| match parts.headers.get(name) {
+            None => Ok(None),
+            // Not visible ASCII: it cannot be any credential we accept.
+            Some(value) => value
+                .to_str()
+                .map(Some)
+                .map_err(|_| HttpError::unauthenticated("the credential is not valid")),
         };
+        let credential =
+            Credential::from_headers(header(API_KEY_HEADER)?, header(header::AUTHORIZATION.as_str())?)?;
         // The address the connection came from (set by the server's listener; absent in tests).
         let source = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-        let principal = state.handle.authenticate(key, source).await?;
+        let principal = state.handle.authenticate(credential, source).await?;
         principal.require(R::ROLE)?;
         Ok(Caller { principal, role: PhantomData })
     }

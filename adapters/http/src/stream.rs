@@ -19,10 +19,12 @@ use std::convert::Infallible;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use minoots_core::auth::Role;
 use minoots_core::event::OutboxEvent;
+use minoots_node::Credential;
 use minoots_node::subscription::{EventFeed, StreamEnd, StreamFilter, StreamRefused};
 use minoots_node::views::{EVENT_KINDS, EVENT_TYPES, EventEnvelope, event_type};
 
@@ -65,9 +67,11 @@ pub async fn stream(
     } else {
         Some(caller.principal.scope(tenant_param)?)
     };
-    let api_key = headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let node = state.handle.clone();
-    let revoked = Box::pin(async move { node.key_revoked(&api_key).await });
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // (The caller authenticated with it, so it parses.)
+    let credential =
+        Credential::from_headers(header(API_KEY_HEADER), header(AUTHORIZATION.as_str())).ok().flatten();
+    let revoked = state.handle.credential_ends(credential, &caller.principal);
     // Subscribed before answering: every event committed after the response
     // headers reach the client is on this stream.
     let kinds = if kinds.is_empty() { None } else { Some(kinds) };

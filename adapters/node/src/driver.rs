@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::coordinator::Coordinator;
-use crate::handle::{Call, NodeHandle, NodeStatus, STOPPED};
+use crate::handle::{Call, NodeHandle, NodeStatus, STOPPED, TokenVerifier};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::quotas::Quotas;
@@ -63,6 +63,8 @@ pub struct NodeConfig {
     pub stream_limits: StreamLimits,
     /// Every tenant's quota limits unless the key store sets its own (default: none).
     pub default_quotas: QuotaLimits,
+    /// Checks bearer tokens (JWTs); `None`: API keys only.
+    pub token_verifier: Option<Arc<dyn TokenVerifier>>,
     /// Where committed events go durably before they are marked published
     /// (NATS JetStream, the in-process action intake); `None`: nowhere.
     pub event_sink: Option<Arc<dyn EventSink>>,
@@ -78,6 +80,7 @@ impl NodeConfig {
             event_buffer: 65_536,
             stream_limits: StreamLimits::default(),
             default_quotas: QuotaLimits::default(),
+            token_verifier: None,
             event_sink: None,
         }
     }
@@ -138,6 +141,8 @@ pub fn start_node_with(
             clock.clone(),
             status_rx,
         )),
+        tokens: config.token_verifier.clone(),
+        clock: clock.clone(),
     };
     let driver = Driver {
         engine: Engine::new(engine_config, clock.now()),

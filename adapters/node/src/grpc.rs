@@ -43,7 +43,7 @@ use minoots_proto::{
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Status};
 
-use crate::handle::{AuthError, NodeHandle};
+use crate::handle::{AuthError, Credential, NodeHandle};
 use crate::subscription::{EventFeed, StreamEnd, StreamFilter, StreamRefused};
 use crate::views::event_type;
 
@@ -98,13 +98,9 @@ impl KernelService {
 
     /// Authenticates the caller from `x-api-key` and checks it holds `role`.
     async fn authorize<T>(&self, request: &Request<T>, role: Role) -> Result<Principal, Status> {
-        let key = match request.metadata().get(API_KEY_HEADER) {
-            None => None,
-            // Not visible ASCII: it cannot be any key we issued.
-            Some(value) => Some(value.to_str().map_err(|_| auth_status(AuthError::Invalid))?.to_owned()),
-        };
+        let credential = credential_of(request.metadata()).map_err(auth_status)?;
         let source = request.remote_addr().map(|addr| addr.ip());
-        let principal = self.handle.authenticate(key.as_deref(), source).await.map_err(auth_status)?;
+        let principal = self.handle.authenticate(credential, source).await.map_err(auth_status)?;
         principal.require(role).map_err(forbidden)?;
         Ok(principal)
     }
@@ -204,13 +200,9 @@ impl HorologyKernel for KernelService {
         request: Request<TimerEventStreamRequest>,
     ) -> Result<tonic::Response<Self::StreamTimerEventsStream>, Status> {
         let principal = self.authorize(&request, Role::TimerRead).await?;
-        let api_key =
-            request.metadata().get(API_KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let revoked = {
-            let (node, api_key) = (self.handle.clone(), api_key.to_owned());
-            Box::pin(async move { node.key_revoked(&api_key).await })
-                as futures::future::BoxFuture<'static, ()>
-        };
+        // (The caller authenticated with it, so it parses.)
+        let credential = credential_of(request.metadata()).ok().flatten();
+        let revoked = self.handle.credential_ends(credential, &principal);
         let req = request.into_inner();
         let tenant = if req.tenant_id == ALL_TENANTS {
             if !principal.has(Role::Operator) {
@@ -589,9 +581,21 @@ fn forbidden(e: Forbidden) -> Status {
     Status::permission_denied(e.to_string())
 }
 
+/// The credential in a call's metadata (`x-api-key`, or `authorization: Bearer …`).
+fn credential_of(metadata: &MetadataMap) -> Result<Option<Credential<'_>>, AuthError> {
+    let text = |name: &str| match metadata.get(name) {
+        None => Ok(None),
+        // Not visible ASCII: it cannot be any credential we accept.
+        Some(value) => value.to_str().map(Some).map_err(|_| AuthError::Invalid),
+    };
+    Credential::from_headers(text(API_KEY_HEADER)?, text("authorization")?)
+}
+
 fn auth_status(e: AuthError) -> Status {
     match e {
-        AuthError::Missing | AuthError::Invalid => Status::unauthenticated(e.to_string()),
+        AuthError::Missing | AuthError::Invalid | AuthError::InvalidToken(_) => {
+            Status::unauthenticated(e.to_string())
+        }
         AuthError::Unavailable(_) => {
             let mut status = Status::unavailable(e.to_string());
             let retry = minoots_core::engine::RETRY_AFTER_MS.to_string();

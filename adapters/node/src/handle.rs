@@ -54,6 +54,52 @@ pub fn leader_endpoint<'a>(hint: &'a str, api: &str) -> &'a str {
         .unwrap_or(hint)
 }
 
+/// How a caller proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// An API key (`x-api-key`).
+    ApiKey(&'a str),
+    /// A bearer token (`Authorization: Bearer …`), when a [`TokenVerifier`] is configured.
+    Bearer(&'a str),
+}
+
+impl<'a> Credential<'a> {
+    /// The credential a request carries in its `x-api-key` and `Authorization`
+    /// headers (REST headers or gRPC metadata, the same rule for both): none,
+    /// one, or an error when both are sent or `Authorization` is not `Bearer`.
+    pub fn from_headers(
+        api_key: Option<&'a str>,
+        authorization: Option<&'a str>,
+    ) -> Result<Option<Credential<'a>>, AuthError> {
+        let bearer = match authorization.map(str::trim).filter(|a| !a.is_empty()) {
+            None => None,
+            Some(value) => match value.split_once(' ') {
+                Some((scheme, token))
+                    if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+                {
+                    Some(token.trim())
+                }
+                _ => return Err(AuthError::InvalidToken("Authorization must be `Bearer <token>`".into())),
+            },
+        };
+        match (api_key.filter(|k| !k.is_empty()), bearer) {
+            (Some(_), Some(_)) => Err(AuthError::InvalidToken(
+                "send either x-api-key or Authorization: Bearer, not both".into(),
+            )),
+            (Some(key), None) => Ok(Some(Credential::ApiKey(key))),
+            (None, Some(token)) => Ok(Some(Credential::Bearer(token))),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// Checks bearer tokens (JWTs, in the server): the principal a token names,
+/// with its expiry, or why it is not valid.
+pub trait TokenVerifier: Send + Sync + std::fmt::Debug + 'static {
+    /// Verifies `token`.
+    fn verify(&self, token: &str) -> Result<Principal, String>;
+}
+
 /// Why a request could not be authenticated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -63,6 +109,9 @@ pub enum AuthError {
     /// The key is unknown or revoked (HTTP 401, gRPC UNAUTHENTICATED).
     #[error("the API key is not valid")]
     Invalid,
+    /// The bearer token is not valid, or not accepted here (HTTP 401, gRPC UNAUTHENTICATED).
+    #[error("the bearer token is not valid: {0}")]
+    InvalidToken(String),
     /// The key store could not be read (HTTP 503, gRPC UNAVAILABLE).
     #[error("the key store is unavailable: {0}")]
     Unavailable(String),
@@ -88,6 +137,8 @@ pub struct NodeHandle {
     pub(crate) stream_limits: StreamLimits,
     pub(crate) open_streams: Arc<OpenStreams>,
     pub(crate) quotas: Arc<Quotas>,
+    pub(crate) tokens: Option<Arc<dyn TokenVerifier>>,
+    pub(crate) clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// The role a node reports once it has stopped.
@@ -120,23 +171,29 @@ impl NodeHandle {
         self.events.subscribe()
     }
 
-    /// Looks up an API key and returns the caller it identifies.
-    /// A missing or unknown key is counted (`minoots_auth_failures_total`);
-    /// an unknown one (a guess) is also logged with the first characters of
-    /// its hash (never the key) and its `source` address, whose wrong keys
-    /// are throttled ([`crate::auth_throttle`]).
+    /// Returns the caller a credential identifies: an API key looked up in
+    /// the key store, or a bearer token checked by the configured
+    /// [`TokenVerifier`]. A missing, unknown or invalid credential is counted
+    /// (`minoots_auth_failures_total`); an unknown key or invalid token (a
+    /// guess) is also logged — by the first characters of its hash, never
+    /// the secret — with its `source` address, whose failures are throttled
+    /// ([`crate::auth_throttle`]).
     pub async fn authenticate(
         &self,
-        api_key: Option<&str>,
+        credential: Option<Credential<'_>>,
         source: Option<IpAddr>,
     ) -> Result<Principal, AuthError> {
         if let Some(source) = source {
             self.throttle.check(source).map_err(|retry_after_ms| AuthError::Throttled { retry_after_ms })?;
         }
-        let Some(key) = api_key.filter(|k| !k.is_empty()) else {
-            // Not a guess (a client without its key): counted, not throttled.
-            self.metrics.auth_failures.inc();
-            return Err(AuthError::Missing);
+        let key = match credential {
+            Some(Credential::ApiKey(key)) => key,
+            Some(Credential::Bearer(token)) => return self.verify_token(token, source),
+            None => {
+                // Not a guess (a client without its credential): counted, not throttled.
+                self.metrics.auth_failures.inc();
+                return Err(AuthError::Missing);
+            }
         };
         let hash = hash_api_key(key);
         let found = self.keys.find_key(&hash).await.map_err(|e| AuthError::Unavailable(e.0))?;
@@ -148,7 +205,53 @@ impl NodeHandle {
             tracing::warn!(key_hash = &hash[..12], source = ?source, "authentication failed: unknown or revoked API key");
             return Err(AuthError::Invalid);
         };
-        Ok(Principal { tenant_id: record.tenant_id, roles: record.roles, key_id: record.id })
+        Ok(Principal {
+            tenant_id: record.tenant_id,
+            roles: record.roles,
+            key_id: record.id,
+            expires_at_ms: None,
+        })
+    }
+
+    fn verify_token(&self, token: &str, source: Option<IpAddr>) -> Result<Principal, AuthError> {
+        let Some(verifier) = &self.tokens else {
+            self.metrics.auth_failures.inc();
+            return Err(AuthError::InvalidToken(
+                "this server accepts API keys only (no JWT_PUBLIC_KEY)".into(),
+            ));
+        };
+        verifier.verify(token).map_err(|reason| {
+            self.metrics.auth_failures.inc();
+            if let Some(source) = source {
+                self.throttle.failed(source);
+            }
+            let token_hash = hash_api_key(token);
+            tracing::warn!(token_hash = &token_hash[..12], source = ?source, %reason, "authentication failed: bearer token refused");
+            AuthError::InvalidToken(reason)
+        })
+    }
+
+    /// Resolves when the credential a stream was opened with stops being
+    /// valid: an API key when revoked ([`NodeHandle::key_revoked`]), a bearer
+    /// token at its expiry.
+    pub fn credential_ends(
+        &self,
+        credential: Option<Credential<'_>>,
+        principal: &Principal,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        let node = self.clone();
+        match (credential, principal.expires_at_ms) {
+            (_, Some(expires_at_ms)) => {
+                let now_ms = self.clock.now().wall_ms;
+                let left = u64::try_from(expires_at_ms.saturating_sub(now_ms)).unwrap_or(0);
+                Box::pin(tokio::time::sleep(std::time::Duration::from_millis(left)))
+            }
+            (Some(Credential::ApiKey(key)), None) => {
+                let key = key.to_owned();
+                Box::pin(async move { node.key_revoked(&key).await })
+            }
+            (_, None) => Box::pin(std::future::pending()),
+        }
     }
 
     /// Resolves once `api_key` no longer authenticates (revoked or removed),

@@ -33,7 +33,7 @@ pub mod views;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use driver::{NodeConfig, start_node};
-pub use handle::{AuthError, NodeHandle, NodeStatus, leader_endpoint};
+pub use handle::{AuthError, Credential, NodeHandle, NodeStatus, TokenVerifier, leader_endpoint};
 pub use keys::{ApiKeyRecord, KeyStore, hash_api_key};
 pub use relay::EventSink;
 pub use store::{Store, StoreGuardStats};

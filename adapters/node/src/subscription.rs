@@ -49,7 +49,7 @@ pub enum StreamEnd {
         /// The queue's bound.
         buffered: usize,
     },
-    /// The subscriber's API key was revoked.
+    /// The subscriber's API key was revoked, or its bearer token expired.
     Revoked,
     /// The node is shutting down.
     Stopping,
@@ -77,7 +77,9 @@ impl StreamEnd {
                 "this stream was closed because its client stopped reading while {buffered} events \
                  waited for it; read faster (or filter by topics), re-read state and resubscribe"
             ),
-            StreamEnd::Revoked => "the API key was revoked; this stream is closed".into(),
+            StreamEnd::Revoked => {
+                "the API key was revoked or the token expired; this stream is closed".into()
+            }
             StreamEnd::Stopping => "the node is shutting down; resubscribe".into(),
         }
     }

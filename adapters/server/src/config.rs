@@ -268,6 +268,16 @@ pub struct ServeArgs {
     /// Default limit on a tenant's API requests per second (429 `limitType: rate`); unset: none.
     #[arg(long, env = "MINOOTS_QUOTA_REQUESTS_PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
     pub quota_requests_per_second: Option<u32>,
+    /// Accept JWTs (`Authorization: Bearer …`) signed with this public key beside API
+    /// keys: PEM text or the path of a PEM file (RSA, EC or Ed25519).
+    #[arg(long, env = "JWT_PUBLIC_KEY", hide_env_values = true)]
+    pub jwt_public_key: Option<String>,
+    /// With `--jwt-public-key`: tokens must name this audience (`aud`).
+    #[arg(long, env = "JWT_AUDIENCE", requires = "jwt_public_key")]
+    pub jwt_audience: Option<String>,
+    /// With `--jwt-public-key`: tokens must come from this issuer (`iss`).
+    #[arg(long, env = "JWT_ISSUER", requires = "jwt_public_key")]
+    pub jwt_issuer: Option<String>,
     /// Do not create the development tenant and key on an empty store.
     #[arg(long, env = "MINOOTS_NO_DEV_KEY")]
     pub no_dev_key: bool,

@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod dlq_cmd;
 mod grpc_server;
+mod jwt;
 mod keys_cmd;
 mod listen;
 mod orchestrator;

@@ -88,6 +88,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         daily_creates: args.quota_daily_creates,
         requests_per_second: args.quota_requests_per_second,
     };
+    if let Some(key) = &args.jwt_public_key {
+        let verifier =
+            crate::jwt::JwtVerifier::new(key, args.jwt_audience.as_deref(), args.jwt_issuer.as_deref())?;
+        tracing::info!(audience = ?args.jwt_audience, issuer = ?args.jwt_issuer, "bearer tokens (JWT) accepted beside API keys");
+        node_config.token_verifier = Some(Arc::new(verifier));
+    }
     node_config.stream_limits = StreamLimits {
         buffer_events: usize::try_from(args.stream_buffer_events).unwrap_or(usize::MAX),
         per_tenant: usize::try_from(args.max_streams_per_tenant).unwrap_or(usize::MAX),
