@@ -405,8 +405,13 @@ impl Executor {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group, so that whatever it starts can be killed with it.
+            .process_group(0)
             .spawn()
             .map_err(|e| Failure::transient(format!("starting {}: {e}", command.program)))?;
+        // When the attempt ends — finished, failed or timed out — nothing the
+        // program started keeps running.
+        let _group = child.id().and_then(ProcessGroup::of);
         let stdin = child.stdin.take();
         let envelope = delivery.envelope.as_bytes();
         // The envelope is written while the program runs (a program that never
@@ -540,4 +545,21 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// A command's process group, killed (SIGKILL) when dropped: the program's
+/// children and grandchildren end with its attempt.
+struct ProcessGroup(rustix::process::Pid);
+
+impl ProcessGroup {
+    fn of(pid: u32) -> Option<Self> {
+        i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw).map(ProcessGroup)
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // Already gone (ESRCH) is the usual case for a program that ended cleanly.
+        let _ = rustix::process::kill_process_group(self.0, rustix::process::Signal::KILL);
+    }
 }

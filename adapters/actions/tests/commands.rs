@@ -118,3 +118,35 @@ async fn the_environment_is_only_what_the_operator_passes_and_output_stays_priva
     assert_eq!(hidden.output, None, "output is kept from the tenant by default");
     assert_eq!(hidden.status_code, Some(0));
 }
+
+/// Waits until no process with `text` in its command line runs; false after 5 s.
+async fn gone(text: &str) -> bool {
+    for _ in 0..100 {
+        if !running(text) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// What a command starts ends with its attempt: a timed-out program's
+/// children are killed with it, and a program that left a child running
+/// in the background when it finished does not leave it behind.
+#[tokio::test]
+async fn a_commands_children_end_with_its_attempt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runner = executor(config(&["sh -c *"]), &dir).await;
+    let fire = delivery("{}".into());
+
+    let hangs = command("sh", &["-c", "sleep 27.18281 & sleep 27.18282"], 300);
+    let result = tokio::time::timeout(Duration::from_secs(60), runner.run(&fire, &hangs, 1)).await;
+    assert!(matches!(result, Ok(Err(Undelivered::Failed(_)))), "{result:?}");
+    assert!(gone("sleep 27.18282").await, "the program itself was killed");
+    assert!(gone("sleep 27.18281").await, "its background child was killed with it");
+
+    let leaves = command("sh", &["-c", "sleep 27.18283 > /dev/null 2>&1 &"], 10_000);
+    let result = tokio::time::timeout(Duration::from_secs(60), runner.run(&fire, &leaves, 1)).await;
+    assert!(matches!(result, Ok(Ok(_))), "the program itself succeeded: {result:?}");
+    assert!(gone("sleep 27.18283").await, "the child it left behind was killed");
+}
