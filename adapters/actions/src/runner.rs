@@ -86,8 +86,8 @@ impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
             runner_id: "runner".into(),
-            concurrency: 64,
-            concurrency_per_tenant: 16,
+            concurrency: 256,
+            concurrency_per_tenant: 64,
             attempt_timeout_ms: 330_000,
             heartbeat_ms: 1_000,
             heartbeat_lapse_ms: 5_000,

@@ -343,11 +343,11 @@ pub struct ActionArgs {
     #[arg(long, env = "MINOOTS_NO_ACTION_RUNNER")]
     pub no_action_runner: bool,
     /// Deliveries the runner runs at once.
-    #[arg(long, env = "ACTION_RUNNER_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, env = "ACTION_RUNNER_CONCURRENCY", default_value_t = 256)]
     pub action_concurrency: usize,
     /// Deliveries of one tenant the runner runs at once (at most the concurrency):
     /// a tenant whose receivers stall holds this many slots, never all of them.
-    #[arg(long, env = "ACTION_RUNNER_CONCURRENCY_PER_TENANT", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, env = "ACTION_RUNNER_CONCURRENCY_PER_TENANT", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub action_concurrency_per_tenant: u64,
     /// Default webhook timeout.
     #[arg(long, env = "ACTION_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]

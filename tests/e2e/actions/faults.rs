@@ -245,7 +245,8 @@ async fn postgres_webhooks_in_flight_at_a_sigkill_are_delivered_promptly_after_t
         .collect();
     let created = create_when_leading(&server, &timers).await;
     let expected: BTreeSet<String> = created.iter().map(delivery_key).collect();
-    // The runner runs 64 at once (ACTION_RUNNER_CONCURRENCY): wait until that many are held in flight.
+    // The runner runs 64 of one tenant's deliveries at once (ACTION_RUNNER_CONCURRENCY_PER_TENANT):
+    // wait until that many are held in flight.
     let in_flight_target = count.min(64);
     eventually(Duration::from_secs(30), "webhooks in flight", || {
         let n = receiver.log.keys().len();
