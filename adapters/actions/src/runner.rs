@@ -61,6 +61,11 @@ const FORGET_EVERY_BEATS: u64 = 600;
 const RECORD_TRIES: u32 = 20;
 /// With every slot busy, look at the store again after this long.
 const BUSY_LOOK_MS: u64 = 5;
+/// When the only due deliveries in the store are those of tenants already
+/// holding their share of the slots, look again after this long, and let no
+/// wake-up (an overflowing inbox) bring the look forward: each look would
+/// scan past those tenants' backlog for nothing.
+const SKIPPING_LOOK_MS: u64 = 50;
 
 /// Tunables of a runner.
 #[derive(Debug, Clone)]
@@ -325,6 +330,8 @@ impl Runner {
         let mut failures = 0u32;
         // When to look at the store next (at once: a predecessor may have left work).
         let mut look_at = tokio::time::Instant::now();
+        // Wake-ups do not bring a look forward before this.
+        let mut quiet_until = look_at;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -333,9 +340,12 @@ impl Runner {
                 self.launch(started, claim_ms).await;
             }
             if tokio::time::Instant::now() >= look_at {
-                let wait_ms = self.claim_from_store(&slots, claim_ms, &mut failures).await;
-                look_at = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
-                if wait_ms == 0 {
+                let next = self.claim_from_store(&slots, claim_ms, &mut failures).await;
+                look_at = tokio::time::Instant::now() + Duration::from_millis(next.after_ms);
+                if next.quiet {
+                    quiet_until = look_at;
+                }
+                if next.after_ms == 0 {
                     continue;
                 }
             }
@@ -344,7 +354,9 @@ impl Runner {
                 biased;
                 _ = shutdown.changed() => {}
                 _ = tokio::time::sleep_until(look_at) => {}
-                _ = self.inbox.wake.notified() => look_at = tokio::time::Instant::now(),
+                _ = self.inbox.wake.notified() => {
+                    look_at = look_at.min(tokio::time::Instant::now().max(quiet_until));
+                }
                 _ = slots.freed.notified() => {}
                 Some(claimed) = next_handed(&mut inbox), if !slots.waiting_is_full() => {
                     if let Some(started) = slots.offer(claimed, self.clock.now().wall_ms) {
@@ -374,16 +386,16 @@ impl Runner {
     }
 
     /// Claims due deliveries from the store for the free slots and starts
-    /// them; returns how long (ms) until the store is worth another look.
+    /// them; says when the store is worth another look.
     async fn claim_from_store(
         self: &Arc<Self>,
         slots: &Arc<FairSlots>,
         claim_ms: i64,
         failures: &mut u32,
-    ) -> u64 {
+    ) -> NextLook {
         let free = slots.free();
         if free == 0 || slots.waiting_is_full() {
-            return BUSY_LOOK_MS;
+            return NextLook::after(BUSY_LOOK_MS);
         }
         let now_ms = self.clock.now().wall_ms;
         let skip_tenants = slots.saturated();
@@ -406,11 +418,15 @@ impl Runner {
                         self.launch(started, claim_ms).await;
                     }
                 }
-                0
+                NextLook::after(0)
+            }
+            Ok(_) if !skip_tenants.is_empty() => {
+                *failures = 0;
+                NextLook { after_ms: SKIPPING_LOOK_MS, quiet: true }
             }
             Ok(_) => {
                 *failures = 0;
-                match self.store.next_due_ms().await {
+                let after_ms = match self.store.next_due_ms().await {
                     Ok(Some(at)) => u64::try_from(at - self.clock.now().wall_ms)
                         .unwrap_or(0)
                         .min(self.config.idle_poll_ms),
@@ -419,12 +435,13 @@ impl Runner {
                         tracing::warn!(error = %e, "reading the next due delivery failed");
                         self.config.idle_poll_ms
                     }
-                }
+                };
+                NextLook::after(after_ms)
             }
             Err(e) => {
                 *failures += 1;
                 tracing::warn!(error = %e, "claiming deliveries failed");
-                (100u64 << (*failures).min(6)).min(5_000)
+                NextLook::after((100u64 << (*failures).min(6)).min(5_000))
             }
         }
     }
@@ -572,6 +589,21 @@ impl Runner {
                 }
             }
         }
+    }
+}
+
+/// When the runner looks at the store next.
+#[derive(Debug, Clone, Copy)]
+struct NextLook {
+    /// After this long (0: at once).
+    after_ms: u64,
+    /// Whether wake-ups may not bring the look forward meanwhile.
+    quiet: bool,
+}
+
+impl NextLook {
+    fn after(after_ms: u64) -> Self {
+        Self { after_ms, quiet: false }
     }
 }
 
