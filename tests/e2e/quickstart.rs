@@ -256,4 +256,10 @@ async fn quotas_default_from_a_flag_and_a_tenants_own_set_by_the_cli() {
     let shown = tenants_cli(dir.path(), &["quota", "--tenant", "tenant-local", "--daily-creates", "default"]);
     assert!(shown.contains("daily creates:       default"), "{shown}");
     assert_eq!(tenants_cli(dir.path(), &["show", "--tenant", "tenant-local"]), shown);
+
+    // A data directory the CLI creates is as private as one the server creates.
+    let fresh = data_dir();
+    let created = fresh.path().join("made-by-the-cli");
+    tenants_cli(&created, &["show", "--tenant", "acme"]);
+    data_files_are_private(&created);
 }

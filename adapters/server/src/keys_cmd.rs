@@ -45,7 +45,11 @@ impl KeyStoreArgs {
     /// Opens the store (migrating it if needed).
     pub async fn open(&self, clock: Arc<SystemClock>) -> Result<Arc<dyn KeyStore>, Box<dyn Error>> {
         Ok(match self.store {
-            StoreKind::Sqlite => Arc::new(SqliteStore::open(&self.data_dir.join("minoots.db"), clock).await?),
+            StoreKind::Sqlite => {
+                // A data directory made here is as private as one `serve` makes.
+                crate::secrets::private_data_dir(&self.data_dir)?;
+                Arc::new(SqliteStore::open(&self.data_dir.join("minoots.db"), clock).await?)
+            }
             StoreKind::Postgres => {
                 let url = self
                     .database_url
