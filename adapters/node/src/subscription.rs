@@ -7,9 +7,12 @@
 //! fills only its own queue and is then dropped with [`StreamEnd::TooSlow`]:
 //! it never pins the shared ring, so neither memory nor other subscribers
 //! pay for it. A stream never skips an event silently: after the last event
-//! it delivered it ends with a [`StreamEnd`] that says why.
+//! it delivered it ends with a [`StreamEnd`] that says why — except when its
+//! credential is revoked or expires: then events still queued are dropped
+//! and the end comes next.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
@@ -159,6 +162,8 @@ impl Drop for StreamSlot {
 /// What a subscriber reads: events, then at most one [`StreamEnd`].
 pub struct EventFeed {
     queue: mpsc::Receiver<Result<Arc<OutboxEvent>, StreamEnd>>,
+    /// Set when the credential ends: what is still queued is not delivered.
+    revoked: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for EventFeed {
@@ -170,6 +175,15 @@ impl std::fmt::Debug for EventFeed {
 impl EventFeed {
     /// The next event, or why the stream ended (then `None` after it).
     pub async fn next(&mut self) -> Option<Result<Arc<OutboxEvent>, StreamEnd>> {
+        if self.revoked.load(Ordering::Acquire) {
+            // Skip what is queued: the end is the next item (bounded by the queue).
+            while let Some(item) = self.queue.recv().await {
+                if let Err(end) = item {
+                    return Some(Err(end));
+                }
+            }
+            return None;
+        }
         self.queue.recv().await
     }
 }
@@ -192,9 +206,17 @@ impl NodeHandle {
         // One slot more than the bound: the terminal StreamEnd always fits.
         let (queue_tx, queue) = mpsc::channel(limits.buffer_events.max(1) + 1);
         let node = self.clone();
-        tokio::spawn(forward(events, queue_tx, filter, revoked, node, limits.buffer_events.max(1), slot));
-        Ok(EventFeed { queue })
+        let cut = Arc::new(AtomicBool::new(false));
+        let ends = Ends { revoked, cut: cut.clone() };
+        tokio::spawn(forward(events, queue_tx, filter, ends, node, limits.buffer_events.max(1), slot));
+        Ok(EventFeed { queue, revoked: cut })
     }
+}
+
+/// How a stream learns its credential ended, and how it tells its reader.
+struct Ends {
+    revoked: BoxFuture<'static, ()>,
+    cut: Arc<AtomicBool>,
 }
 
 /// Moves admitted events from the ring into one subscriber's queue until the
@@ -203,11 +225,12 @@ async fn forward(
     mut events: tokio::sync::broadcast::Receiver<Arc<OutboxEvent>>,
     queue: mpsc::Sender<Result<Arc<OutboxEvent>, StreamEnd>>,
     filter: StreamFilter,
-    mut revoked: BoxFuture<'static, ()>,
+    ends: Ends,
     node: NodeHandle,
     buffer_events: usize,
     _slot: StreamSlot,
 ) {
+    let Ends { mut revoked, cut } = ends;
     let stopped = node.wait_for_role(crate::handle::STOPPED);
     tokio::pin!(stopped);
     let end = loop {
@@ -236,5 +259,8 @@ async fn forward(
     };
     tracing::warn!(code = end.code(), tenant = ?filter.tenant, "event stream closed: {}", end.message());
     node.metrics().event_streams_closed.get_or_create(&[("reason", end.code())]).inc();
+    if end == StreamEnd::Revoked {
+        cut.store(true, Ordering::Release);
+    }
     let _ = queue.try_send(Err(end));
 }

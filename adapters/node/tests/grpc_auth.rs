@@ -4,7 +4,7 @@
 //! tenant B can neither see, cancel, list, stream nor read the fires of
 //! tenant A's timers (they simply do not exist for it: NOT_FOUND).
 //! `__all__` streams every tenant, for the operator role only (never
-//! tenant.admin); a revoked key's open stream ends.
+//! tenant.admin); a revoked key's open stream ends, without what was still queued for it.
 #![cfg(not(madsim))]
 
 mod grpc_support;
@@ -292,4 +292,48 @@ async fn bearer_tokens_authenticate_when_a_verifier_is_configured() {
     );
     assert!(status.message().contains("API keys only"), "{status:?}");
     keys_only.stop().await;
+}
+
+/// A revoked key's stream ends without delivering what was still queued
+/// for it: events committed while the key was valid but not yet read stay
+/// unread once it is revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_keys_stream_drops_what_was_still_queued() {
+    let node = TestNode::start().await;
+    let mut client = node.client().await;
+    let mut stream = client
+        .stream_timer_events(with_key(KEY_A_READ, pb::TimerEventStreamRequest::default()))
+        .await
+        .expect("stream")
+        .into_inner();
+    // 1,000 events of ~40 KB: most wait in the subscriber's queue (the client does not read yet).
+    let metadata_json = serde_json::json!({"blob": "x".repeat(40_000)}).to_string();
+    for round in 0..20 {
+        let timers = (0..50)
+            .map(|i| pb::TimerScheduleRequest {
+                name: format!("queued-{round}-{i}"),
+                duration: "1h".into(),
+                metadata_json: metadata_json.clone(),
+                ..Default::default()
+            })
+            .collect();
+        client
+            .schedule_timers(with_key(KEY_A, pb::TimerBatchScheduleRequest { timers }))
+            .await
+            .expect("batch");
+    }
+    assert!(node.store.revoke_key(format!("id-{KEY_A_READ}"), 1).await.expect("revoke"));
+    // Past the re-check period: the stream has noticed.
+    tokio::time::sleep(Duration::from_millis(minoots_node::handle::STREAM_KEY_RECHECK_MS + 1_000)).await;
+    let mut delivered = 0;
+    let status = loop {
+        match tokio::time::timeout(PATIENCE, stream.message()).await.expect("the stream moves") {
+            Ok(Some(_)) => delivered += 1,
+            Ok(None) => panic!("ended without a status after {delivered} events"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(delivered < 1_000, "every queued event was delivered after the revocation");
+    node.stop().await;
 }
