@@ -47,7 +47,8 @@ pub async fn stream(
     for (name, value) in &params {
         match name.as_str() {
             "topics" | "topic" => {
-                for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                // An empty value (`topics=`, `topics=timer.fired,`) is no topic: refused like any other.
+                for part in value.split(',').map(str::trim) {
                     let kind = EVENT_KINDS.into_iter().find(|k| event_type(*k) == part).ok_or_else(|| {
                         HttpError::invalid(
                             "topics",

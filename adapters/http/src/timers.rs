@@ -222,7 +222,8 @@ pub async fn list(
     for (name, value) in &params {
         match name.as_str() {
             "status" => {
-                for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                // An empty value (`status=`, `status=fired,`) is no status: refused like any other.
+                for part in value.split(',').map(str::trim) {
                     let status = TimerStatus::parse(part).ok_or_else(|| {
                         HttpError::invalid(
                             "status",

@@ -442,11 +442,14 @@ async fn bad_list_parameters_are_400() {
         ("/api/timers?limit=1001", "limit"),
         ("/api/timers?limit=ten", "limit"),
         ("/api/timers?status=sleeping", "status"),
+        ("/api/timers?status=", "status"),
+        ("/api/timers?status=fired,", "status"),
         ("/api/timers?label=novalue", "label"),
         ("/api/timers?cursor=nope", "cursor"),
         ("/api/timers?colour=blue", "colour"),
         (fires_path.as_str(), "after"),
         ("/api/timers/stream?topics=timer.exploded", "topics"),
+        ("/api/timers/stream?topics=", "topics"),
     ];
     for (path, field) in cases {
         let answer = s.get(path, ACME).await;
