@@ -16,8 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,9 @@ use axum::response::IntoResponse;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::support::{DEV_KEY, Server, data_dir, eventually, http, iso_ms, minoots_bin};
+use crate::support::{
+    DEV_KEY, NatsServer, Server, data_dir, eventually, http, iso_ms, minoots_bin, stream_message_ids, unix_ms,
+};
 
 /// HTTPS webhooks and the destination policy.
 mod destinations;
@@ -57,10 +58,6 @@ struct Receiver {
     seen: Mutex<Vec<Received>>,
     /// `/down` answers 500 while true.
     down: Mutex<bool>,
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
 }
 
 async fn receive(
@@ -473,85 +470,8 @@ async fn a_runner_killed_mid_delivery_delivers_again_with_the_same_key() {
     );
 }
 
-/// A private `nats-server` with JetStream on a free port.
-struct NatsServer {
-    child: Child,
-    port: u16,
-    store: tempfile::TempDir,
-}
-
-impl NatsServer {
-    fn start() -> Self {
-        let port =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
-        let store = tempfile::tempdir().expect("temp dir");
-        let child = Self::spawn(port, store.path());
-        NatsServer { child, port, store }
-    }
-
-    fn spawn(port: u16, dir: &Path) -> Child {
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server must be installed (Debian package nats-server) to run this test");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen on {port} within 10 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn restart(&mut self) {
-        self.child = Self::spawn(self.port, self.store.path());
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// Every message id in the event stream with its count, read with an ordered consumer.
-async fn stream_message_ids(url: &str) -> BTreeMap<String, usize> {
-    let client = async_nats::connect(url).await.expect("connect to nats");
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream("MINOOTS_TIMER").await.expect("stream exists");
-    let total = stream.info().await.expect("info").state.messages as usize;
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .expect("ordered consumer");
-    let mut messages = consumer.messages().await.expect("messages");
-    let mut ids = BTreeMap::new();
-    for _ in 0..total {
-        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("a message within 10 s")
-            .expect("stream open")
-            .expect("message");
-        let id = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Msg-Id"))
-            .map(|v| v.to_string())
-            .expect("every message has a Nats-Msg-Id");
-        *ids.entry(id).or_insert(0) += 1;
-    }
-    ids
+async fn nats_client(url: &str) -> async_nats::Client {
+    async_nats::connect(url).await.expect("connect to nats")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -584,13 +504,13 @@ async fn jetstream_holds_one_event_per_fire_through_a_nats_restart() {
         let url = nats.url();
         let count = fired_ids.len();
         async move {
-            let ids = stream_message_ids(&url).await;
+            let ids = stream_message_ids(nats_client(&url).await).await;
             (ids.keys().filter(|k| k.ends_with(":fired")).count() >= count).then_some(())
         }
     })
     .await;
     let drained_in = restarted.elapsed();
-    let ids = stream_message_ids(&nats.url()).await;
+    let ids = stream_message_ids(nats_client(&nats.url()).await).await;
     for id in &fired_ids {
         assert_eq!(ids.get(&format!("{id}:1:fired")), Some(&1), "exactly one fired event for {id}");
         assert_eq!(ids.get(&format!("{id}:1:scheduled")), Some(&1), "exactly one scheduled event for {id}");

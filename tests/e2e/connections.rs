@@ -2,10 +2,14 @@
 //!
 //! - with the operator's certificate, REST and gRPC speak TLS (a client
 //!   trusting the operator's CA schedules a timer and checks gRPC health;
-//!   plain HTTP to the port gets nothing);
+//!   plain HTTP to the port gets nothing; a client that never starts its
+//!   handshake is disconnected on both listeners);
+//! - the node speaks TLS to PostgreSQL as the URL asks, and to a NATS server
+//!   that requires it with the operator's CA and a client certificate;
 //! - a REST client that sends half a request's headers, or nothing at all,
 //!   is disconnected after the header timeout; one that stalls its body,
-//!   after the body timeout;
+//!   after the body timeout; a gRPC client that sends nothing or part of
+//!   the HTTP/2 preface, after the header timeout too;
 //! - past the connection cap a new connection is closed at once, and once
 //!   the idle ones are gone requests are served again.
 
@@ -15,20 +19,13 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{DEV_KEY, Server, data_dir, http};
+use crate::support::{DEV_KEY, NatsServer, Server, TestCa, data_dir, eventually, http, stream_message_ids};
 
 /// A CA, and a certificate it issued for `localhost` and 127.0.0.1: `(ca, cert, key)` PEM.
 fn certificates() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).expect("CA");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .expect("params")
-        .signed_by(&key, &ca, &ca_key)
-        .expect("certificate");
-    (ca.pem(), cert.pem(), key.serialize_pem())
+    let ca = TestCa::new();
+    let server = ca.issue(&["localhost", "127.0.0.1"]);
+    (ca.pem(), server.cert.pem(), server.key.serialize_pem())
 }
 
 /// Reads until the server closes the connection (or resets it); `None` if it stays open for `limit`.
@@ -60,9 +57,19 @@ async fn rest_and_grpc_speak_tls_with_the_operators_certificate() {
         &[
             ("MINOOTS_TLS_CERT", &dir.path().join("cert.pem").to_string_lossy()),
             ("MINOOTS_TLS_KEY", &dir.path().join("key.pem").to_string_lossy()),
+            ("MINOOTS_HEADER_TIMEOUT_MS", "1000"),
         ],
     );
     assert!(server.rest.starts_with("https://") && server.grpc.starts_with("https://"), "{}", server.rest);
+
+    // A client that connects and never starts its handshake is let go on both listeners.
+    for url in [&server.rest, &server.grpc] {
+        let mut silent = TcpStream::connect(url.trim_start_matches("https://")).await.expect("connect");
+        assert!(
+            closed_within(&mut silent, Duration::from_secs(10)).await.is_some(),
+            "a silent TLS client of {url} is disconnected after the header timeout"
+        );
+    }
 
     let trusting = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA"))
@@ -145,6 +152,19 @@ async fn slow_idle_and_excess_rest_connections_are_closed() {
     }
     let status = http().get(format!("{}/healthz", server.rest)).send().await.expect("served").status();
     assert_eq!(status, 200);
+
+    // gRPC: a client that connects and sends nothing, or only part of the
+    // HTTP/2 preface, is disconnected after the same timeout.
+    let grpc = server.grpc.trim_start_matches("http://").to_owned();
+    for opening in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut silent = TcpStream::connect(&grpc).await.expect("connect");
+        silent.write_all(opening).await.expect("write");
+        assert!(
+            closed_within(&mut silent, patience).await.is_some(),
+            "a gRPC connection that sent {} opening bytes is closed",
+            opening.len()
+        );
+    }
 }
 
 /// Guessing keys is throttled per source address, on REST and gRPC alike:
@@ -219,4 +239,70 @@ async fn postgres_over_tls_when_the_url_asks() {
     };
     assert!(count(true) > 0, "the node's connections are encrypted");
     assert_eq!(count(false), 0, "and none is plain");
+}
+
+/// A node reaches a NATS server that speaks only TLS and requires client
+/// certificates, trusting the operator's CA (`NATS_TLS_CA_FILE`, not among
+/// the system's roots) and presenting its own certificate
+/// (`NATS_TLS_CERT`/`NATS_TLS_KEY`): its events arrive in JetStream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_over_tls_with_the_operators_ca_and_a_client_certificate() {
+    let ca = TestCa::new();
+    let nats = NatsServer::start_tls(&ca, &ca.issue(&["localhost", "127.0.0.1"]));
+    assert!(nats.url().starts_with("tls://"));
+    let node = ca.issue(&["minoots-node"]);
+    let dir = data_dir();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_string_lossy().into_owned()
+    };
+    let (ca_file, cert_file, key_file) = (
+        write("ca.pem", ca.pem()),
+        write("node.pem", node.cert.pem()),
+        write("node-key.pem", node.key.serialize_pem()),
+    );
+    let data = dir.path().join("data");
+    let server = Server::start_with(
+        &["--data-dir", &data.to_string_lossy()],
+        &[
+            ("NATS_URL", &nats.url()),
+            ("NATS_TLS_CA_FILE", &ca_file),
+            ("NATS_TLS_CERT", &cert_file),
+            ("NATS_TLS_KEY", &key_file),
+        ],
+    );
+    let created: serde_json::Value = http()
+        .post(format!("{}/api/timers/batch", server.rest))
+        .header("x-api-key", DEV_KEY)
+        .json(&json!({"timers": vec![json!({"duration": "100ms"}); 3]}))
+        .send()
+        .await
+        .expect("batch")
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<String> = created["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["timer"]["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+
+    let reader = async_nats::ConnectOptions::new()
+        .require_tls(true)
+        .add_root_certificates(ca_file.into())
+        .add_client_certificate(cert_file.into(), key_file.into())
+        .connect(nats.url())
+        .await
+        .expect("a TLS client of the test's NATS server");
+    eventually(Duration::from_secs(30), "every fire's event in JetStream over TLS", || {
+        let (reader, ids) = (reader.clone(), ids.clone());
+        async move {
+            let seen = stream_message_ids(reader).await;
+            ids.iter().all(|id| seen.get(&format!("{id}:1:fired")) == Some(&1)).then_some(())
+        }
+    })
+    .await;
 }

@@ -1,4 +1,7 @@
-//! Starting, killing and talking to real `minoots serve` processes.
+//! Starting, killing and talking to real `minoots serve` processes, and
+//! the servers they talk to (nats-server, a test CA).
+
+#![allow(clippy::disallowed_methods)] // Real processes on the real clock: waits and instants are wall time.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -117,7 +120,12 @@ where
     }
 }
 
-/// Parses an RFC 3339 instant to Unix milliseconds.
+/// The wall clock, in Unix milliseconds.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+}
+
+/// Unix milliseconds of an RFC 3339 instant.
 pub fn iso_ms(text: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(text)
         .unwrap_or_else(|e| panic!("bad instant {text}: {e}"))
@@ -140,4 +148,172 @@ pub fn create_key(dir: &Path, tenant: &str, roles: &str) -> String {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).expect("utf-8");
     text.lines().find_map(|l| l.strip_prefix("secret:")).map(|v| v.trim().to_owned()).expect("secret")
+}
+
+/// A certificate authority made for one test.
+pub struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+/// A certificate a [`TestCa`] issued, with its key.
+pub struct Issued {
+    /// The certificate.
+    pub cert: rcgen::Certificate,
+    /// Its private key.
+    pub key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    /// A fresh self-signed CA.
+    pub fn new() -> Self {
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "MINOOTS test CA");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        TestCa { cert, key }
+    }
+
+    /// The CA certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses) signed by this CA.
+    pub fn issue(&self, names: &[&str]) -> Issued {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .expect("params")
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("certificate");
+        Issued { cert, key }
+    }
+}
+
+/// A private `nats-server` with JetStream on a free port, optionally
+/// speaking only TLS and requiring client certificates.
+pub struct NatsServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    tls: bool,
+}
+
+impl NatsServer {
+    /// Plain NATS.
+    pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// TLS only, with the server certificate `server` and clients required
+    /// to present a certificate `ca` issued.
+    pub fn start_tls(ca: &TestCa, server: &Issued) -> Self {
+        Self::start_with(Some((ca, server)))
+    }
+
+    fn start_with(tls: Option<(&TestCa, &Issued)>) -> Self {
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = dir.path().join("jetstream");
+        let mut config = format!("listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {store:?} }}\n");
+        if let Some((ca, server)) = tls {
+            let write = |name: &str, text: String| {
+                let path = dir.path().join(name);
+                std::fs::write(&path, text).expect("write TLS file");
+                path
+            };
+            let (ca, cert, key) = (
+                write("ca.pem", ca.pem()),
+                write("cert.pem", server.cert.pem()),
+                write("key.pem", server.key.serialize_pem()),
+            );
+            config.push_str(&format!(
+                "tls {{ cert_file: {cert:?}, key_file: {key:?}, ca_file: {ca:?}, verify: true, timeout: 5 }}\n"
+            ));
+        }
+        std::fs::write(dir.path().join("nats.conf"), config).expect("write nats.conf");
+        let mut nats = NatsServer { child: Self::spawn(dir.path()), port, dir, tls: tls.is_some() };
+        nats.wait_listening();
+        nats
+    }
+
+    fn spawn(dir: &Path) -> Child {
+        Command::new("nats-server")
+            .arg("-c")
+            .arg(dir.join("nats.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed (Debian package nats-server) to run this test")
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("nats-server exited ({status}) before listening on {}", self.port);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not listen on {} within 10 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Its URL: `nats://` or, with TLS, `tls://`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it with SIGKILL (its JetStream store stays).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self.dir.path());
+        self.wait_listening();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Every message id in the event stream with its count, read with an ordered consumer.
+pub async fn stream_message_ids(client: async_nats::Client) -> std::collections::BTreeMap<String, usize> {
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("MINOOTS_TIMER").await.expect("stream exists");
+    let total = stream.info().await.expect("info").state.messages as usize;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("ordered consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut ids = std::collections::BTreeMap::new();
+    for _ in 0..total {
+        let message = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut messages))
+            .await
+            .expect("a message within 10 s")
+            .expect("stream open")
+            .expect("message");
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.to_string())
+            .expect("every message has a Nats-Msg-Id");
+        *ids.entry(id).or_insert(0) += 1;
+    }
+    ids
 }

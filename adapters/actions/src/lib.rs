@@ -30,7 +30,7 @@ pub mod tenant_keys;
 pub use execute::{AgentEndpoint, ExecConfig, Executor, Undelivered};
 pub use inbox::Inbox;
 pub use minoots_core::breaker::BreakerConfig;
-pub use nats::{Nats, NatsConfig, NatsObserver};
+pub use nats::{Nats, NatsConfig, NatsObserver, NatsTls};
 pub use runner::{OutboxIntake, Runner, RunnerConfig};
 pub use signing::SigningKeys;
 pub use store::ActionStore;

@@ -59,6 +59,25 @@ pub struct NatsConfig {
     pub max_deliver: i64,
     /// How long a publish waits for its ack.
     pub publish_ack_timeout_ms: u64,
+    /// TLS to the server: its CA and this client's certificate.
+    pub tls: NatsTls,
+}
+
+/// TLS to NATS. With none of it set, TLS is used when the URL says
+/// `tls://` or the server requires it, verified against the system's roots.
+#[derive(Debug, Clone, Default)]
+pub struct NatsTls {
+    /// PEM CA bundle the server's certificate must chain to (instead of the system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM certificate chain and key this client presents (servers with `verify: true`).
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl NatsTls {
+    /// Whether any TLS setting is given (then TLS is required).
+    pub fn is_configured(&self) -> bool {
+        self.ca_file.is_some() || self.client_cert.is_some()
+    }
 }
 
 impl NatsConfig {
@@ -77,6 +96,7 @@ impl NatsConfig {
             ack_wait_ms: 30_000,
             max_deliver: -1,
             publish_ack_timeout_ms: 2_000,
+            tls: NatsTls::default(),
         }
     }
 
@@ -118,11 +138,21 @@ impl Nats {
     /// Connects (retrying in the background if the server is down later)
     /// and creates the streams, or checks that existing ones capture our subjects.
     pub async fn connect(config: NatsConfig) -> Result<Self, NatsError> {
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None)
-            .name("minoots")
+            .name("minoots");
+        if config.tls.is_configured() {
+            options = options.require_tls(true);
+        }
+        if let Some(ca_file) = &config.tls.ca_file {
+            options = options.add_root_certificates(ca_file.clone());
+        }
+        if let Some((cert, key)) = &config.tls.client_cert {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        let client = options
             .connect(config.url.as_str())
             .await
             .map_err(|e| NatsError(format!("connecting to NATS (NATS_URL): {e}")))?;

@@ -70,7 +70,7 @@ impl Actions {
                 (ActionStore::connect_postgres(url, schema.as_deref(), 4).await?, None)
             }
         };
-        let nats = match args.nats_config() {
+        let nats = match args.nats_config()? {
             Some(config) => {
                 tracing::info!(url = %crate::secrets::redact_urls(&config.url), stream = %config.stream, "connecting to NATS JetStream");
                 Some(Nats::connect(config).await?)

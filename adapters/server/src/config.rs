@@ -242,7 +242,8 @@ pub struct ServeArgs {
     #[arg(long, env = "MINOOTS_MAX_CONNECTIONS", default_value_t = 4_096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
     /// Time a REST client has for the TLS handshake and for each request's headers; an idle
-    /// kept-alive connection is closed after it too.
+    /// kept-alive connection is closed after it too. A gRPC client has as long to send its
+    /// connection's opening bytes (the HTTP/2 preface) and to finish its TLS handshake.
     #[arg(long, env = "MINOOTS_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub header_timeout_ms: u64,
     /// Time a REST client has to send a request's body once its headers are in.
@@ -339,6 +340,16 @@ pub struct ActionArgs {
     /// Most deliveries of one event to the consumer (-1: unlimited).
     #[arg(long, env = "NATS_MAX_DELIVER", default_value_t = -1, allow_negative_numbers = true)]
     pub nats_max_deliver: i64,
+    /// PEM CA bundle the NATS server's certificate must chain to (instead of the system's
+    /// roots); setting it, or a client certificate, makes TLS to NATS required.
+    #[arg(long, env = "NATS_TLS_CA_FILE")]
+    pub nats_tls_ca_file: Option<PathBuf>,
+    /// PEM certificate chain this process presents to NATS (servers with `verify: true`).
+    #[arg(long, env = "NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// PEM private key of `--nats-tls-cert`.
+    #[arg(long, env = "NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
     /// Do not run the action runner in this process (events are still published).
     #[arg(long, env = "MINOOTS_NO_ACTION_RUNNER")]
     pub no_action_runner: bool,
@@ -485,10 +496,19 @@ impl ActionArgs {
         Ok((beat, lapse))
     }
 
-    /// The NATS settings, when NATS is configured.
-    pub fn nats_config(&self) -> Option<minoots_actions::NatsConfig> {
-        let url = self.nats_url.clone().filter(|u| !u.is_empty())?;
-        Some(minoots_actions::NatsConfig {
+    /// The NATS settings, when NATS is configured; the TLS files are read
+    /// now, so a wrong path or a file without PEM fails at start, naming its setting.
+    pub fn nats_config(&self) -> Result<Option<minoots_actions::NatsConfig>, String> {
+        let Some(url) = self.nats_url.clone().filter(|u| !u.is_empty()) else { return Ok(None) };
+        if let Some(ca) = &self.nats_tls_ca_file {
+            crate::listen::pem_certificates("NATS_TLS_CA_FILE", ca)?;
+        }
+        let client_cert = self.nats_tls_cert.clone().zip(self.nats_tls_key.clone());
+        if let Some((cert, key)) = &client_cert {
+            crate::listen::pem_certificates("NATS_TLS_CERT", cert)?;
+            crate::listen::pem_private_key("NATS_TLS_KEY", key)?;
+        }
+        Ok(Some(minoots_actions::NatsConfig {
             stream: self.nats_stream.clone(),
             max_age_ms: self.nats_max_age_ms,
             duplicate_window_ms: self.nats_duplicate_window_ms,
@@ -497,8 +517,9 @@ impl ActionArgs {
             max_ack_pending: self.nats_max_ack_pending.max(1),
             ack_wait_ms: self.nats_ack_wait_ms.max(1),
             max_deliver: self.nats_max_deliver,
+            tls: minoots_actions::NatsTls { ca_file: self.nats_tls_ca_file.clone(), client_cert },
             ..minoots_actions::NatsConfig::new(url)
-        })
+        }))
     }
 
     /// The signing keys the operator configured (`MINOOTS_SIGNING_KEY` for every tenant, or

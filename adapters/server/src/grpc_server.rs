@@ -3,9 +3,11 @@
 //! (`grpc.health.v1`, SERVING for the whole server and for the kernel) and
 //! gRPC reflection (v1, from the proto crate's descriptor set), with a 4 MiB
 //! request limit, at most [`GrpcLimits::max_connections`] connections (one
-//! more is closed at once) and streams per connection, HTTP/2 keep-alive
-//! pings that drop dead peers, and TLS (optionally requiring client
-//! certificates) when the operator gives a certificate. It owns only the
+//! more is closed at once) and streams per connection, a deadline for a new
+//! connection's opening bytes and TLS handshake (so a client that connects and
+//! stays silent cannot hold a slot), HTTP/2 keep-alive pings that drop dead
+//! peers, and TLS (optionally requiring client certificates) when the
+//! operator gives a certificate. It owns only the
 //! assembly; the service lives in `minoots-node`, which also runs under the
 //! simulator. Real tokio only.
 
@@ -46,6 +48,11 @@ fn decode_errors_are_invalid_arguments<B>(mut response: http::Response<B>) -> ht
 /// How often an idle HTTP/2 connection is pinged; a peer that does not answer within as long is dropped.
 const KEEPALIVE_MS: u64 = 30_000;
 
+/// Bytes a new connection must send before its opening deadline: the HTTP/2
+/// client preface (24) and a SETTINGS frame header (9). A TLS ClientHello is
+/// longer; the rest of a TLS handshake has its own timeout.
+const OPENING_BYTES: usize = 33;
+
 /// Limits and TLS of the gRPC listener.
 #[derive(Debug, Clone)]
 pub struct GrpcLimits {
@@ -53,37 +60,53 @@ pub struct GrpcLimits {
     pub max_connections: usize,
     /// Most concurrent calls (streams included) on one connection.
     pub max_streams_per_connection: u32,
+    /// Time a new connection has to send its opening bytes (and, with TLS, to finish its handshake).
+    pub opening_timeout_ms: u64,
     /// TLS, when the operator gave a certificate.
     pub tls: Option<ServerTlsConfig>,
 }
 
 impl Default for GrpcLimits {
     fn default() -> Self {
-        Self { max_connections: 4_096, max_streams_per_connection: 256, tls: None }
+        Self {
+            max_connections: 4_096,
+            max_streams_per_connection: 256,
+            opening_timeout_ms: 10_000,
+            tls: None,
+        }
     }
 }
 
 /// The gRPC TLS settings from `(certificate, key)` PEM files and an
-/// optional client CA (then clients must present a certificate it issued).
+/// optional client CA (then clients must present a certificate it issued);
+/// a client that has not finished its handshake within `handshake_timeout_ms`
+/// is disconnected (as on the REST listener).
 pub fn grpc_tls(
     cert_key: Option<&(PathBuf, PathBuf)>,
     client_ca: Option<&Path>,
+    handshake_timeout_ms: u64,
 ) -> Result<Option<ServerTlsConfig>, String> {
     let Some((cert, key)) = cert_key else { return Ok(None) };
     let read =
         |name: &str, path: &Path| std::fs::read(path).map_err(|e| format!("{name} {}: {e}", path.display()));
     let identity = Identity::from_pem(read("MINOOTS_TLS_CERT", cert)?, read("MINOOTS_TLS_KEY", key)?);
-    let mut tls = ServerTlsConfig::new().identity(identity);
+    let mut tls = ServerTlsConfig::new()
+        .identity(identity)
+        .timeout(std::time::Duration::from_millis(handshake_timeout_ms.max(1)));
     if let Some(ca) = client_ca {
         tls = tls.client_ca_root(Certificate::from_pem(read("MINOOTS_TLS_CLIENT_CA", ca)?));
     }
     Ok(Some(tls))
 }
 
-/// An accepted connection holding one of the listener's connection slots until it closes.
+/// An accepted connection holding one of the listener's connection slots
+/// until it closes; until the client has sent [`OPENING_BYTES`], reading
+/// fails once `opening` expires (and hyper closes the connection).
 struct Capped {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
+    /// Opening bytes still expected, and by when.
+    opening: Option<(usize, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl Connected for Capped {
@@ -99,7 +122,23 @@ impl AsyncRead for Capped {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        if let Some((_, deadline)) = &mut self.opening
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            let timed_out = "the client did not open its connection in time";
+            return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, timed_out)));
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some((expected, _))) = (&read, &mut self.opening) {
+            let got = buf.filled().len() - before;
+            if got >= *expected {
+                self.opening = None;
+            } else {
+                *expected -= got;
+            }
+        }
+        read
     }
 }
 
@@ -133,6 +172,7 @@ impl AsyncWrite for Capped {
 fn capped_incoming(
     listener: TcpListener,
     max: usize,
+    opening_timeout: Duration,
 ) -> impl futures::Stream<Item = std::io::Result<Capped>> + Send + 'static {
     let slots = Arc::new(Semaphore::new(max.max(1)));
     futures::stream::unfold((listener, slots), move |(listener, slots)| async move {
@@ -152,7 +192,8 @@ fn capped_incoming(
             // No Nagle: an event-stream message is small and must leave at once,
             // not wait for the client's delayed ACK (tens of ms).
             let _ = stream.set_nodelay(true);
-            return Some((Ok(Capped { stream, _slot: slot }), (listener, slots)));
+            let opening = Some((OPENING_BYTES, Box::pin(tokio::time::sleep(opening_timeout))));
+            return Some((Ok(Capped { stream, _slot: slot, opening }), (listener, slots)));
         }
     })
 }
@@ -220,7 +261,14 @@ pub async fn serve_grpc_listener(
         .add_service(health)
         .add_service(reflection)
         .add_service(kernel)
-        .serve_with_incoming_shutdown(capped_incoming(listener, limits.max_connections), shutdown)
+        .serve_with_incoming_shutdown(
+            capped_incoming(
+                listener,
+                limits.max_connections,
+                Duration::from_millis(limits.opening_timeout_ms.max(1)),
+            ),
+            shutdown,
+        )
         .await?;
     Ok(())
 }

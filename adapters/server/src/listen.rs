@@ -37,19 +37,37 @@ pub struct ListenConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
+/// The certificates of a PEM file (at least one), errors naming `setting`.
+pub fn pem_certificates(
+    setting: &str,
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{setting} {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{setting} {}: no certificate in the file", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM file, errors naming `setting`.
+pub fn pem_private_key(
+    setting: &str,
+    path: &Path,
+) -> Result<rustls::pki_types::PrivateKeyDer<'static>, String> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{setting} {}: {e}", path.display()))
+}
+
 /// Loads a PEM certificate chain and private key into a TLS server config
 /// offering `alpn` (e.g. `http/1.1`).
 pub fn tls_config(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("MINOOTS_TLS_CERT {}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!("MINOOTS_TLS_CERT {}: no certificate in the file", cert.display()));
-    }
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("MINOOTS_TLS_KEY {}: {e}", key.display()))?;
+    let chain = pem_certificates("MINOOTS_TLS_CERT", cert)?;
+    let key = pem_private_key("MINOOTS_TLS_KEY", key)?;
     let mut config =
         rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()

@@ -59,7 +59,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     let tls = args.tls_cert.clone().zip(args.tls_key.clone());
     let rest_tls =
         tls.as_ref().map(|(cert, key)| crate::listen::tls_config(cert, key, &[b"http/1.1"])).transpose()?;
-    let grpc_tls = crate::grpc_server::grpc_tls(tls.as_ref(), args.tls_client_ca.as_deref())?;
+    let grpc_tls =
+        crate::grpc_server::grpc_tls(tls.as_ref(), args.tls_client_ca.as_deref(), args.header_timeout_ms)?;
     let http = TcpListener::bind(args.http_addr)
         .await
         .map_err(|e| format!("REST address {}: {e}", args.http_addr))?;
@@ -138,6 +139,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     let grpc_limits = crate::grpc_server::GrpcLimits {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         max_streams_per_connection: args.grpc_max_streams_per_connection,
+        opening_timeout_ms: args.header_timeout_ms,
         tls: grpc_tls,
     };
     let grpc_task = tokio::spawn(crate::grpc_server::serve_grpc_listener(

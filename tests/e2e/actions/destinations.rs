@@ -17,29 +17,21 @@ use serde_json::{Value, json};
 use tokio_rustls::rustls;
 
 use super::{Receiver, create_batch, history_of, receive, signing_key, verifies, webhook_bundle};
-use crate::support::{DEV_KEY, Server, data_dir, eventually, http};
+use crate::support::{DEV_KEY, Server, TestCa, data_dir, eventually, http};
 
 /// A CA, and an HTTPS receiver for `localhost` with a certificate it issued.
 /// Returns the receiver, its address and the CA certificate (PEM).
 async fn start_tls_receiver() -> (Arc<Receiver>, SocketAddr, String) {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "MINOOTS test CA");
-    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .expect("leaf params")
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .expect("leaf certificate");
+    let ca = TestCa::new();
+    let leaf = ca.issue(&["localhost"]);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("protocol versions")
         .with_no_client_auth()
         .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+            vec![leaf.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf.key.serialize_der().into()),
         )
         .expect("server config");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
