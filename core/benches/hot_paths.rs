@@ -75,6 +75,7 @@ fn due_index(c: &mut Criterion) {
     let timers: Vec<DueTimer> = (0..10_000)
         .map(|i| DueTimer {
             timer_id: ids.next_id(T0),
+            tenant_id: TenantId::parse("tenantId", ["a", "b", "c"][i as usize % 3]).expect("tenant"),
             occurrence: 1,
             due_ms: T0 + (i * 7_919) % 60_000,
             recurrence: None,

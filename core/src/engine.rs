@@ -740,7 +740,7 @@ impl Engine {
         for ((req, timer_id), result) in plan.cancel_reqs.into_iter().zip(outcome.cancels) {
             let reply = match result {
                 Ok(timer) => {
-                    self.due.remove(timer.next_due_ms, timer.id);
+                    self.due.remove(&timer.tenant_id, timer.next_due_ms, timer.id);
                     match timer.status {
                         TimerStatus::Cancelled => Ok(Response::Timer(timer)),
                         TimerStatus::Fired => Err(ApiError::Conflict {

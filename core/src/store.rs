@@ -261,6 +261,8 @@ pub struct CommitOutcome {
 pub struct DueTimer {
     /// Which timer.
     pub timer_id: TimerId,
+    /// Whose: firing shares each commit fairly between tenants.
+    pub tenant_id: TenantId,
     /// Its next occurrence.
     pub occurrence: u32,
     /// When that occurrence is due.
@@ -283,6 +285,7 @@ impl DueTimer {
     pub fn of(record: &TimerRecord) -> Self {
         Self {
             timer_id: record.id,
+            tenant_id: record.tenant_id.clone(),
             occurrence: record.next_occurrence,
             due_ms: record.next_due_ms,
             recurrence: record

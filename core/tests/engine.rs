@@ -303,6 +303,29 @@ fn timers_beyond_the_horizon_are_paged_in_as_time_advances() {
 }
 
 #[test]
+fn a_burst_from_one_tenant_does_not_hold_back_another_tenants_fire_past_the_next_commit() {
+    let config = EngineConfig { commit_fires_max: 64, ..config() };
+    let mut h = Harness::new(config, Now::new(T0, 0));
+    // 1,000 timers of one tenant due in the same millisecond, then one of
+    // another tenant due in that millisecond too, created last (so last in
+    // the global (due, id) order).
+    for _ in 0..10 {
+        let drafts = (0..100).map(|_| after(1_000)).collect();
+        let req = h.request(Command::ScheduleBatch(drafts));
+        assert!(matches!(h.take_reply(req), Some(Ok(_))));
+    }
+    let quiet = TimerDraft { tenant_id: Some(tenant("quiet")), ..after(1_000) };
+    let req = h.request(Command::Schedule(quiet));
+    let quiet = created_id(h.take_reply(req));
+    h.published.clear();
+    h.advance(1_000);
+    let fired: Vec<_> = h.published.iter().filter(|e| e.kind == EventKind::Fired).collect();
+    assert_eq!(fired.len(), 1_001);
+    let position = fired.iter().position(|e| e.timer_id == quiet).expect("the quiet tenant's timer fired");
+    assert!(position < 64, "the quiet tenant's fire is in the first commit, not at {position}");
+}
+
+#[test]
 fn after_a_restart_overdue_timers_fire_once_under_the_new_epoch() {
     let mut h = harness();
     let req = h.request(Command::Schedule(after(1_000)));

@@ -8,6 +8,7 @@ mod actions;
 mod cluster;
 mod connections;
 mod crash;
+mod firing_fairness;
 mod jwt;
 #[path = "../support/pg.rs"]
 mod pg;

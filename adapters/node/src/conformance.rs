@@ -1246,6 +1246,7 @@ async fn load_due_paging<S: Store + ?Sized>(mut c: Check<'_, S>) -> Outcome {
     let cancelled = c.timer(&a, now - 250);
     let finished = c.timer(&b, now - 50);
     creates.extend([recurring.clone(), cancelled.clone(), finished.clone()]);
+    let owners: BTreeMap<TimerId, TenantId> = creates.iter().map(|t| (t.id, t.tenant_id.clone())).collect();
     c.create_all(creates).await?;
     let batch = CommitBatch {
         cancels: vec![cancel(&cancelled, "alice")],
@@ -1279,6 +1280,10 @@ async fn load_due_paging<S: Store + ?Sized>(mut c: Check<'_, S>) -> Outcome {
         );
         let rec = seen.iter().find(|t| t.timer_id == recurring.id).ok_or("the recurring timer is due")?;
         ensure!(rec.recurrence.is_some(), "a recurring timer carries its recurrence");
+        ensure!(
+            seen.iter().all(|t| owners.get(&t.timer_id) == Some(&t.tenant_id)),
+            "each due timer names its tenant"
+        );
     }
     ensure_eq!(c.load_due(None, now + 100, 100).await?.0.len(), 8, "until is inclusive");
     ensure_eq!(c.load_due(None, now - 1_000, 100).await?, (Vec::new(), false), "nothing due that early");

@@ -89,8 +89,8 @@ pub(crate) const WRITE_META: &str =
     "UPDATE meta SET outbox_last_seq = ?1, pending_count = pending_count + ?2 WHERE id = 1";
 
 /// Pending timers due by `?1`, after `(?2, ?3)` in (due, id) order, at most `?4`.
-pub(crate) const LOAD_DUE: &str = "SELECT id, next_occurrence, next_due_ms, schedule, misfire FROM timers \
-     WHERE status = 'scheduled' AND next_due_ms <= ?1 AND (next_due_ms, id) > (?2, ?3) \
+pub(crate) const LOAD_DUE: &str = "SELECT id, next_occurrence, next_due_ms, schedule, misfire, tenant_id \
+     FROM timers WHERE status = 'scheduled' AND next_due_ms <= ?1 AND (next_due_ms, id) > (?2, ?3) \
      ORDER BY next_due_ms, id LIMIT ?4";
 
 /// Whether timer `?1` exists in tenant `?2`.

@@ -41,7 +41,7 @@ use crate::commit;
 use crate::lease;
 use crate::rows::{
     db_failure, event_from_text, fire_from_row, id_bytes, id_from_bytes, misfire_from_text, occurrence_from,
-    schedule_from_text, seq_from_sql, timer_from_row,
+    schedule_from_text, seq_from_sql, tenant_from_text, timer_from_row,
 };
 use crate::sql::{
     COUNT_PENDING, LIST_FIRES, LOAD_DUE, MARK_PUBLISHED, OUTBOX_FIRST_RECENT, OUTBOX_FIRST_SEQ, OUTBOX_PRUNE,
@@ -488,6 +488,7 @@ fn due_from_row(row: &SqliteRow) -> Result<DueTimer, StoreFailure> {
     let due_ms: i64 = row.try_get(2).map_err(get_err)?;
     let schedule: String = row.try_get(3).map_err(get_err)?;
     let misfire: String = row.try_get(4).map_err(get_err)?;
+    let tenant: String = row.try_get(5).map_err(get_err)?;
     let schedule = schedule_from_text(&schedule)?;
     let recurrence = if schedule.is_recurring() {
         Some(Recurrence { schedule, misfire: misfire_from_text(&misfire)? })
@@ -496,6 +497,7 @@ fn due_from_row(row: &SqliteRow) -> Result<DueTimer, StoreFailure> {
     };
     Ok(DueTimer {
         timer_id: id_from_bytes(&id)?,
+        tenant_id: tenant_from_text(tenant)?,
         occurrence: occurrence_from(occurrence)?,
         due_ms,
         recurrence,

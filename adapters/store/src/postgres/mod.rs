@@ -63,7 +63,7 @@ use crate::postgres::sql::{
     COUNT_PENDING, GET_TIMER, LIST_FIRES, LIST_TIMERS, LOAD_DUE, MARK_PUBLISHED, OUTBOX_FIRST_RECENT,
     OUTBOX_FIRST_SEQ, OUTBOX_PRUNE, OUTBOX_UNPUBLISHED, PUBLISHED_THROUGH, TIMER_EXISTS,
 };
-use crate::rows::{misfire_from_text, schedule_from_text, seq_from_sql};
+use crate::rows::{misfire_from_text, schedule_from_text, seq_from_sql, tenant_from_text};
 
 use guard::{Breaker, PoolWatch};
 pub use guard::{BreakerConfig, PoolWatchConfig};
@@ -595,6 +595,7 @@ fn due_from_row(row: &PgRow) -> Result<DueTimer, StoreFailure> {
     let due_ms: i64 = row.try_get(2).map_err(get_err)?;
     let schedule: String = row.try_get(3).map_err(get_err)?;
     let misfire: String = row.try_get(4).map_err(get_err)?;
+    let tenant: String = row.try_get(5).map_err(get_err)?;
     let schedule = schedule_from_text(&schedule)?;
     let recurrence = if schedule.is_recurring() {
         Some(Recurrence { schedule, misfire: misfire_from_text(&misfire)? })
@@ -603,6 +604,7 @@ fn due_from_row(row: &PgRow) -> Result<DueTimer, StoreFailure> {
     };
     Ok(DueTimer {
         timer_id: TimerId(id),
+        tenant_id: tenant_from_text(tenant)?,
         occurrence: u32_from(occurrence, "occurrence")?,
         due_ms,
         recurrence,

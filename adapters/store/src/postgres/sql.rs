@@ -143,7 +143,7 @@ pub(crate) static LIST_TIMERS: LazyLock<String> = LazyLock::new(|| {
 
 /// Pending timers due by `$1`, after `($2, $3)` in (due, id) order, at most
 /// `$4`: a range scan of the partial index `timers_due`.
-pub(crate) const LOAD_DUE: &str = "SELECT id, next_occurrence, next_due_ms, schedule::text, misfire \
+pub(crate) const LOAD_DUE: &str = "SELECT id, next_occurrence, next_due_ms, schedule::text, misfire, tenant_id \
      FROM timers WHERE status = 'scheduled' AND next_due_ms <= $1 AND (next_due_ms, id) > ($2, $3) \
      ORDER BY next_due_ms, id LIMIT $4";
 
