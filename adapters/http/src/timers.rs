@@ -219,6 +219,7 @@ pub async fn list(
     let mut limit = DEFAULT_LIMIT;
     let mut after = None;
     let mut tenant = None;
+    let mut matches_nothing = false;
     for (name, value) in &params {
         match name.as_str() {
             "status" => {
@@ -241,10 +242,8 @@ pub async fn list(
                     .filter(|(k, _)| !k.is_empty())
                     .ok_or_else(|| HttpError::invalid("label", "must be key=value"))?;
                 if labels.insert(key.to_owned(), val.to_owned()).is_some_and(|old| old != val) {
-                    return Err(HttpError::invalid(
-                        "label",
-                        format!("label {key:?} is given twice with different values"),
-                    ));
+                    // One key with two values: a filter no timer can match.
+                    matches_nothing = true;
                 }
             }
             "limit" => limit = parse_limit(value)?,
@@ -255,6 +254,9 @@ pub async fn list(
     }
     statuses.sort();
     let query = ListQuery { tenant_id: scope(&caller.principal, tenant)?, statuses, labels, after, limit };
+    if matches_nothing {
+        return Ok(Json(TimerPage { timers: Vec::new(), next_cursor: None }));
+    }
     match state.handle.call_as(&caller.principal.tenant_id, Command::List(query)).await? {
         EngineResponse::Timers { timers, next_cursor } => Ok(Json(TimerPage {
             timers: timers.iter().map(TimerView::from).collect(),

@@ -883,6 +883,10 @@ async fn list_pages_with_cursor_and_filters_by_label_and_status() {
     let ids: Vec<&str> =
         page["timers"].as_array().expect("timers").iter().filter_map(|t| t["id"].as_str()).collect();
     assert_eq!(ids, vec![ops[3].as_str()]);
+    // One key with two values is a filter no timer can match: an empty page, not an error.
+    let (status, page) = s.get("/api/timers?label=team=ops&label=team=dev", ACME).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page, json!({"timers": [], "nextCursor": null}));
 
     let (status, _) = s.post(&format!("/api/timers/{dev}/cancel"), ACME, json!({})).await;
     assert_eq!(status, StatusCode::OK);
