@@ -76,16 +76,21 @@ impl DueIndex {
         self.len -= 1;
         if head_before == Some(key) {
             self.heads.remove(&(key, tenant_id.clone()));
-            match queue.first_key_value() {
-                Some((next, _)) => {
-                    self.heads.insert((*next, tenant_id.clone()));
-                }
-                None => {
-                    self.by_tenant.remove(tenant_id);
-                }
-            }
+            self.restore_head(tenant_id);
         }
         true
+    }
+
+    /// After `tenant`'s head left `heads`: enters its new head, or drops its queue if empty.
+    fn restore_head(&mut self, tenant: &TenantId) {
+        match self.by_tenant.get(tenant).and_then(|queue| queue.first_key_value()) {
+            Some((next, _)) => {
+                self.heads.insert((*next, tenant.clone()));
+            }
+            None => {
+                self.by_tenant.remove(tenant);
+            }
+        }
     }
 
     /// The earliest due time over all tenants.
@@ -167,14 +172,7 @@ impl DueIndex {
             taken += 1;
         }
         self.len -= taken;
-        match queue.first_key_value() {
-            Some((next, _)) => {
-                self.heads.insert((*next, tenant.clone()));
-            }
-            None => {
-                self.by_tenant.remove(tenant);
-            }
-        }
+        self.restore_head(tenant);
         taken
     }
 

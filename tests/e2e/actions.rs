@@ -27,7 +27,8 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::support::{
-    DEV_KEY, NatsServer, Server, data_dir, eventually, http, iso_ms, minoots_bin, stream_message_ids, unix_ms,
+    DEV_KEY, NatsServer, Server, create_batch_as, data_dir, eventually, http, iso_ms, minoots_bin,
+    stream_message_ids, unix_ms,
 };
 
 /// HTTPS webhooks and the destination policy.
@@ -113,24 +114,7 @@ fn webhook_bundle(url: &str, retry: Value) -> Value {
 }
 
 async fn create_batch(server: &Server, timers: Vec<Value>) -> Vec<Value> {
-    let mut created = Vec::new();
-    for chunk in timers.chunks(500) {
-        let response = http()
-            .post(format!("{}/api/timers/batch", server.rest))
-            .header("x-api-key", DEV_KEY)
-            .json(&json!({"timers": chunk}))
-            .send()
-            .await
-            .expect("batch request");
-        let status = response.status();
-        let body: Value = response.json().await.expect("json");
-        assert!(status.is_success(), "batch create failed: {status} {body}");
-        for item in body["results"].as_array().expect("results") {
-            assert_eq!(item["created"], true, "{item}");
-            created.push(item["timer"].clone());
-        }
-    }
-    created
+    create_batch_as(server, DEV_KEY, timers).await
 }
 
 /// The signing keys of `api_key`'s tenant, as `GET /api/signing-keys` shows them.

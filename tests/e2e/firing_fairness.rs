@@ -9,21 +9,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{DEV_KEY, Server, create_key, data_dir, eventually, http, iso_ms, unix_ms};
+use crate::support::{
+    DEV_KEY, Server, create_batch_as, create_key, data_dir, eventually, http, iso_ms, unix_ms,
+};
 
 /// More than one commit's worth of fires (the engine fires at most 4,096 per commit).
 const BURST: usize = 10_000;
-
-async fn schedule(server: &Server, api_key: &str, timers: Vec<Value>) {
-    let response = http()
-        .post(format!("{}/api/timers/batch", server.rest))
-        .header("x-api-key", api_key)
-        .json(&json!({"timers": timers}))
-        .send()
-        .await
-        .expect("batch request");
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap_or_default());
-}
 
 /// Every fired timer of the key's tenant, page by page.
 async fn fired_timers(server: &Server, api_key: &str) -> Vec<Value> {
@@ -62,9 +53,9 @@ async fn another_tenants_burst_in_the_same_millisecond_does_not_hold_back_a_fire
     let due_ms = unix_ms() + 10_000;
     let fire_at = chrono::DateTime::from_timestamp_millis(due_ms).expect("instant").to_rfc3339();
     for _ in 0..BURST / 1_000 {
-        schedule(&server, DEV_KEY, vec![json!({"fireAt": fire_at}); 1_000]).await;
+        create_batch_as(&server, DEV_KEY, vec![json!({"fireAt": fire_at}); 1_000]).await;
     }
-    schedule(&server, &tenant_b, vec![json!({"fireAt": fire_at})]).await;
+    create_batch_as(&server, &tenant_b, vec![json!({"fireAt": fire_at})]).await;
     assert!(
         unix_ms() < due_ms,
         "the burst took longer to schedule than the 10 s lead: the scenario did not run"

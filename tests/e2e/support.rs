@@ -120,6 +120,34 @@ where
     }
 }
 
+/// Creates `timers` as `api_key`'s tenant through `POST /api/timers/batch`
+/// (1,000 per request), failing the test unless every one is created;
+/// returns the created timers in order.
+pub async fn create_batch_as(
+    server: &Server,
+    api_key: &str,
+    timers: Vec<serde_json::Value>,
+) -> Vec<serde_json::Value> {
+    let mut created = Vec::new();
+    for chunk in timers.chunks(1_000) {
+        let response = http()
+            .post(format!("{}/api/timers/batch", server.rest))
+            .header("x-api-key", api_key)
+            .json(&serde_json::json!({"timers": chunk}))
+            .send()
+            .await
+            .expect("batch request");
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert!(status.is_success(), "batch create failed: {status} {body}");
+        for item in body["results"].as_array().expect("results") {
+            assert_eq!(item["created"], true, "{item}");
+            created.push(item["timer"].clone());
+        }
+    }
+    created
+}
+
 /// The wall clock, in Unix milliseconds.
 pub fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64

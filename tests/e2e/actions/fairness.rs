@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{DEV_KEY, Server, create_key, data_dir, eventually, http, iso_ms};
+use crate::support::{DEV_KEY, Server, create_batch_as, create_key, data_dir, eventually, iso_ms};
 
 /// What the stalled receiver saw.
 #[derive(Default)]
@@ -68,18 +68,6 @@ async fn serve(app: axum::Router) -> String {
     format!("http://{addr}/hook")
 }
 
-async fn schedule(server: &Server, api_key: &str, timers: Vec<Value>) -> Vec<Value> {
-    let response = http()
-        .post(format!("{}/api/timers/batch", server.rest))
-        .header("x-api-key", api_key)
-        .json(&json!({"timers": timers}))
-        .send()
-        .await
-        .expect("batch request");
-    let body: Value = response.json().await.expect("json");
-    body["results"].as_array().expect("results").iter().map(|r| r["timer"].clone()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_receiver_holds_only_its_tenants_share_of_the_runner() {
     let stalled = Arc::new(Mutex::new(Stalled::default()));
@@ -111,10 +99,10 @@ async fn a_stalled_receiver_holds_only_its_tenants_share_of_the_runner() {
     };
     let noisy: Vec<Value> =
         (0..12).map(|_| json!({"duration": "1s", "actionBundle": hook(&stalled_url, 3_000)})).collect();
-    schedule(&server, DEV_KEY, noisy).await;
+    create_batch_as(&server, DEV_KEY, noisy).await;
     // Tenant-b's webhook, due once tenant-local's attempts hang.
     tokio::time::sleep(Duration::from_millis(1_300)).await;
-    let quiet = schedule(
+    let quiet = create_batch_as(
         &server,
         &tenant_b,
         vec![json!({"duration": "100ms", "actionBundle": hook(&healthy_url, 3_000)})],
