@@ -53,6 +53,24 @@ pub struct ActionPolicy {
     pub webhook_destinations: DestinationPolicy,
 }
 
+impl ActionPolicy {
+    /// The action kinds a bundle may use under this policy, in the order
+    /// [`parse_bundle`] names them (the served API document lists these).
+    pub fn accepted_kinds(&self) -> Vec<&'static str> {
+        let mut kinds = vec!["webhook", "nats"];
+        if self.commands != CommandPolicy::Off {
+            kinds.push("command");
+        }
+        if self.files_allowed {
+            kinds.push("file");
+        }
+        if self.agent_endpoint {
+            kinds.extend(["workflow_event", "agent_prompt"]);
+        }
+        kinds
+    }
+}
+
 /// A validated bundle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -528,15 +546,14 @@ fn known_keys(field: &str, map: &Map<String, Value>, keys: &[&str]) -> Result<()
 }
 
 fn uint(field: &str, value: &Value, min: u64, max: u64) -> Result<u64, ValidationError> {
-    value
-        .as_u64()
+    crate::draft::whole_number(value)
         .filter(|n| (min..=max).contains(n))
         .ok_or_else(|| ValidationError::new(field, format!("must be an integer from {min} to {max}")))
 }
 
 /// A concrete NATS subject: non-empty dot-separated tokens, no whitespace, no wildcards.
 pub fn valid_subject(subject: &str) -> bool {
-    subject.len() <= 256
+    subject.chars().count() <= 256
         && subject.split('.').all(|token| {
             !token.is_empty()
                 && token != "*"
@@ -561,6 +578,42 @@ mod tests {
 
     fn field_of(value: Value, policy: &ActionPolicy) -> String {
         parse_bundle(&value, policy).expect_err("must be refused").field
+    }
+
+    #[test]
+    fn whole_numbers_written_as_floats_are_integers() {
+        let policy = ActionPolicy::default();
+        assert!(
+            parse_bundle(
+                &json!({"actions": [{"kind": "nats", "parameters": {"subject": "a"}}], "concurrency": 2.0}),
+                &policy
+            )
+            .is_ok()
+        );
+        let hook = |t: Value| json!({"actions": [{"kind": "webhook", "parameters": {"url": "https://example.com", "timeoutMs": t}}]});
+        assert!(parse_bundle(&hook(json!(1500.0)), &policy).is_ok());
+        assert_eq!(field_of(hook(json!(1500.5)), &policy), "actionBundle.actions[0].parameters.timeoutMs");
+    }
+
+    #[test]
+    fn accepted_kinds_are_exactly_those_a_bundle_may_use() {
+        let minimal = [
+            ("webhook", json!({"url": "https://example.com/h"})),
+            ("nats", json!({"subject": "orders.due"})),
+            ("command", json!({"program": "/bin/echo"})),
+            ("file", json!({"path": "out.txt"})),
+            ("workflow_event", json!({})),
+            ("agent_prompt", json!({})),
+        ];
+        for policy in [ActionPolicy::default(), open()] {
+            let accepted = policy.accepted_kinds();
+            for (kind, parameters) in &minimal {
+                let bundle = json!({"actions": [{"kind": kind, "parameters": parameters}]});
+                let parsed = parse_bundle(&bundle, &policy);
+                assert_eq!(parsed.is_ok(), accepted.contains(kind), "{kind} under {policy:?}: {parsed:?}");
+            }
+        }
+        assert_eq!(open().accepted_kinds().len(), minimal.len());
     }
 
     #[test]

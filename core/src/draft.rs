@@ -144,6 +144,18 @@ pub fn validate_all(
     crate::validate::validate_all(drafts, now, actions, past_fire_tolerance_ms)
 }
 
+/// A JSON number that is a whole non-negative number: `1500` or `1500.0`
+/// (JSON Schema's integers include both), up to 2^53 so the float is exact.
+pub fn whole_number(value: &serde_json::Value) -> Option<u64> {
+    let number = value.as_number()?;
+    number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(f))
+            .map(|f| f as u64)
+    })
+}
+
 /// Parses a duration: a JSON number of milliseconds, or a string
 /// `"<n>ms|s|m|h|d"` (also humantime forms such as `"1h 30m"`). Names `field`.
 pub fn parse_duration_text(field: &str, text: &str) -> Result<u64, ValidationError> {

@@ -56,6 +56,9 @@ pub struct HttpConfig {
     pub actions: Option<minoots_actions::ActionStore>,
     /// Tenants' webhook signing keys (`None`: those routes answer 404).
     pub signing_keys: Option<Arc<minoots_actions::TenantKeys>>,
+    /// The action kinds the operator's policy accepts: the served API
+    /// document lists only these ([`minoots_core::action::ActionPolicy::accepted_kinds`]).
+    pub action_kinds: Vec<&'static str>,
 }
 
 impl Default for HttpConfig {
@@ -65,6 +68,7 @@ impl Default for HttpConfig {
             sse_keep_alive: Duration::from_secs(15),
             actions: None,
             signing_keys: None,
+            action_kinds: minoots_core::action::ActionPolicy::default().accepted_kinds(),
         }
     }
 }
@@ -76,6 +80,8 @@ pub struct AppState {
     pub handle: NodeHandle,
     /// Settings.
     pub config: Arc<HttpConfig>,
+    /// The API document as this server serves it (shaped by its action policy).
+    pub document: Arc<str>,
 }
 
 /// Every route of [`api_router`]: the router is built from this list, and the
@@ -112,7 +118,8 @@ pub fn route_table() -> Vec<(Method, &'static str)> {
 /// The API: timers, events, health probes and the OpenAPI document.
 pub fn api_router(handle: NodeHandle, config: HttpConfig) -> Router {
     let body_limit = config.max_body_bytes;
-    let state = AppState { handle, config: Arc::new(config) };
+    let document = openapi::document_for(&config.action_kinds).into();
+    let state = AppState { handle, config: Arc::new(config), document };
     let mut router = Router::new();
     for (_, path, route) in api_routes() {
         router = router.route(path, route);

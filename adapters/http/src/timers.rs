@@ -57,10 +57,13 @@ fn unexpected(reply: &EngineResponse) -> HttpError {
 fn idempotency_header(headers: &HeaderMap) -> Result<Option<&str>, HttpError> {
     match headers.get(IDEMPOTENCY_KEY_HEADER) {
         None => Ok(None),
+        // Visible ASCII and spaces: `to_str` alone would let a tab through.
         Some(v) => v
             .to_str()
+            .ok()
+            .filter(|text| text.bytes().all(|b| (b' '..=b'~').contains(&b)))
             .map(Some)
-            .map_err(|_| HttpError::invalid("Idempotency-Key", "must be visible ASCII text")),
+            .ok_or_else(|| HttpError::invalid("Idempotency-Key", "must be visible ASCII text")),
     }
 }
 

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use minoots_core::auth::Principal;
-use minoots_core::draft::{TimerDraft, parse_duration_text, parse_instant};
+use minoots_core::draft::{TimerDraft, parse_duration_text, parse_instant, whole_number};
 use minoots_core::{TenantId, ValidationError};
 use serde::Deserialize;
 
@@ -37,7 +37,7 @@ pub struct CreateTimerBody {
     /// Last slot for `every` / `cron` (ISO-8601).
     pub end_at: Option<String>,
     /// At most this many fires.
-    pub max_occurrences: Option<u32>,
+    pub max_occurrences: Option<serde_json::Value>,
     /// `fire_once`, `fire_all`, `skip`.
     pub misfire_policy: Option<String>,
     /// String labels.
@@ -80,19 +80,13 @@ fn invalid(prefix: &str, field: &str, message: &str) -> ValidationError {
 /// A duration given as a JSON number of milliseconds or as text (`"90s"`).
 fn duration_ms(prefix: &str, field: &str, value: &serde_json::Value) -> Result<u64, ValidationError> {
     match value {
-        serde_json::Value::Number(n) => {
-            if let Some(ms) = n.as_u64() {
-                return Ok(ms);
+        serde_json::Value::Number(n) => match (whole_number(value), n.as_f64()) {
+            (Some(ms), _) => Ok(ms),
+            (None, Some(f)) if f < 0.0 => {
+                Err(invalid(prefix, field, "must be a positive number of milliseconds"))
             }
-            match n.as_f64() {
-                // `1500.0` is a whole number of milliseconds too (below 2^53, exact).
-                Some(f) if f.fract() == 0.0 && (0.0..9.0e15).contains(&f) => Ok(f as u64),
-                Some(f) if f < 0.0 => {
-                    Err(invalid(prefix, field, "must be a positive number of milliseconds"))
-                }
-                _ => Err(invalid(prefix, field, "must be a whole number of milliseconds, below 9e15")),
-            }
-        }
+            (None, _) => Err(invalid(prefix, field, "must be a whole number of milliseconds, below 2^53")),
+        },
         serde_json::Value::String(text) => parse_duration_text(field, text).map_err(|e| e.prefixed(prefix)),
         _ => Err(invalid(
             prefix,
@@ -144,7 +138,15 @@ impl CreateTimerBody {
                 time_zone: self.time_zone,
                 start_at_ms: instant(prefix, "startAt", self.start_at.as_deref())?,
                 end_at_ms: instant(prefix, "endAt", self.end_at.as_deref())?,
-                max_occurrences: self.max_occurrences,
+                max_occurrences: self
+                    .max_occurrences
+                    .as_ref()
+                    .map(|v| {
+                        whole_number(v).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+                            invalid(prefix, "maxOccurrences", "must be a whole number from 1 to 4294967295")
+                        })
+                    })
+                    .transpose()?,
                 misfire_policy: self.misfire_policy,
                 labels: self.labels.unwrap_or_default(),
                 metadata: self.metadata,

@@ -814,6 +814,17 @@ async fn idempotent_retry_returns_the_same_timer() {
         )
         .await;
     assert_error(&(status, body), StatusCode::BAD_REQUEST, "invalid_argument", Some("idempotencyKey"));
+    // A header key with a tab is not visible text: 400 naming the header.
+    let (status, _, body) = s
+        .send(
+            s.client
+                .post(s.url("/api/timers"))
+                .header("x-api-key", ACME)
+                .header("Idempotency-Key", "a\tb")
+                .json(&json!({"duration": "1h"})),
+        )
+        .await;
+    assert_error(&(status, body), StatusCode::BAD_REQUEST, "invalid_argument", Some("Idempotency-Key"));
 
     // Another tenant's identical key is its own timer.
     let (status, theirs) = s.post("/api/timers", GLOBEX, body_with_key("order-42")).await;
@@ -907,7 +918,7 @@ async fn batch_creates_and_reports_per_item() {
     assert_eq!(status, StatusCode::CREATED);
     let body = json!({"timers": [
         {"duration": 60_000, "name": "a"},
-        {"every": "5m", "maxOccurrences": 3, "misfirePolicy": "skip"},
+        {"every": "5m", "maxOccurrences": 3.0, "misfirePolicy": "skip"},
         {"duration": "1h", "idempotencyKey": "dup"},
         {"duration": "2h", "idempotencyKey": "dup"},
     ]});
@@ -920,6 +931,8 @@ async fn batch_creates_and_reports_per_item() {
     assert_eq!(results[1]["timer"]["schedule"]["kind"], "interval");
     assert_eq!(results[1]["timer"]["schedule"]["every"], 300_000);
     assert_eq!(results[1]["timer"]["misfirePolicy"], "skip");
+    // 3.0 is the integer 3, as JSON Schema counts integers.
+    assert_eq!(results[1]["timer"]["schedule"]["maxOccurrences"], 3);
     assert_eq!((results[2]["status"].as_u64(), results[2]["created"].as_bool()), (Some(200), Some(false)));
     assert_eq!(results[2]["timer"]["id"], first["id"]);
     assert_eq!(results[3]["status"], 409);

@@ -120,6 +120,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         max_body_bytes: args.max_body_bytes,
         actions: Some(actions.store.clone()),
         signing_keys: Some(actions.keys.clone()),
+        action_kinds: actions.policy.accepted_kinds(),
         ..Default::default()
     };
     let api = minoots_http::api_router(handle.clone(), http_config).layer(
