@@ -27,7 +27,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::support::{
-    DEV_KEY, NatsServer, Server, create_batch_as, data_dir, eventually, http, iso_ms, minoots_bin,
+    DEV_KEY, NatsServer, Server, create_batch_as, data_dir, eventually, get_json, http, iso_ms, minoots_bin,
     stream_message_ids, unix_ms,
 };
 
@@ -223,15 +223,7 @@ async fn webhooks_arrive_signed_and_once_and_commands_need_an_allow_list() {
     );
 
     let one = created[0]["id"].as_str().expect("id");
-    let history: Value = http()
-        .get(format!("{}/api/timers/{one}/deliveries", server.rest))
-        .header("x-api-key", DEV_KEY)
-        .send()
-        .await
-        .expect("history")
-        .json()
-        .await
-        .expect("json");
+    let history: Value = get_json(format!("{}/api/timers/{one}/deliveries", server.rest), DEV_KEY).await;
     assert_eq!(history["deliveries"].as_array().map(Vec::len), Some(1), "{history}");
     assert_eq!(history["deliveries"][0]["outcome"], "succeeded");
     assert_eq!(history["deliveries"][0]["statusCode"], 200);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::{
-    DEV_KEY, Server, create_batch_as, create_key, data_dir, eventually, http, iso_ms, unix_ms,
+    DEV_KEY, Server, create_batch_as, create_key, data_dir, eventually, get_json, iso_ms, unix_ms,
 };
 
 /// More than one commit's worth of fires (the engine fires at most 4,096 per commit).
@@ -25,15 +25,7 @@ async fn fired_timers(server: &Server, api_key: &str) -> Vec<Value> {
         if let Some(c) = &cursor {
             url.push_str(&format!("&cursor={c}"));
         }
-        let page: Value = http()
-            .get(url)
-            .header("x-api-key", api_key)
-            .send()
-            .await
-            .expect("list")
-            .json()
-            .await
-            .expect("json");
+        let page: Value = get_json(url, api_key).await;
         timers.extend(page["timers"].as_array().expect("timers").iter().cloned());
         match page["nextCursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),

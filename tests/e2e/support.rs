@@ -148,6 +148,13 @@ pub async fn create_batch_as(
     created
 }
 
+/// `GET url` as `api_key`'s tenant, its body as JSON (the test fails if it is not JSON).
+pub async fn get_json(url: impl reqwest::IntoUrl, api_key: &str) -> serde_json::Value {
+    let url = url.into_url().expect("a URL");
+    let response = http().get(url.clone()).header("x-api-key", api_key).send().await.expect("GET request");
+    response.json().await.unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
 /// The wall clock, in Unix milliseconds.
 pub fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64

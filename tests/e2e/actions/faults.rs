@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 
 use super::{percentile, unix_ms, webhook_bundle};
 use crate::pg::PgServer;
-use crate::support::{DEV_KEY, Server, data_dir, eventually, http, iso_ms};
+use crate::support::{DEV_KEY, Server, data_dir, eventually, get_json, http, iso_ms};
 
 /// How long the receiver holds requests in the crash tests
 /// (longer than the tests wait for the redelivery, so only a redelivery can complete).
@@ -380,15 +380,7 @@ async fn webhook_receiver_restarts_are_ridden_out_by_the_breaker_with_nothing_de
     .await;
     let receipts = receiver.log.receipts();
     assert_eq!(receiver.log.keys(), due_ms.keys().cloned().collect::<BTreeSet<_>>(), "none lost");
-    let dead: Value = http()
-        .get(format!("{}/api/dlq", server.rest))
-        .header("x-api-key", DEV_KEY)
-        .send()
-        .await
-        .expect("dlq")
-        .json()
-        .await
-        .expect("json");
+    let dead: Value = get_json(format!("{}/api/dlq", server.rest), DEV_KEY).await;
     assert_eq!(dead["deadLetters"], json!([]), "nothing dead-lettered");
     assert_eq!(counter(&server, "minoots_action_dead_lettered_total").await, 0.0);
     let deferred = counter(&server, "minoots_action_deferred_total").await;
@@ -408,15 +400,11 @@ async fn webhook_receiver_restarts_are_ridden_out_by_the_breaker_with_nothing_de
     let failed = counter(&server, "minoots_action_attempt_total{kind=\"webhook\",outcome=\"retry\"}").await;
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
     for timer in &created {
-        let history: Value = http()
-            .get(format!("{}/api/timers/{}/deliveries", server.rest, timer["id"].as_str().expect("id")))
-            .header("x-api-key", DEV_KEY)
-            .send()
-            .await
-            .expect("history")
-            .json()
-            .await
-            .expect("json");
+        let history: Value = get_json(
+            format!("{}/api/timers/{}/deliveries", server.rest, timer["id"].as_str().expect("id")),
+            DEV_KEY,
+        )
+        .await;
         for attempt in history["deliveries"].as_array().expect("deliveries") {
             if let Some(error) = attempt["error"].as_str() {
                 *errors.entry(error.chars().take(160).collect()).or_insert(0) += 1;
