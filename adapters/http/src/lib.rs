@@ -80,8 +80,9 @@ pub struct AppState {
     pub handle: NodeHandle,
     /// Settings.
     pub config: Arc<HttpConfig>,
-    /// The API document as this server serves it (shaped by its action policy).
-    pub document: Arc<str>,
+    /// The API document as this server serves it (shaped by its action
+    /// policy), built once: each request shares these bytes.
+    pub document: axum::body::Bytes,
 }
 
 /// Every route of [`api_router`]: the router is built from this list, and the

@@ -49,7 +49,7 @@ fn keep_kinds(action: &mut Value, kinds: &[&str]) {
 
 /// `GET /api/openapi.json`.
 pub async fn document(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], state.document.to_string())
+    ([(header::CONTENT_TYPE, "application/json")], state.document)
 }
 
 #[cfg(test)]
