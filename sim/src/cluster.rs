@@ -309,7 +309,7 @@ impl Cluster {
 async fn run_node(world: Arc<World>, i: usize, machine: Machine) {
     let incarnation = world.next_incarnation(i);
     let clock = world.clocks[i].clone();
-    let store = Arc::new(NetStore::connect(world.clone(), node_id(i)).await);
+    let store = Arc::new(NetStore::connect(world.clone(), node_id(i), incarnation).await);
     let keys = Arc::new(ModelStore::new(clock.clone()));
     let record = ApiKeyRecord {
         id: "key-sim".into(),

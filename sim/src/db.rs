@@ -384,8 +384,11 @@ pub struct NetStore {
 
 impl NetStore {
     /// Binds an endpoint on the current node and starts the reply dispatcher
-    /// (a task of this node: it dies with the process).
-    pub async fn connect(world: Arc<World>, node: String) -> NetStore {
+    /// (a task of this node: it dies with the process). Request ids start at
+    /// `incarnation << 40`: a restarted process may get its predecessor's
+    /// port, and a late reply to the predecessor must not match a request of
+    /// its own.
+    pub async fn connect(world: Arc<World>, node: String, incarnation: u64) -> NetStore {
         let endpoint = Arc::new(Endpoint::bind("0.0.0.0:0").await.expect("a node binds an ephemeral port"));
         let pending: Pending = Arc::default();
         let (rx_endpoint, rx_pending) = (endpoint.clone(), pending.clone());
@@ -408,7 +411,7 @@ impl NetStore {
             node,
             endpoint,
             pending,
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new((incarnation << 40) | 1),
             timeout: Duration::from_millis(STORE_TIMEOUT_MS),
         }
     }
