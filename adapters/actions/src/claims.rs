@@ -15,57 +15,72 @@
 //!   a node dies for good).
 //!
 //! Claims are taken in one `UPDATE … WHERE … RETURNING` whose outer `WHERE`
-//! re-checks claimability, so two runners racing on PostgreSQL cannot both
-//! take a row (the loser's re-evaluated row no longer matches). A claim may
-//! skip tenants (those already holding their share of the runner's slots,
-//! see [`crate::fair_slots`]). One SQL text serves both stores; the only
-//! per-dialect fragments are the database clock and how a JSON array of
-//! tenants is read, spliced in at compile time ([`PG`], [`SQLITE`]).
+//! re-checks that the row is still unclaimed, so two runners racing on
+//! PostgreSQL cannot both take a row (the loser's re-evaluated row no longer
+//! matches). A claim reads only unclaimed deliveries, from an index that
+//! holds their due time and tenant, so its cost follows what it claims, not
+//! the backlog; it may skip tenants (those already stocked with work, see
+//! [`crate::fair_slots`]) without reading their rows. Void claims — past
+//! their attempt bound, or held by an incarnation known dead — are released
+//! by a separate sweep ([`ActionStore::release_void_claims`], which each
+//! runner makes every heartbeat) that reads the claimed rows only; released
+//! deliveries are then claimed like new ones.
+//!
+//! One SQL text serves both stores; the only per-dialect fragments are the
+//! database clock and how a JSON array of tenants is read, spliced in at
+//! compile time ([`PG`], [`SQLITE`]).
 
 use sqlx::Row;
 
 use crate::store::{ActionStore, ClaimedDelivery, NewDelivery, Pool, StoreError, failed, on_pool, to_u32};
 
-/// The SQL texts that read the database clock, for one dialect.
+/// The SQL texts with a per-dialect fragment, for one dialect.
 #[derive(Debug)]
 pub(crate) struct Dialect {
-    /// `$6`: a JSON array of tenants whose deliveries this claim skips.
+    /// `$5`: a JSON array of tenants whose deliveries this claim skips.
     claim: &'static str,
+    release_void: &'static str,
     beat: &'static str,
     forget_lapsed: &'static str,
 }
 
-/// Whether a `deliveries` row may be claimed: pending, due (`$3`: the
-/// claimer's wall clock), and unclaimed, or its claim's attempt bound has
-/// passed, or its incarnation has not beaten for `$4` ms (database clock).
+/// Whether a `deliveries` row may be claimed: pending, unclaimed, and due
+/// (`$3`: the claimer's wall clock); the `deliveries_unclaimed` index holds
+/// the rows matching the first two.
 macro_rules! claimable {
-    ($now:expr) => {
-        concat!(
-            "status = 'pending' AND next_attempt_at_ms <= $3 AND (claimed_by IS NULL OR claimed_until_ms <= $3 \
-             OR NOT EXISTS (SELECT 1 FROM action_runners r WHERE r.incarnation = deliveries.claimed_by \
-             AND r.heartbeat_at_ms > ",
-            $now,
-            " - $4))"
-        )
+    () => {
+        "status = 'pending' AND claimed_by IS NULL AND next_attempt_at_ms <= $3"
     };
 }
 
-/// Every clock-reading statement, with `$now` the dialect's database clock in ms.
+/// Every statement with a dialect fragment: `$now` the database clock in ms,
+/// `$json_texts` the rows of the JSON array of strings `$5`.
 macro_rules! dialect {
     ($now:expr, $json_texts:expr) => {
         Dialect {
-            // $1 incarnation, $2 claimed until, $3 now (wall), $4 heartbeat lapse, $5 limit,
-            // $6 tenants to skip (JSON array of strings).
+            // $1 incarnation, $2 claimed until, $3 now (wall), $4 limit,
+            // $5 tenants to skip (JSON array of strings).
             claim: concat!(
                 "UPDATE deliveries SET claimed_by = $1, claimed_until_ms = $2 \
                  WHERE idempotency_key IN (SELECT idempotency_key FROM deliveries WHERE ",
-                claimable!($now),
+                claimable!(),
                 " AND tenant_id NOT IN (",
                 $json_texts,
-                ") ORDER BY next_attempt_at_ms LIMIT $5) AND ",
-                claimable!($now),
+                ") ORDER BY next_attempt_at_ms LIMIT $4) AND ",
+                claimable!(),
                 " RETURNING idempotency_key, tenant_id, timer_id, occurrence, action_id, kind, action, \
                  retry_policy, envelope, attempts, round_attempts"
+            ),
+            // $1 now (wall), $2 heartbeat lapse: a claim past its attempt bound,
+            // or whose incarnation has not beaten for $2 ms (database clock) or
+            // is gone, is void.
+            release_void: concat!(
+                "UPDATE deliveries SET claimed_by = NULL, claimed_until_ms = 0 \
+                 WHERE claimed_by IS NOT NULL AND (claimed_until_ms <= $1 \
+                 OR NOT EXISTS (SELECT 1 FROM action_runners r WHERE r.incarnation = deliveries.claimed_by \
+                 AND r.heartbeat_at_ms > ",
+                $now,
+                " - $2)) AND status = 'pending'"
             ),
             // $1 incarnation, $2 runner id.
             beat: concat!(
@@ -85,12 +100,12 @@ macro_rules! dialect {
 /// PostgreSQL: `clock_timestamp()` in whole ms, rounded down (as the timer store).
 pub(crate) const PG: Dialect = dialect!(
     "floor(extract(epoch from clock_timestamp()) * 1000)::bigint",
-    "SELECT jsonb_array_elements_text($6::jsonb)"
+    "SELECT jsonb_array_elements_text($5::jsonb)"
 );
 
 /// SQLite: the current time in whole ms (Julian day arithmetic, any SQLite version).
 pub(crate) const SQLITE: Dialect =
-    dialect!("CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)", "SELECT value FROM json_each($6)");
+    dialect!("CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)", "SELECT value FROM json_each($5)");
 
 const RELEASE_PREDECESSORS: &str = "UPDATE deliveries SET claimed_by = NULL, claimed_until_ms = 0 \
      WHERE status = 'pending' AND claimed_by IN \
@@ -109,8 +124,8 @@ const DEFER: &str = "UPDATE deliveries SET next_attempt_at_ms = $3, claimed_by =
 const EXTEND_CLAIM: &str = "UPDATE deliveries SET claimed_until_ms = $3 \
      WHERE idempotency_key = $1 AND status = 'pending' AND claimed_by = $2";
 
-const NEXT_DUE: &str = "SELECT MIN(CASE WHEN claimed_by IS NOT NULL AND claimed_until_ms > next_attempt_at_ms \
-     THEN claimed_until_ms ELSE next_attempt_at_ms END) FROM deliveries WHERE status = 'pending'";
+const NEXT_DUE: &str =
+    "SELECT MIN(next_attempt_at_ms) FROM deliveries WHERE status = 'pending' AND claimed_by IS NULL";
 
 /// What a claim is made under.
 #[derive(Debug, Clone, Copy)]
@@ -121,8 +136,6 @@ pub struct ClaimTerms<'a> {
     pub now_ms: i64,
     /// The claim's attempt bound.
     pub claim_until_ms: i64,
-    /// Another incarnation's claim is void once it has not beaten for this long.
-    pub heartbeat_lapse_ms: i64,
     /// Most deliveries to claim.
     pub limit: u32,
     /// Tenants whose deliveries are left for later.
@@ -230,14 +243,16 @@ impl ActionStore {
         })
     }
 
-    /// Claims up to `terms.limit` due deliveries for `terms.incarnation`.
+    /// Claims up to `terms.limit` due unclaimed deliveries for
+    /// `terms.incarnation`, earliest due first. Deliveries under a void
+    /// claim are claimable once [`ActionStore::release_void_claims`] has
+    /// released them.
     pub async fn claim_due(&self, terms: ClaimTerms<'_>) -> Result<Vec<ClaimedDelivery>, StoreError> {
         on_pool!(&self.pool, p, sql => {
             let rows = sqlx::query(sql.claim)
                 .bind(terms.incarnation)
                 .bind(terms.claim_until_ms)
                 .bind(terms.now_ms)
-                .bind(terms.heartbeat_lapse_ms)
                 .bind(i64::from(terms.limit))
                 .bind(serde_json::to_string(terms.skip_tenants).unwrap_or_else(|_| "[]".into()))
                 .fetch_all(p)
@@ -292,7 +307,24 @@ impl ActionStore {
         })
     }
 
-    /// When the next pending delivery becomes due (or its claim reaches its bound).
+    /// Releases every void claim: past its attempt bound at `now_ms` (the
+    /// caller's wall clock), or held by an incarnation whose heartbeat is
+    /// older than `heartbeat_lapse_ms` (database clock) or that is not
+    /// registered. Returns how many deliveries were released (claimable again).
+    pub async fn release_void_claims(&self, now_ms: i64, heartbeat_lapse_ms: i64) -> Result<u64, StoreError> {
+        on_pool!(&self.pool, p, sql => {
+            Ok(sqlx::query(sql.release_void)
+                .bind(now_ms)
+                .bind(heartbeat_lapse_ms)
+                .execute(p)
+                .await
+                .map_err(failed("releasing void claims"))?
+                .rows_affected())
+        })
+    }
+
+    /// When the next unclaimed pending delivery becomes due (claims are
+    /// released by [`ActionStore::release_void_claims`]).
     pub async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
         on_pool!(&self.pool, p, _sql => {
             sqlx::query_scalar::<_, Option<i64>>(NEXT_DUE)
@@ -309,15 +341,41 @@ mod tests {
 
     #[test]
     fn one_text_per_statement_differs_only_in_the_dialect_fragments() {
-        for (pg, sqlite) in
-            [(PG.claim, SQLITE.claim), (PG.beat, SQLITE.beat), (PG.forget_lapsed, SQLITE.forget_lapsed)]
-        {
+        for (pg, sqlite) in [
+            (PG.claim, SQLITE.claim),
+            (PG.release_void, SQLITE.release_void),
+            (PG.beat, SQLITE.beat),
+            (PG.forget_lapsed, SQLITE.forget_lapsed),
+        ] {
             let pg_now = "floor(extract(epoch from clock_timestamp()) * 1000)::bigint";
             let sqlite_now = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
-            let pg_texts = "SELECT jsonb_array_elements_text($6::jsonb)";
-            let sqlite_texts = "SELECT value FROM json_each($6)";
-            assert!(pg.contains(pg_now), "{pg}");
+            let pg_texts = "SELECT jsonb_array_elements_text($5::jsonb)";
+            let sqlite_texts = "SELECT value FROM json_each($5)";
+            assert!(pg.contains(pg_now) || pg.contains(pg_texts), "{pg}");
             assert_eq!(pg.replace(pg_now, sqlite_now).replace(pg_texts, sqlite_texts), sqlite);
         }
+    }
+
+    /// SQLite's plan for `sql`, one line per step.
+    async fn plan(pool: &sqlx::SqlitePool, sql: &str) -> String {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+            .fetch_all(pool)
+            .await
+            .expect("plan");
+        rows.iter().map(|r| r.get::<String, _>("detail")).collect::<Vec<_>>().join("\n")
+    }
+
+    #[tokio::test]
+    async fn claims_read_the_unclaimed_index_and_the_sweep_reads_the_claimed_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = ActionStore::open_sqlite(&dir.path().join("actions.db")).await.expect("open");
+        let Pool::Sqlite(pool) = &store.pool else { unreachable!("a SQLite store") };
+        let claim = plan(pool, SQLITE.claim).await;
+        assert!(claim.contains("USING INDEX deliveries_unclaimed"), "{claim}");
+        assert!(!claim.contains("SCAN deliveries\n") && !claim.ends_with("SCAN deliveries"), "{claim}");
+        let next = plan(pool, NEXT_DUE).await;
+        assert!(next.contains("deliveries_unclaimed"), "{next}");
+        let sweep = plan(pool, SQLITE.release_void).await;
+        assert!(sweep.contains("USING INDEX deliveries_claimed_by"), "{sweep}");
     }
 }

@@ -7,7 +7,12 @@
 //!
 //! Waiting is bounded by [`FairSlots::waiting_room`]: the runner stops
 //! taking deliveries from its inbox while it is full, and a store claim
-//! skips the tenants that already hold their share ([`FairSlots::saturated`]).
+//! skips the tenants that are *stocked* ([`FairSlots::stocked`]): a full
+//! share running and another full share waiting behind it. Keeping a share
+//! queued is what keeps a busy tenant's slots busy: each freed slot starts
+//! the next waiting delivery at once, and the runner claims more for the
+//! tenant as soon as its queue runs below a share
+//! ([`FairSlots::any_restocking`]), long before its slots run dry.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -159,14 +164,28 @@ impl FairSlots {
         self.state().waiting >= self.waiting_room
     }
 
-    /// Tenants that hold their share (running and waiting): a store claim skips them.
-    pub(crate) fn saturated(&self) -> Vec<String> {
+    /// Whether a tenant with `load` has enough here: its share running and
+    /// another share waiting. The one rule behind [`FairSlots::stocked`] and
+    /// [`FairSlots::any_restocking`].
+    fn is_stocked(&self, load: &TenantLoad) -> bool {
+        load.running + load.waiting.len() >= self.per_tenant.saturating_mul(2)
+    }
+
+    /// Tenants that have enough here already: a store claim skips them.
+    pub(crate) fn stocked(&self) -> Vec<String> {
         self.state()
             .tenants
             .iter()
-            .filter(|(_, load)| load.running + load.waiting.len() >= self.per_tenant)
+            .filter(|(_, load)| self.is_stocked(load))
             .map(|(tenant, _)| tenant.clone())
             .collect()
+    }
+
+    /// Whether any of `tenants` (stocked when a claim skipped them) no
+    /// longer is: the store is worth another look for it.
+    pub(crate) fn any_restocking(&self, tenants: &[String]) -> bool {
+        let state = self.state();
+        tenants.iter().any(|tenant| state.tenants.get(tenant).is_none_or(|load| !self.is_stocked(load)))
     }
 
     /// Deliveries running.
@@ -212,9 +231,11 @@ mod tests {
     #[test]
     fn one_tenant_holds_its_share_and_the_others_still_start() {
         let slots = FairSlots::new(4, 2, 100);
-        let mut a: Vec<Started> = (0..5).filter_map(|n| slots.offer(claimed("a", n), 0)).collect();
+        let mut a: Vec<Started> = (0..3).filter_map(|n| slots.offer(claimed("a", n), 0)).collect();
         assert_eq!(a.len(), 2, "a gets its share, not every slot");
-        assert_eq!(slots.saturated(), vec!["a".to_owned()]);
+        assert!(slots.stocked().is_empty(), "a has a share running but less than a share waiting");
+        assert!(slots.offer(claimed("a", 3), 0).is_none());
+        assert_eq!(slots.stocked(), vec!["a".to_owned()], "a share running, a share waiting");
         let b = slots.offer(claimed("b", 0), 0).expect("b starts at once");
         assert_eq!(slots.free(), 1);
         assert!(slots.take_ready(5).is_empty(), "a waits for its own slots to free");
@@ -222,6 +243,8 @@ mod tests {
         let ready = slots.take_ready(7);
         assert_eq!(ready.iter().map(key).collect::<Vec<_>>(), ["a-2"]);
         assert_eq!(ready[0].waited_ms, 7);
+        assert!(slots.any_restocking(&["a".to_owned()]), "a's queue ran below a share");
+        assert!(!slots.any_restocking(&[]));
         drop((b, ready));
     }
 

@@ -22,7 +22,9 @@
 //! Each [`Runner`] is one *incarnation* of its runner id (a fresh id per
 //! process start, see [`crate::claims`]): it registers before claiming
 //! anything (releasing a previous incarnation's claims), renews its
-//! heartbeat every `heartbeat_ms` while it runs, and releases its claims
+//! heartbeat every `heartbeat_ms` while it runs — releasing, each time, the
+//! void claims of runners that died or attempts that overran their bound,
+//! so that any runner claims those deliveries next — and releases its claims
 //! when it stops cleanly. Every attempt is bounded by `attempt_timeout_ms`
 //! and recorded through the [`Recorder`] (group commits).
 //! An attempt its destination's circuit breaker refuses is deferred: the
@@ -62,9 +64,10 @@ const RECORD_TRIES: u32 = 20;
 /// With every slot busy, look at the store again after this long.
 const BUSY_LOOK_MS: u64 = 5;
 /// When the only due deliveries in the store are those of tenants already
-/// holding their share of the slots, look again after this long, and let no
+/// stocked ([`FairSlots::stocked`]), look again after this long, and let no
 /// wake-up (an overflowing inbox) bring the look forward: each look would
-/// scan past those tenants' backlog for nothing.
+/// scan past those tenants' backlog for nothing. One of them running low
+/// brings it forward ([`FairSlots::any_restocking`]).
 const SKIPPING_LOOK_MS: u64 = 50;
 
 /// Tunables of a runner.
@@ -276,8 +279,8 @@ impl Runner {
         }
     }
 
-    /// Renews the heartbeat every `heartbeat_ms` until `shutdown`; now and
-    /// then forgets incarnations that lapsed long ago.
+    /// Renews the heartbeat every `heartbeat_ms` until `shutdown`, releasing
+    /// void claims first; now and then forgets incarnations that lapsed long ago.
     async fn beat(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let period = Duration::from_millis(self.config.heartbeat_ms.max(1));
         let mut failing = false;
@@ -286,6 +289,7 @@ impl Runner {
                 _ = shutdown.wait_for(|s| *s) => return,
                 _ = tokio::time::sleep(period) => {}
             }
+            self.release_void_claims().await;
             match self.store.heartbeat(&self.config.runner_id, &self.incarnation).await {
                 Ok(()) if failing => {
                     failing = false;
@@ -303,6 +307,20 @@ impl Runner {
             {
                 tracing::debug!(error = %e, "forgetting lapsed runner incarnations failed");
             }
+        }
+    }
+
+    /// Releases the store's void claims (a dead runner's, or past their
+    /// bound); wakes the runner when there are some: they are due now.
+    async fn release_void_claims(&self) {
+        let lapse_ms = i64::try_from(self.config.heartbeat_lapse_ms).unwrap_or(i64::MAX);
+        match self.store.release_void_claims(self.clock.now().wall_ms, lapse_ms).await {
+            Ok(0) => {}
+            Ok(released) => {
+                tracing::info!(released, "released void delivery claims: those deliveries run again now");
+                self.inbox.wake.notify_one();
+            }
+            Err(e) => tracing::warn!(error = %e, "releasing void delivery claims failed"),
         }
     }
 
@@ -332,6 +350,8 @@ impl Runner {
         let mut look_at = tokio::time::Instant::now();
         // Wake-ups do not bring a look forward before this.
         let mut quiet_until = look_at;
+        // The stocked tenants the last look skipped, while it found nothing else.
+        let mut skipped: Vec<String> = Vec::new();
         loop {
             if *shutdown.borrow() {
                 break;
@@ -345,6 +365,7 @@ impl Runner {
                 if next.quiet {
                     quiet_until = look_at;
                 }
+                skipped = next.skipped;
                 if next.after_ms == 0 {
                     continue;
                 }
@@ -357,7 +378,14 @@ impl Runner {
                 _ = self.inbox.wake.notified() => {
                     look_at = look_at.min(tokio::time::Instant::now().max(quiet_until));
                 }
-                _ = slots.freed.notified() => {}
+                _ = slots.freed.notified() => {
+                    // Claim more for a busy tenant before its slots run dry.
+                    if !skipped.is_empty() && slots.any_restocking(&skipped) {
+                        look_at = tokio::time::Instant::now();
+                        quiet_until = look_at;
+                        skipped.clear();
+                    }
+                }
                 Some(claimed) = next_handed(&mut inbox), if !slots.waiting_is_full() => {
                     if let Some(started) = slots.offer(claimed, self.clock.now().wall_ms) {
                         self.launch(started, claim_ms).await;
@@ -398,14 +426,13 @@ impl Runner {
             return NextLook::after(BUSY_LOOK_MS);
         }
         let now_ms = self.clock.now().wall_ms;
-        let skip_tenants = slots.saturated();
+        let skip_tenants = slots.stocked();
         let claimed = self
             .store
             .claim_due(ClaimTerms {
                 incarnation: &self.incarnation,
                 now_ms,
                 claim_until_ms: now_ms.saturating_add(claim_ms),
-                heartbeat_lapse_ms: i64::try_from(self.config.heartbeat_lapse_ms).unwrap_or(i64::MAX),
                 limit: free as u32,
                 skip_tenants: &skip_tenants,
             })
@@ -422,7 +449,7 @@ impl Runner {
             }
             Ok(_) if !skip_tenants.is_empty() => {
                 *failures = 0;
-                NextLook { after_ms: SKIPPING_LOOK_MS, quiet: true }
+                NextLook { after_ms: SKIPPING_LOOK_MS, quiet: true, skipped: skip_tenants }
             }
             Ok(_) => {
                 *failures = 0;
@@ -593,17 +620,20 @@ impl Runner {
 }
 
 /// When the runner looks at the store next.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct NextLook {
     /// After this long (0: at once).
     after_ms: u64,
     /// Whether wake-ups may not bring the look forward meanwhile.
     quiet: bool,
+    /// The stocked tenants this look skipped (finding nothing else): one
+    /// of them running low brings the next look forward.
+    skipped: Vec<String>,
 }
 
 impl NextLook {
     fn after(after_ms: u64) -> Self {
-        Self { after_ms, quiet: false }
+        Self { after_ms, quiet: false, skipped: Vec::new() }
     }
 }
 

@@ -107,7 +107,6 @@ async fn scenario(store: &ActionStore) {
         incarnation: "node-e/1",
         now_ms: now,
         claim_until_ms: now + 60_000,
-        heartbeat_lapse_ms: LAPSE_MS,
         limit: 100,
         skip_tenants: &skip,
     };

@@ -59,8 +59,9 @@ pub fn keys(ns: impl IntoIterator<Item = u32>) -> Vec<String> {
     keys
 }
 
-/// What `incarnation` claims at `now_ms` for `claim_ms` (at most 100), other
-/// incarnations' claims void after `heartbeat_lapse_ms`; sorted keys.
+/// What `incarnation` claims at `now_ms` for `claim_ms` (at most 100),
+/// after releasing the claims void then (other incarnations' claims are
+/// void after `heartbeat_lapse_ms`); sorted keys.
 pub async fn claim_at(
     store: &ActionStore,
     incarnation: &str,
@@ -68,14 +69,9 @@ pub async fn claim_at(
     claim_ms: i64,
     heartbeat_lapse_ms: i64,
 ) -> Vec<String> {
-    let terms = ClaimTerms {
-        incarnation,
-        now_ms,
-        claim_until_ms: now_ms + claim_ms,
-        heartbeat_lapse_ms,
-        limit: 100,
-        skip_tenants: &[],
-    };
+    store.release_void_claims(now_ms, heartbeat_lapse_ms).await.expect("release void claims");
+    let terms =
+        ClaimTerms { incarnation, now_ms, claim_until_ms: now_ms + claim_ms, limit: 100, skip_tenants: &[] };
     let mut keys: Vec<String> = store
         .claim_due(terms)
         .await
