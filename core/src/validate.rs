@@ -15,7 +15,7 @@
 //! one is refused, the message naming the tolerance. `startAt` needs no such
 //! rule: it never makes a slot fire in the past.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io;
 
@@ -364,78 +364,149 @@ fn check_json_size(field: &str, value: Option<&Value>) -> Result<(), ValidationE
 /// no whitespace. Raw inputs are hashed (`duration`, not the due time it
 /// gives), so a retry later hashes the same.
 fn fingerprint(draft: &TimerDraft) -> u64 {
-    let mut fields = Map::new();
-    let mut put = |key: &str, value: Option<Value>| {
-        if let Some(value) = value {
-            fields.insert(key.to_owned(), value);
+    let fields: [(&str, Option<Canonical<'_>>); 17] = [
+        ("tenantId", draft.tenant_id.as_ref().map(|tenant| Canonical::Text(tenant.as_str()))),
+        ("requestedBy", draft.requested_by.as_deref().map(Canonical::Text)),
+        ("name", draft.name.as_deref().map(Canonical::Text)),
+        ("duration", draft.duration_ms.map(Canonical::Unsigned)),
+        ("fireAt", draft.fire_at_ms.map(Canonical::Signed)),
+        ("every", draft.every_ms.map(Canonical::Unsigned)),
+        ("cron", draft.cron.as_deref().map(Canonical::Text)),
+        ("timeZone", draft.time_zone.as_deref().map(Canonical::Text)),
+        ("startAt", draft.start_at_ms.map(Canonical::Signed)),
+        ("endAt", draft.end_at_ms.map(Canonical::Signed)),
+        ("maxOccurrences", draft.max_occurrences.map(|n| Canonical::Unsigned(u64::from(n)))),
+        ("misfirePolicy", draft.misfire_policy.as_deref().map(Canonical::Text)),
+        ("labels", Some(Canonical::Labels(&draft.labels))),
+        ("metadata", draft.metadata.as_ref().map(Canonical::Json)),
+        ("actionBundle", draft.action_bundle.as_ref().map(Canonical::Json)),
+        ("agentBinding", draft.agent_binding.as_ref().map(Canonical::Json)),
+        ("idempotencyKey", draft.idempotency_key.as_deref().map(Canonical::Text)),
+    ];
+    let mut present: Vec<(&str, Canonical<'_>)> =
+        fields.into_iter().filter_map(|(key, value)| value.map(|value| (key, value))).collect();
+    present.sort_by(|a, b| a.0.cmp(b.0));
+    let mut hash = Fnv1a::default();
+    put(&mut hash, b"{");
+    for (index, (key, value)) in present.into_iter().enumerate() {
+        if index > 0 {
+            put(&mut hash, b",");
         }
-    };
-    put("tenantId", draft.tenant_id.as_ref().map(|tenant| Value::from(tenant.as_str())));
-    put("requestedBy", draft.requested_by.clone().map(Value::from));
-    put("name", draft.name.clone().map(Value::from));
-    put("duration", draft.duration_ms.map(Value::from));
-    put("fireAt", draft.fire_at_ms.map(Value::from));
-    put("every", draft.every_ms.map(Value::from));
-    put("cron", draft.cron.clone().map(Value::from));
-    put("timeZone", draft.time_zone.clone().map(Value::from));
-    put("startAt", draft.start_at_ms.map(Value::from));
-    put("endAt", draft.end_at_ms.map(Value::from));
-    put("maxOccurrences", draft.max_occurrences.map(Value::from));
-    put("misfirePolicy", draft.misfire_policy.clone().map(Value::from));
-    put(
-        "labels",
-        Some(Value::Object(
-            draft.labels.iter().map(|(key, value)| (key.clone(), Value::from(value.as_str()))).collect(),
-        )),
-    );
-    put("metadata", draft.metadata.clone());
-    put("actionBundle", draft.action_bundle.clone());
-    put("agentBinding", draft.agent_binding.clone());
-    put("idempotencyKey", draft.idempotency_key.clone().map(Value::from));
-
-    let mut canonical = String::new();
-    write_canonical(&Value::Object(fields), &mut canonical);
-    fnv1a_64(canonical.as_bytes())
+        write_json_text(key, &mut hash);
+        put(&mut hash, b":");
+        match value {
+            Canonical::Text(text) => write_json_text(text, &mut hash),
+            Canonical::Unsigned(n) => put(&mut hash, n.to_string().as_bytes()),
+            Canonical::Signed(n) => put(&mut hash, n.to_string().as_bytes()),
+            Canonical::Labels(labels) => {
+                // A BTreeMap iterates in key order: already canonical.
+                put(&mut hash, b"{");
+                for (index, (key, value)) in labels.iter().enumerate() {
+                    if index > 0 {
+                        put(&mut hash, b",");
+                    }
+                    write_json_text(key, &mut hash);
+                    put(&mut hash, b":");
+                    write_json_text(value, &mut hash);
+                }
+                put(&mut hash, b"}");
+            }
+            Canonical::Json(value) => write_canonical(value, &mut hash),
+        }
+    }
+    put(&mut hash, b"}");
+    hash.0
 }
 
-/// Compact JSON with object keys sorted at every depth.
-fn write_canonical(value: &Value, out: &mut String) {
+/// A field of the fingerprinted request, borrowed (nothing is cloned to hash it).
+enum Canonical<'a> {
+    Text(&'a str),
+    Unsigned(u64),
+    Signed(i64),
+    Labels(&'a BTreeMap<String, String>),
+    Json(&'a Value),
+}
+
+/// Compact JSON with object keys sorted at every depth, fed to `out`.
+fn write_canonical(value: &Value, out: &mut impl io::Write) {
     match value {
         Value::Array(items) => {
-            out.push('[');
+            put(out, b"[");
             for (index, item) in items.iter().enumerate() {
                 if index > 0 {
-                    out.push(',');
+                    put(out, b",");
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            put(out, b"]");
         }
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
             entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
+            put(out, b"{");
             for (index, (key, item)) in entries.into_iter().enumerate() {
                 if index > 0 {
-                    out.push(',');
+                    put(out, b",");
                 }
-                out.push_str(&Value::from(key.as_str()).to_string());
-                out.push(':');
+                write_json_text(key, out);
+                put(out, b":");
                 write_canonical(item, out);
             }
-            out.push('}');
+            put(out, b"}");
         }
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => write_json(scalar, out),
     }
 }
 
-fn fnv1a_64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+/// `text` as a JSON string (serde_json's escaping).
+fn write_json_text(text: &str, out: &mut impl io::Write) {
+    write_json(&text, out);
+}
+
+/// `value` as compact JSON (serde_json's text).
+fn write_json<T: serde::Serialize + ?Sized>(value: &T, out: &mut impl io::Write) {
+    // Writing into a hash or a buffer cannot fail, and every value here serializes.
+    let _ = serde_json::to_writer(out, value);
+}
+
+/// Writes `bytes` to an infallible sink (a hash or a buffer).
+fn put(out: &mut impl io::Write, bytes: &[u8]) {
+    let _ = out.write_all(bytes);
+}
+
+/// FNV-1a (64-bit), fed bytes as they are written.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
     }
-    hash
+}
+
+impl Fnv1a {
+    fn bytes(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+impl io::Write for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.bytes(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+fn fnv1a_64(bytes: &[u8]) -> u64 {
+    let mut hash = Fnv1a::default();
+    hash.bytes(bytes);
+    hash.0
 }
 
 pub(crate) fn parse_duration_text(field: &str, text: &str) -> Result<u64, ValidationError> {
@@ -909,9 +980,40 @@ mod tests {
 
     #[test]
     fn canonical_encoding_sorts_keys_at_every_depth() {
-        let mut out = String::new();
+        let mut out = Vec::new();
         write_canonical(&json!({"b": [1, {"z": null, "a": "é\""}], "a": true}), &mut out);
-        assert_eq!(out, r#"{"a":true,"b":[1,{"a":"é\"","z":null}]}"#);
+        assert_eq!(String::from_utf8_lossy(&out), r#"{"a":true,"b":[1,{"a":"é\"","z":null}]}"#);
+    }
+
+    #[test]
+    fn fingerprint_hashes_every_field_in_the_pinned_canonical_form() {
+        let every_field = TimerDraft {
+            tenant_id: Some(TenantId::parse("t", "acme").expect("valid")),
+            requested_by: Some("me".into()),
+            name: Some("n\u{e9}\"".into()),
+            duration_ms: Some(1_500),
+            fire_at_ms: Some(5),
+            every_ms: Some(1_000),
+            cron: Some("* * * * *".into()),
+            time_zone: Some("UTC".into()),
+            start_at_ms: Some(-7),
+            end_at_ms: Some(9),
+            max_occurrences: Some(3),
+            misfire_policy: Some("skip".into()),
+            labels: BTreeMap::from([("b".into(), "2".into()), ("a".into(), "1".into())]),
+            metadata: Some(json!({"x": [1, {"z": 1.5, "y": null}]})),
+            action_bundle: Some(json!({"actions": [], "retryPolicy": {"maxAttempts": 2}})),
+            agent_binding: Some(json!(true)),
+            idempotency_key: Some("k".into()),
+        };
+        let canonical = concat!(
+            r#"{"actionBundle":{"actions":[],"retryPolicy":{"maxAttempts":2}},"agentBinding":true,"#,
+            r#""cron":"* * * * *","duration":1500,"endAt":9,"every":1000,"fireAt":5,"idempotencyKey":"k","#,
+            r#""labels":{"a":"1","b":"2"},"maxOccurrences":3,"metadata":{"x":[1,{"y":null,"z":1.5}]},"#,
+            r#""misfirePolicy":"skip","name":"né\"","requestedBy":"me","startAt":-7,"tenantId":"acme","#,
+            r#""timeZone":"UTC"}"#
+        );
+        assert_eq!(fingerprint(&every_field), fnv1a_64(canonical.as_bytes()));
     }
 
     #[test]
@@ -924,7 +1026,7 @@ mod tests {
         // Pinned: stored fingerprints must keep matching across releases.
         assert_eq!(fingerprint(&draft()), fnv1a_64(br#"{"duration":1500,"labels":{},"tenantId":"acme"}"#));
         // Key order inside client JSON does not matter.
-        let mut reordered = Map::new();
+        let mut reordered = serde_json::Map::new();
         reordered.insert("b".into(), json!(2));
         reordered.insert("a".into(), json!(1));
         let same = TimerDraft { metadata: Some(Value::Object(reordered)), ..base.clone() };
