@@ -387,34 +387,14 @@ fn fingerprint(draft: &TimerDraft) -> u64 {
         fields.into_iter().filter_map(|(key, value)| value.map(|value| (key, value))).collect();
     present.sort_by(|a, b| a.0.cmp(b.0));
     let mut hash = Fnv1a::default();
-    put(&mut hash, b"{");
-    for (index, (key, value)) in present.into_iter().enumerate() {
-        if index > 0 {
-            put(&mut hash, b",");
-        }
-        write_json_text(key, &mut hash);
-        put(&mut hash, b":");
-        match value {
-            Canonical::Text(text) => write_json_text(text, &mut hash),
-            Canonical::Unsigned(n) => put(&mut hash, n.to_string().as_bytes()),
-            Canonical::Signed(n) => put(&mut hash, n.to_string().as_bytes()),
-            Canonical::Labels(labels) => {
-                // A BTreeMap iterates in key order: already canonical.
-                put(&mut hash, b"{");
-                for (index, (key, value)) in labels.iter().enumerate() {
-                    if index > 0 {
-                        put(&mut hash, b",");
-                    }
-                    write_json_text(key, &mut hash);
-                    put(&mut hash, b":");
-                    write_json_text(value, &mut hash);
-                }
-                put(&mut hash, b"}");
-            }
-            Canonical::Json(value) => write_canonical(value, &mut hash),
-        }
-    }
-    put(&mut hash, b"}");
+    write_object(&mut hash, present, |value, out| match value {
+        Canonical::Text(text) => write_json_text(text, out),
+        Canonical::Unsigned(n) => write_json(&n, out),
+        Canonical::Signed(n) => write_json(&n, out),
+        // A BTreeMap iterates in key order: already canonical.
+        Canonical::Labels(labels) => write_object(out, labels, |value, out| write_json_text(value, out)),
+        Canonical::Json(value) => write_canonical(value, out),
+    });
     hash.0
 }
 
@@ -443,19 +423,28 @@ fn write_canonical(value: &Value, out: &mut impl io::Write) {
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
             entries.sort_by(|a, b| a.0.cmp(b.0));
-            put(out, b"{");
-            for (index, (key, item)) in entries.into_iter().enumerate() {
-                if index > 0 {
-                    put(out, b",");
-                }
-                write_json_text(key, out);
-                put(out, b":");
-                write_canonical(item, out);
-            }
-            put(out, b"}");
+            write_object(out, entries, |item, out| write_canonical(item, out));
         }
         scalar => write_json(scalar, out),
     }
+}
+
+/// A JSON object of `entries` (already in key order), each value written by `write_value`.
+fn write_object<W: io::Write, K: AsRef<str>, V>(
+    out: &mut W,
+    entries: impl IntoIterator<Item = (K, V)>,
+    mut write_value: impl FnMut(V, &mut W),
+) {
+    put(out, b"{");
+    for (index, (key, value)) in entries.into_iter().enumerate() {
+        if index > 0 {
+            put(out, b",");
+        }
+        write_json_text(key.as_ref(), out);
+        put(out, b":");
+        write_value(value, out);
+    }
+    put(out, b"}");
 }
 
 /// `text` as a JSON string (serde_json's escaping).
