@@ -14,21 +14,26 @@
 //!   gone: any runner may claim its deliveries (what a second node does when
 //!   a node dies for good).
 //!
-//! Claims are taken in one `UPDATE … WHERE … RETURNING` whose outer `WHERE`
-//! re-checks that the row is still unclaimed, so two runners racing on
-//! PostgreSQL cannot both take a row (the loser's re-evaluated row no longer
-//! matches). A claim reads only unclaimed deliveries, from an index that
-//! holds their due time and tenant, so its cost follows what it claims, not
-//! the backlog; it may skip tenants (those already stocked with work, see
-//! [`crate::fair_slots`]) without reading their rows. Void claims — past
-//! their attempt bound, or held by an incarnation known dead — are released
-//! by a separate sweep ([`ActionStore::release_void_claims`], which each
-//! runner makes every heartbeat) that reads the claimed rows only; released
-//! deliveries are then claimed like new ones.
+//! Claims are taken in one `UPDATE … WHERE key IN (SELECT … LIMIT n)
+//! RETURNING`. On PostgreSQL the inner select locks the rows it picks and
+//! skips rows another claim has locked (`FOR UPDATE SKIP LOCKED`), so two
+//! runners racing never take the same row and never wait for each other;
+//! SQLite has one writer, so the statement runs alone. The outer `WHERE`
+//! names the picked keys only: re-checking claimability there let
+//! PostgreSQL's planner answer the outer `WHERE` from the unclaimed index —
+//! a scan of the whole backlog per claim (seconds under overload). A claim
+//! reads only unclaimed deliveries, from an index that holds their due time
+//! and tenant, so its cost follows what it claims, not the backlog; it may
+//! skip tenants (those already stocked with work, see [`crate::fair_slots`])
+//! without reading their rows. Void claims — past their attempt bound, or
+//! held by an incarnation known dead — are released by a separate sweep
+//! ([`ActionStore::release_void_claims`], which each runner makes every
+//! heartbeat) that reads the claimed rows only; released deliveries are then
+//! claimed like new ones.
 //!
 //! One SQL text serves both stores; the only per-dialect fragments are the
-//! database clock and how a JSON array of tenants is read, spliced in at
-//! compile time ([`PG`], [`SQLITE`]).
+//! database clock, how a JSON array of tenants is read and the row locking
+//! of a claim, spliced in at compile time ([`PG`], [`SQLITE`]).
 
 use sqlx::Row;
 
@@ -44,31 +49,24 @@ pub(crate) struct Dialect {
     forget_lapsed: &'static str,
 }
 
-/// Whether a `deliveries` row may be claimed: pending, unclaimed, and due
-/// (`$3`: the claimer's wall clock); the `deliveries_unclaimed` index holds
-/// the rows matching the first two.
-macro_rules! claimable {
-    () => {
-        "status = 'pending' AND claimed_by IS NULL AND next_attempt_at_ms <= $3"
-    };
-}
-
 /// Every statement with a dialect fragment: `$now` the database clock in ms,
-/// `$json_texts` the rows of the JSON array of strings `$5`.
+/// `$json_texts` the rows of the JSON array of strings `$5`, `$lock_picked`
+/// how a claim locks the rows it picks.
 macro_rules! dialect {
-    ($now:expr, $json_texts:expr) => {
+    ($now:expr, $json_texts:expr, $lock_picked:expr) => {
         Dialect {
             // $1 incarnation, $2 claimed until, $3 now (wall), $4 limit,
-            // $5 tenants to skip (JSON array of strings).
+            // $5 tenants to skip (JSON array of strings). Claimable: pending,
+            // unclaimed (the `deliveries_unclaimed` index holds those) and due.
             claim: concat!(
                 "UPDATE deliveries SET claimed_by = $1, claimed_until_ms = $2 \
-                 WHERE idempotency_key IN (SELECT idempotency_key FROM deliveries WHERE ",
-                claimable!(),
-                " AND tenant_id NOT IN (",
+                 WHERE idempotency_key IN (SELECT idempotency_key FROM deliveries \
+                 WHERE status = 'pending' AND claimed_by IS NULL AND next_attempt_at_ms <= $3 \
+                 AND tenant_id NOT IN (",
                 $json_texts,
-                ") ORDER BY next_attempt_at_ms LIMIT $4) AND ",
-                claimable!(),
-                " RETURNING idempotency_key, tenant_id, timer_id, occurrence, action_id, kind, action, \
+                ") ORDER BY next_attempt_at_ms LIMIT $4",
+                $lock_picked,
+                ") RETURNING idempotency_key, tenant_id, timer_id, occurrence, action_id, kind, action, \
                  retry_policy, envelope, attempts, round_attempts"
             ),
             // $1 now (wall), $2 heartbeat lapse: a claim past its attempt bound,
@@ -100,12 +98,16 @@ macro_rules! dialect {
 /// PostgreSQL: `clock_timestamp()` in whole ms, rounded down (as the timer store).
 pub(crate) const PG: Dialect = dialect!(
     "floor(extract(epoch from clock_timestamp()) * 1000)::bigint",
-    "SELECT jsonb_array_elements_text($5::jsonb)"
+    "SELECT jsonb_array_elements_text($5::jsonb)",
+    " FOR UPDATE SKIP LOCKED"
 );
 
 /// SQLite: the current time in whole ms (Julian day arithmetic, any SQLite version).
-pub(crate) const SQLITE: Dialect =
-    dialect!("CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)", "SELECT value FROM json_each($5)");
+pub(crate) const SQLITE: Dialect = dialect!(
+    "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+    "SELECT value FROM json_each($5)",
+    ""
+);
 
 const RELEASE_PREDECESSORS: &str = "UPDATE deliveries SET claimed_by = NULL, claimed_until_ms = 0 \
      WHERE status = 'pending' AND claimed_by IN \
@@ -351,8 +353,12 @@ mod tests {
             let sqlite_now = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
             let pg_texts = "SELECT jsonb_array_elements_text($5::jsonb)";
             let sqlite_texts = "SELECT value FROM json_each($5)";
+            let pg_lock = " FOR UPDATE SKIP LOCKED";
             assert!(pg.contains(pg_now) || pg.contains(pg_texts), "{pg}");
-            assert_eq!(pg.replace(pg_now, sqlite_now).replace(pg_texts, sqlite_texts), sqlite);
+            assert_eq!(
+                pg.replace(pg_now, sqlite_now).replace(pg_texts, sqlite_texts).replace(pg_lock, ""),
+                sqlite
+            );
         }
     }
 

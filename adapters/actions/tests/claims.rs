@@ -127,3 +127,46 @@ async fn claims_follow_incarnations_in_postgres() {
     let server = support::pg::PgServer::start();
     scenario(&postgres_store(&server, "minoots_claims").await).await;
 }
+
+/// Claimers racing on one PostgreSQL database: every delivery is claimed
+/// exactly once (a claim locks the rows it picks and skips those another
+/// claim holds).
+#[tokio::test]
+async fn racing_claims_in_postgres_never_take_a_delivery_twice() {
+    const DELIVERIES: u32 = 2_000;
+    let server = support::pg::PgServer::start();
+    let store = postgres_store(&server, "minoots_claim_race").await;
+    let all: Vec<NewDelivery> = (0..DELIVERIES).map(delivery).collect();
+    store.enqueue(&all, now_ms()).await.expect("enqueue");
+    let mut claimers = Vec::new();
+    for r in 0..4 {
+        let incarnation = format!("node-{r}/1");
+        store.register_incarnation(&format!("node-{r}"), &incarnation).await.expect("register");
+        let store = store.clone();
+        claimers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let now = now_ms();
+                let terms = ClaimTerms {
+                    incarnation: &incarnation,
+                    now_ms: now,
+                    claim_until_ms: now + 60_000,
+                    limit: 64,
+                    skip_tenants: &[],
+                };
+                let batch = store.claim_due(terms).await.expect("claim");
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|c| c.delivery.idempotency_key));
+            }
+        }));
+    }
+    let mut claimed = Vec::new();
+    for claimer in claimers {
+        claimed.extend(claimer.await.expect("claimer"));
+    }
+    let distinct: std::collections::BTreeSet<&String> = claimed.iter().collect();
+    assert_eq!(distinct.len(), claimed.len(), "a delivery was claimed twice");
+    assert_eq!(claimed.len(), DELIVERIES as usize, "every delivery claimed");
+}
