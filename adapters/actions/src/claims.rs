@@ -49,6 +49,15 @@ pub(crate) struct Dialect {
     forget_lapsed: &'static str,
 }
 
+/// An unclaimed pending delivery: the predicate of the `deliveries_unclaimed`
+/// index (migrations), which the claim and the next-due query must repeat
+/// word for word to be answered from it.
+macro_rules! unclaimed {
+    () => {
+        "status = 'pending' AND claimed_by IS NULL"
+    };
+}
+
 /// Every statement with a dialect fragment: `$now` the database clock in ms,
 /// `$json_texts` the rows of the JSON array of strings `$5`, `$lock_picked`
 /// how a claim locks the rows it picks.
@@ -60,9 +69,9 @@ macro_rules! dialect {
             // unclaimed (the `deliveries_unclaimed` index holds those) and due.
             claim: concat!(
                 "UPDATE deliveries SET claimed_by = $1, claimed_until_ms = $2 \
-                 WHERE idempotency_key IN (SELECT idempotency_key FROM deliveries \
-                 WHERE status = 'pending' AND claimed_by IS NULL AND next_attempt_at_ms <= $3 \
-                 AND tenant_id NOT IN (",
+                 WHERE idempotency_key IN (SELECT idempotency_key FROM deliveries WHERE ",
+                unclaimed!(),
+                " AND next_attempt_at_ms <= $3 AND tenant_id NOT IN (",
                 $json_texts,
                 ") ORDER BY next_attempt_at_ms LIMIT $4",
                 $lock_picked,
@@ -126,8 +135,7 @@ const DEFER: &str = "UPDATE deliveries SET next_attempt_at_ms = $3, claimed_by =
 const EXTEND_CLAIM: &str = "UPDATE deliveries SET claimed_until_ms = $3 \
      WHERE idempotency_key = $1 AND status = 'pending' AND claimed_by = $2";
 
-const NEXT_DUE: &str =
-    "SELECT MIN(next_attempt_at_ms) FROM deliveries WHERE status = 'pending' AND claimed_by IS NULL";
+const NEXT_DUE: &str = concat!("SELECT MIN(next_attempt_at_ms) FROM deliveries WHERE ", unclaimed!());
 
 /// What a claim is made under.
 #[derive(Debug, Clone, Copy)]
