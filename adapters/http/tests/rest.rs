@@ -788,15 +788,16 @@ async fn idempotent_retry_returns_the_same_timer() {
     assert_eq!(again["idempotencyKey"], "order-42");
 
     // The header works the same way.
-    let (status, _, via_header) = s
-        .send(
+    let create_with_key_header = |key: &'static str, body: Value| {
+        s.send(
             s.client
                 .post(s.url("/api/timers"))
                 .header("x-api-key", ACME)
-                .header("Idempotency-Key", "order-42")
-                .json(&json!({"duration": "1h"})),
+                .header("Idempotency-Key", key)
+                .json(&body),
         )
-        .await;
+    };
+    let (status, _, via_header) = create_with_key_header("order-42", json!({"duration": "1h"})).await;
     assert_eq!(status, StatusCode::OK, "{via_header}");
     assert_eq!(via_header["id"], id);
 
@@ -804,26 +805,11 @@ async fn idempotent_retry_returns_the_same_timer() {
     let answer = create(&s, json!({"duration": "2h", "idempotencyKey": "order-42"})).await;
     assert_error(&answer, StatusCode::CONFLICT, "conflict", Some("idempotencyKey"));
     // Header and body disagreeing: 400.
-    let (status, _, body) = s
-        .send(
-            s.client
-                .post(s.url("/api/timers"))
-                .header("x-api-key", ACME)
-                .header("Idempotency-Key", "a")
-                .json(&json!({"duration": "1h", "idempotencyKey": "b"})),
-        )
-        .await;
+    let (status, _, body) =
+        create_with_key_header("a", json!({"duration": "1h", "idempotencyKey": "b"})).await;
     assert_error(&(status, body), StatusCode::BAD_REQUEST, "invalid_argument", Some("idempotencyKey"));
     // A header key with a tab is not visible text: 400 naming the header.
-    let (status, _, body) = s
-        .send(
-            s.client
-                .post(s.url("/api/timers"))
-                .header("x-api-key", ACME)
-                .header("Idempotency-Key", "a\tb")
-                .json(&json!({"duration": "1h"})),
-        )
-        .await;
+    let (status, _, body) = create_with_key_header("a\tb", json!({"duration": "1h"})).await;
     assert_error(&(status, body), StatusCode::BAD_REQUEST, "invalid_argument", Some("Idempotency-Key"));
 
     // Another tenant's identical key is its own timer.
