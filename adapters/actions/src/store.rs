@@ -21,6 +21,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use crate::claims::Placeholders;
+
 /// The SQLite migrations (PostgreSQL's live with the timer store's).
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite-actions");
 
@@ -239,16 +241,14 @@ pub struct ActionStore {
 
 // Queueing and recording write many rows per statement (one driver round
 // trip for a whole group: on SQLite each statement is a hop to the
-// connection's thread and back). The texts are built for a row count by
-// `multi_row`; `$1..$k` are shared by every row, the rest are per row.
+// connection's thread and back). The texts are built for a row count and a
+// dialect by [`MultiRow::text`]; every parameter appears once, in binding order.
 
 /// Rows per multi-row statement, largest first: rows are written in pieces
 /// of these sizes ([`in_pieces`]), so each statement has only these few
 /// texts, each prepared once per connection and kept (a text for every row
 /// count was prepared afresh each time: a tenth of the server's time under
-/// load). Kept small: SQLite finds each parameter by name, so binding costs
-/// grow with the square of a statement's parameters (at most 14 a row),
-/// while 32 rows already make the round trips rare.
+/// load). 32 rows already make the round trips rare.
 const PIECE_SIZES: [usize; 6] = [32, 16, 8, 4, 2, 1];
 
 /// The most rows one statement writes.
@@ -264,13 +264,13 @@ fn in_pieces<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-/// Queues rows: shared `$1` now, `$2` claimed by, `$3` claimed until; 9 per row.
+/// Queues rows: identity, action, retry policy, envelope, now, claimed by,
+/// claimed until, now, now; 14 per row.
 const ENQUEUE: MultiRow = MultiRow {
     head: "INSERT INTO deliveries (idempotency_key, tenant_id, timer_id, occurrence, action_id, kind, \
            action, retry_policy, envelope, status, attempts, round_attempts, next_attempt_at_ms, claimed_by, \
            claimed_until_ms, created_at_ms, updated_at_ms) VALUES ",
-    row: &["", "", "", "", "", "", "", "", "", "'pending'", "0", "0", "$1", "$2", "$3", "$1", "$1"],
-    shared: 3,
+    row: &["", "", "", "", "", "", "", "", "", "'pending'", "0", "0", "", "", "", "", ""],
     tail: " ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
 };
 
@@ -281,7 +281,6 @@ const BUMP_ATTEMPTS: MultiRow = MultiRow {
            status = b.column2, next_attempt_at_ms = b.column3, claimed_by = NULL, claimed_until_ms = 0, \
            updated_at_ms = b.column4, last_error = b.column5 FROM (VALUES ",
     row: &["", "", "CAST(# AS BIGINT)", "CAST(# AS BIGINT)", ""],
-    shared: 0,
     tail: ") AS b WHERE deliveries.idempotency_key = b.column1 AND deliveries.status = 'pending' \
            RETURNING idempotency_key, attempts",
 };
@@ -291,7 +290,6 @@ const INSERT_ATTEMPTS: MultiRow = MultiRow {
     head: "INSERT INTO delivery_attempts (idempotency_key, tenant_id, timer_id, occurrence, action_id, kind, \
            attempt, started_at_ms, duration_ms, outcome, status_code, error, output, runner) VALUES ",
     row: &["", "", "", "", "", "", "", "", "", "", "", "", "", ""],
-    shared: 0,
     tail: "",
 };
 
@@ -300,7 +298,6 @@ const INSERT_DEAD: MultiRow = MultiRow {
     head: "INSERT INTO dead_letters (idempotency_key, tenant_id, timer_id, occurrence, action_id, kind, \
            dead_at_ms, attempts, last_error) VALUES ",
     row: &["", "", "", "", "", "", "", "", ""],
-    shared: 0,
     tail: "",
 };
 
@@ -320,22 +317,20 @@ macro_rules! bind_identity {
 }
 
 /// A statement over many rows: `head`, then one `(…)` per row, then `tail`.
-/// Each row cell is a fixed expression (`'pending'`, `$1`), or a fresh
-/// parameter when empty, or a fresh parameter put in place of `#`.
+/// Each row cell is a fixed expression (`'pending'`), or a fresh parameter
+/// when empty, or a fresh parameter put in place of `#`.
 struct MultiRow {
     head: &'static str,
     row: &'static [&'static str],
-    /// Parameters `$1..=$shared` bound once for all rows.
-    shared: usize,
     tail: &'static str,
 }
 
 impl MultiRow {
-    /// The text for `rows` rows.
-    fn text(&self, rows: usize) -> String {
+    /// The text for `rows` rows, its parameters written as `placeholders`.
+    fn text(&self, placeholders: Placeholders, rows: usize) -> String {
         let mut text = String::with_capacity(self.head.len() + self.tail.len() + rows * self.row.len() * 8);
         text.push_str(self.head);
-        let mut next = self.shared;
+        let mut next = 0;
         for r in 0..rows {
             text.push_str(if r == 0 { "(" } else { ", (" });
             for (c, cell) in self.row.iter().enumerate() {
@@ -344,12 +339,15 @@ impl MultiRow {
                 }
                 if cell.is_empty() || cell.contains('#') {
                     next += 1;
-                    let parameter = format!("${next}");
-                    text.push_str(&if cell.is_empty() {
-                        parameter.clone()
+                    let parameter = match placeholders {
+                        Placeholders::Numbered => format!("${next}"),
+                        Placeholders::Anonymous => "?".to_owned(),
+                    };
+                    if cell.is_empty() {
+                        text.push_str(&parameter);
                     } else {
-                        cell.replace('#', &parameter)
-                    });
+                        text.push_str(&cell.replace('#', &parameter));
+                    }
                 } else {
                     text.push_str(cell);
                 }
@@ -448,15 +446,20 @@ impl ActionStore {
         let mut chunks: Vec<(&[NewDelivery], Option<&str>, i64)> = Vec::new();
         chunks.extend(in_pieces(claimed).map(|chunk| (chunk, claimed_by, claimed_until_ms)));
         chunks.extend(in_pieces(unclaimed).map(|chunk| (chunk, None, 0)));
-        on_pool!(&self.pool, p => {
+        on_pool!(&self.pool, p, sql => {
             let mut tx = p.begin().await.map_err(failed("starting an enqueue"))?;
             for &(chunk, claimed_by, claimed_until_ms) in &chunks {
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(ENQUEUE.text(chunk.len())))
-                    .bind(now_ms)
-                    .bind(claimed_by)
-                    .bind(claimed_until_ms);
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(ENQUEUE.text(sql.placeholders, chunk.len())));
                 for d in chunk {
-                    query = bind_identity!(query, d).bind(&d.action).bind(&d.retry_policy).bind(&d.envelope);
+                    query = bind_identity!(query, d)
+                        .bind(&d.action)
+                        .bind(&d.retry_policy)
+                        .bind(&d.envelope)
+                        .bind(now_ms)
+                        .bind(claimed_by)
+                        .bind(claimed_until_ms)
+                        .bind(now_ms)
+                        .bind(now_ms);
                 }
                 let rows = query.fetch_all(&mut *tx).await.map_err(failed("queueing deliveries"))?;
                 for row in &rows {
@@ -508,10 +511,10 @@ impl ActionStore {
         }
         runs.push(&entries[run_start..]);
         let mut numbers = Vec::with_capacity(entries.len());
-        on_pool!(&self.pool, p => {
+        on_pool!(&self.pool, p, sql => {
             let mut tx = p.begin().await.map_err(failed("starting an attempt record"))?;
             for run in runs.into_iter().flat_map(in_pieces) {
-                let mut bump = sqlx::query(sqlx::AssertSqlSafe(BUMP_ATTEMPTS.text(run.len())));
+                let mut bump = sqlx::query(sqlx::AssertSqlSafe(BUMP_ATTEMPTS.text(sql.placeholders, run.len())));
                 for e in run {
                     let (status, next_at) = match e.next {
                         NextStep::Delivered => ("succeeded", e.now_ms),
@@ -537,7 +540,7 @@ impl ActionStore {
                 numbers
                     .extend(run.iter().map(|e| counted.get(&e.delivery.idempotency_key).map(|n| to_u32(*n))));
                 for piece in in_pieces(&recorded) {
-                    let mut history = sqlx::query(sqlx::AssertSqlSafe(INSERT_ATTEMPTS.text(piece.len())));
+                    let mut history = sqlx::query(sqlx::AssertSqlSafe(INSERT_ATTEMPTS.text(sql.placeholders, piece.len())));
                     for (e, number) in piece {
                         let a = e.attempt;
                         history = bind_identity!(history, e.delivery)
@@ -555,7 +558,7 @@ impl ActionStore {
                 let dead: Vec<&(&AttemptToRecord<'_>, i64)> =
                     recorded.iter().filter(|(e, _)| e.next == NextStep::DeadLetter).collect();
                 for piece in in_pieces(&dead) {
-                    let mut letters = sqlx::query(sqlx::AssertSqlSafe(INSERT_DEAD.text(piece.len())));
+                    let mut letters = sqlx::query(sqlx::AssertSqlSafe(INSERT_DEAD.text(sql.placeholders, piece.len())));
                     for (e, number) in piece {
                         letters = bind_identity!(letters, e.delivery)
                             .bind(e.now_ms)
@@ -750,5 +753,27 @@ mod tests {
             assert_eq!(pieces.iter().sum::<usize>(), n);
             assert!(pieces.iter().all(|size| PIECE_SIZES.contains(size)), "{n}: {pieces:?}");
         }
+    }
+
+    #[test]
+    fn multi_row_texts_number_parameters_for_postgres_only() {
+        for statement in [&ENQUEUE, &BUMP_ATTEMPTS, &INSERT_ATTEMPTS, &INSERT_DEAD] {
+            let fresh = statement.row.iter().filter(|cell| cell.is_empty() || cell.contains('#')).count();
+            let sqlite = statement.text(Placeholders::Anonymous, 3);
+            assert!(!sqlite.contains('$'), "{sqlite}");
+            assert_eq!(sqlite.matches('?').count(), 3 * fresh, "{sqlite}");
+            let postgres = statement.text(Placeholders::Numbered, 3);
+            assert!(!postgres.contains('?'), "{postgres}");
+            let last = format!("${}", 3 * fresh);
+            assert!(
+                postgres.contains(&last) && !postgres.contains(&format!("${}", 3 * fresh + 1)),
+                "{postgres}"
+            );
+        }
+        assert_eq!(
+            INSERT_DEAD.text(Placeholders::Numbered, 1),
+            "INSERT INTO dead_letters (idempotency_key, tenant_id, timer_id, occurrence, action_id, kind, \
+             dead_at_ms, attempts, last_error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        );
     }
 }
