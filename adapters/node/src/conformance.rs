@@ -286,7 +286,8 @@ impl<'s, S: Store + ?Sized> Check<'s, S> {
         }
     }
 
-    /// `outbox_unpublished`, compared with what the reference answers.
+    /// `outbox_unpublished`, compared with what the reference answers, and
+    /// `outbox_unpublished_seqs`, compared with its rows' sequence numbers.
     pub async fn unpublished(&mut self, after_seq: u64, limit: u32) -> Result<Vec<OutboxEvent>, String> {
         self.step += 1;
         let from = after_seq.max(self.published_through);
@@ -298,6 +299,15 @@ impl<'s, S: Store + ?Sized> Check<'s, S> {
         ensure!(
             actual == expected,
             "step {}: outbox_unpublished({after_seq}, {limit}) differs\n  expected: {expected:?}\n  actual:   {actual:?}",
+            self.step
+        );
+        let seqs = self.store.outbox_unpublished_seqs(after_seq, limit).await.map_err(|e| {
+            format!("step {}: outbox_unpublished_seqs({after_seq}, {limit}) failed: {e}", self.step)
+        })?;
+        let expected_seqs: Vec<u64> = expected.iter().map(|e| e.seq).collect();
+        ensure!(
+            seqs == expected_seqs,
+            "step {}: outbox_unpublished_seqs({after_seq}, {limit}) = {seqs:?}, expected {expected_seqs:?}",
             self.step
         );
         Ok(actual)

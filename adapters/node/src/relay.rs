@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use minoots_core::StoreFailure;
 use minoots_core::event::OutboxEvent;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
@@ -167,6 +168,17 @@ pub async fn run(
     }
 }
 
+/// What sending one page of a scan came to.
+enum SentPage {
+    /// No unpublished row after the page's start.
+    Empty,
+    /// The outputs have every row up to `through`; `last` is the page's
+    /// last row; `full` whether the page was.
+    Sent { through: u64, last: u64, full: bool },
+    /// The store or the sink failed: the scan stops here.
+    Stopped,
+}
+
 struct Relay {
     store: Arc<dyn Store>,
     outputs: RelayOutputs,
@@ -267,44 +279,37 @@ impl Relay {
     }
 
     /// Sends unpublished rows not sent yet, and marks what it covered published.
+    ///
+    /// Each page is read as sequence numbers first: a leading run of rows
+    /// already handed over (broadcast, and accepted by the sink if there is
+    /// one) — what live sending leaves behind — is marked without reading
+    /// the rows again; only from the first row not handed over are the
+    /// events read and sent.
     async fn scan(&mut self) {
         self.scan_failed = false;
         let mut after = 0u64;
         for _ in 0..SCAN_PAGES_MAX {
-            let rows = match self.store.outbox_unpublished(after, SCAN_PAGE).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox scan failed; retrying at the next tick");
-                    self.scan_failed = true;
-                    return;
-                }
+            let seqs = match self.store.outbox_unpublished_seqs(after, SCAN_PAGE).await {
+                Ok(seqs) => seqs,
+                Err(e) => return self.scan_failed_on(&e),
             };
-            let Some(last) = rows.last().map(|r| r.seq) else {
+            let Some(&last) = seqs.last() else {
                 self.caught_up();
                 return;
             };
             self.highest_seen = self.highest_seen.max(last);
-            let full = rows.len() == SCAN_PAGE as usize;
-            for row in &rows {
-                if !self.sent.contains(&row.seq) {
-                    if self.sent.len() >= SENT_MAX {
-                        self.sent.pop_first();
-                    }
-                    self.sent.insert(row.seq);
-                    self.broadcast(row);
-                }
-            }
-            let through = if self.outputs.sink.is_some() {
-                // The leading rows the sink already has, then offer the rest.
-                let known = rows.iter().take_while(|r| self.sink_accepted.contains(&r.seq)).count();
-                let accepted = known + self.offer_to_sink(&rows[known..]).await;
-                if accepted == 0 {
-                    self.update_pending();
-                    return;
-                }
-                rows[accepted - 1].seq
+            let handed_over = seqs.iter().take_while(|seq| self.handed_over(**seq)).count();
+            let (through, last, full) = if handed_over > 0 {
+                (seqs[handed_over - 1], last, seqs.len() == SCAN_PAGE as usize)
             } else {
-                last
+                match self.send_page(after).await {
+                    SentPage::Sent { through, last, full } => (through, last, full),
+                    SentPage::Empty => {
+                        self.caught_up();
+                        return;
+                    }
+                    SentPage::Stopped => return,
+                }
             };
             if let Err(e) = self.store.outbox_mark_published(through).await {
                 // The rows stay unpublished and are scanned (and offered) again: at least once.
@@ -317,6 +322,10 @@ impl Relay {
             self.scanned_through = self.scanned_through.max(through);
             self.update_pending();
             if through < last {
+                if handed_over > 0 {
+                    after = through; // the rest of the page is read next
+                    continue;
+                }
                 return; // the sink failed part-way: try again at a later tick
             }
             after = last;
@@ -325,6 +334,51 @@ impl Relay {
                 return;
             }
         }
+    }
+
+    /// Whether row `seq` has reached every output: broadcast, and accepted
+    /// by the sink if there is one.
+    fn handed_over(&self, seq: u64) -> bool {
+        self.sent.contains(&seq) && (self.outputs.sink.is_none() || self.sink_accepted.contains(&seq))
+    }
+
+    /// Reads a page of rows after `after` and sends those not sent yet.
+    async fn send_page(&mut self, after: u64) -> SentPage {
+        let rows = match self.store.outbox_unpublished(after, SCAN_PAGE).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.scan_failed_on(&e);
+                return SentPage::Stopped;
+            }
+        };
+        let Some(last) = rows.last().map(|r| r.seq) else { return SentPage::Empty };
+        self.highest_seen = self.highest_seen.max(last);
+        let full = rows.len() == SCAN_PAGE as usize;
+        for row in &rows {
+            if !self.sent.contains(&row.seq) {
+                if self.sent.len() >= SENT_MAX {
+                    self.sent.pop_first();
+                }
+                self.sent.insert(row.seq);
+                self.broadcast(row);
+            }
+        }
+        if self.outputs.sink.is_none() {
+            return SentPage::Sent { through: last, last, full };
+        }
+        // The leading rows the sink already has, then offer the rest.
+        let known = rows.iter().take_while(|r| self.sink_accepted.contains(&r.seq)).count();
+        let accepted = known + self.offer_to_sink(&rows[known..]).await;
+        if accepted == 0 {
+            self.update_pending();
+            return SentPage::Stopped;
+        }
+        SentPage::Sent { through: rows[accepted - 1].seq, last, full }
+    }
+
+    fn scan_failed_on(&mut self, e: &StoreFailure) {
+        tracing::warn!(error = %e, "outbox scan failed; retrying at the next tick");
+        self.scan_failed = true;
     }
 
     fn caught_up(&mut self) {

@@ -26,6 +26,19 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<OutboxEvent>, StoreFailure>>;
 
+    /// The sequence numbers of the rows [`Store::outbox_unpublished`] would
+    /// return, without reading the events: what a relay scan reads first, so
+    /// that rows it has already sent are not decoded again.
+    fn outbox_unpublished_seqs(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<u64>, StoreFailure>> {
+        Box::pin(async move {
+            Ok(self.outbox_unpublished(after_seq, limit).await?.iter().map(|row| row.seq).collect())
+        })
+    }
+
     /// Marks every outbox row with `seq <= up_to_seq` published.
     fn outbox_mark_published(&self, up_to_seq: u64) -> BoxFuture<'_, Result<(), StoreFailure>>;
 

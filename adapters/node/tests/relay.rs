@@ -64,10 +64,12 @@ impl EventSink for RecordingSink {
     }
 }
 
-/// The reference store, counting the relay's scans (`outbox_unpublished` calls).
+/// The reference store, counting the relay's scans (first pages of `outbox_unpublished_seqs`).
 struct CountingStore {
     inner: ModelStore,
     scans: AtomicUsize,
+    /// Rows read as events (`outbox_unpublished`).
+    rows_read: AtomicUsize,
 }
 
 impl Store for CountingStore {
@@ -80,10 +82,22 @@ impl Store for CountingStore {
         after_seq: u64,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<OutboxEvent>, StoreFailure>> {
+        Box::pin(async move {
+            let rows = self.inner.outbox_unpublished(after_seq, limit).await?;
+            self.rows_read.fetch_add(rows.len(), Ordering::SeqCst);
+            Ok(rows)
+        })
+    }
+
+    fn outbox_unpublished_seqs(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<u64>, StoreFailure>> {
         if after_seq == 0 {
             self.scans.fetch_add(1, Ordering::SeqCst); // a scan's first page
         }
-        self.inner.outbox_unpublished(after_seq, limit)
+        self.inner.outbox_unpublished_seqs(after_seq, limit)
     }
 
     fn outbox_mark_published(&self, up_to_seq: u64) -> BoxFuture<'_, Result<(), StoreFailure>> {
@@ -119,8 +133,11 @@ impl Harness {
     async fn start(backlog: usize, leading: bool) -> Self {
         let origin = Instant::now();
         let clock = Arc::new(SystemClock::new());
-        let store =
-            Arc::new(CountingStore { inner: ModelStore::new(clock.clone()), scans: AtomicUsize::new(0) });
+        let store = Arc::new(CountingStore {
+            inner: ModelStore::new(clock.clone()),
+            scans: AtomicUsize::new(0),
+            rows_read: AtomicUsize::new(0),
+        });
         store.execute(StoreOp::Open { node_id: "crashed".into() }).await.unwrap();
         let sink = RecordingSink::new(origin);
         let (leader, leader_rx) = watch::channel(leading);
@@ -361,5 +378,33 @@ async fn after_a_failed_scan_live_rows_wait_for_the_tick() {
         h.sink.accepted().iter().all(|(_, at_ms)| *at_ms >= SCAN_EVERY_MS),
         "delivered by the tick's scan"
     );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scan_marks_rows_sent_live_without_reading_them_again() {
+    let mut h = Harness::start(2, true).await;
+    h.until_sink_has(2, 5 * SCAN_EVERY_MS).await;
+    tokio::time::sleep(Duration::from_millis(SCAN_EVERY_MS)).await;
+    assert!(h.unpublished().await.is_empty(), "the backlog is marked");
+    let read_for_the_backlog = h.store.rows_read.load(Ordering::SeqCst);
+    assert_eq!(read_for_the_backlog, 2, "the backlog was read once, to be sent");
+
+    let live = h.commit_live(5).await;
+    h.until_sink_has(7, SCAN_EVERY_MS).await;
+    let scans_before = h.store.scans.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2 * SCAN_EVERY_MS)).await;
+    assert!(h.store.scans.load(Ordering::SeqCst) > scans_before, "a scan covered the live rows");
+    assert!(h.unpublished().await.is_empty(), "and marked them");
+    assert_eq!(h.store.rows_read.load(Ordering::SeqCst), read_for_the_backlog, "without reading them");
+
+    // A row committed but never handed to the relay live is still read and sent by a scan (the idle one).
+    let missed = h.commit(1).await;
+    h.store.rows_read.store(0, Ordering::SeqCst);
+    h.until_sink_has(8, 6_000).await;
+    tokio::time::sleep(Duration::from_millis(SCAN_EVERY_MS)).await;
+    assert_eq!(h.sink.seqs(), [vec![1, 2], live, vec![missed[0].seq]].concat(), "in seq order, once each");
+    assert_eq!(h.store.rows_read.load(Ordering::SeqCst), 1, "only the row the relay had not sent");
+    assert!(h.unpublished().await.is_empty());
     h.stop().await;
 }

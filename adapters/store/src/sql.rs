@@ -101,8 +101,18 @@ pub(crate) const LIST_FIRES: &str = "SELECT timer_id, occurrence, due_ms, fired_
      FROM timer_fires WHERE timer_id = ?1 AND occurrence > ?2 ORDER BY occurrence LIMIT ?3";
 
 /// Unpublished outbox rows after `?1`, at most `?2`.
-pub(crate) const OUTBOX_UNPUBLISHED: &str = "SELECT event FROM outbox \
-     WHERE seq > max(?1, (SELECT outbox_published_through FROM meta WHERE id = 1)) ORDER BY seq LIMIT ?2";
+macro_rules! unpublished {
+    () => {
+        "FROM outbox WHERE seq > max(?1, (SELECT outbox_published_through FROM meta WHERE id = 1)) \
+         ORDER BY seq LIMIT ?2"
+    };
+}
+
+/// The [`unpublished!`] rows' events.
+pub(crate) const OUTBOX_UNPUBLISHED: &str = concat!("SELECT event ", unpublished!());
+
+/// The [`unpublished!`] rows' sequence numbers only.
+pub(crate) const OUTBOX_UNPUBLISHED_SEQS: &str = concat!("SELECT seq ", unpublished!());
 
 /// Moves the published watermark up to `?1` (never down).
 pub(crate) const MARK_PUBLISHED: &str =

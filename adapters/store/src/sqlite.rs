@@ -45,7 +45,7 @@ use crate::rows::{
 };
 use crate::sql::{
     COUNT_PENDING, LIST_FIRES, LOAD_DUE, MARK_PUBLISHED, OUTBOX_FIRST_RECENT, OUTBOX_FIRST_SEQ, OUTBOX_PRUNE,
-    OUTBOX_UNPUBLISHED, PUBLISHED_THROUGH, Sql, TENANT_USAGE, TIMER_EXISTS,
+    OUTBOX_UNPUBLISHED, OUTBOX_UNPUBLISHED_SEQS, PUBLISHED_THROUGH, Sql, TENANT_USAGE, TIMER_EXISTS,
 };
 
 /// The migrations, embedded at compile time.
@@ -462,6 +462,16 @@ impl SqliteStore {
             .collect()
     }
 
+    async fn unpublished_seqs(&self, after_seq: u64, limit: u32) -> Result<Vec<u64>, StoreFailure> {
+        let seqs: Vec<i64> = sqlx::query_scalar(OUTBOX_UNPUBLISHED_SEQS)
+            .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| db_failure("reading the outbox", e))?;
+        seqs.into_iter().map(seq_from_sql).collect()
+    }
+
     async fn pending(&self) -> Result<u64, StoreFailure> {
         let count: i64 = sqlx::query_scalar(COUNT_PENDING)
             .fetch_one(&self.readers)
@@ -528,6 +538,14 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<OutboxEvent>, StoreFailure>> {
         Box::pin(self.unpublished(after_seq, limit))
+    }
+
+    fn outbox_unpublished_seqs(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<u64>, StoreFailure>> {
+        Box::pin(self.unpublished_seqs(after_seq, limit))
     }
 
     fn outbox_mark_published(&self, up_to_seq: u64) -> BoxFuture<'_, Result<(), StoreFailure>> {

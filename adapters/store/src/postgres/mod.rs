@@ -61,7 +61,8 @@ use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
 use crate::postgres::rows::{fire_from_row, pg_failure, timer_from_row, u32_from};
 use crate::postgres::sql::{
     COUNT_PENDING, GET_TIMER, LIST_FIRES, LIST_TIMERS, LOAD_DUE, MARK_PUBLISHED, OUTBOX_FIRST_RECENT,
-    OUTBOX_FIRST_SEQ, OUTBOX_PRUNE, OUTBOX_UNPUBLISHED, PUBLISHED_THROUGH, TIMER_EXISTS,
+    OUTBOX_FIRST_SEQ, OUTBOX_PRUNE, OUTBOX_UNPUBLISHED, OUTBOX_UNPUBLISHED_SEQS, PUBLISHED_THROUGH,
+    TIMER_EXISTS,
 };
 use crate::rows::{misfire_from_text, schedule_from_text, seq_from_sql, tenant_from_text};
 
@@ -533,6 +534,16 @@ impl PostgresStore {
             .collect()
     }
 
+    async fn unpublished_seqs(&self, after_seq: u64, limit: u32) -> Result<Vec<u64>, StoreFailure> {
+        let seqs: Vec<i64> = sqlx::query_scalar(OUTBOX_UNPUBLISHED_SEQS)
+            .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.reader_conn("acquiring a reader").await?)
+            .await
+            .map_err(|e| pg_failure("reading the outbox", e))?;
+        seqs.into_iter().map(seq_from_sql).collect()
+    }
+
     async fn pending(&self) -> Result<u64, StoreFailure> {
         let count: i64 = sqlx::query_scalar(COUNT_PENDING)
             .fetch_one(&mut *self.reader_conn("acquiring a reader").await?)
@@ -652,6 +663,14 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<OutboxEvent>, StoreFailure>> {
         Box::pin(self.deadline("reading the outbox", false, self.unpublished(after_seq, limit)))
+    }
+
+    fn outbox_unpublished_seqs(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<u64>, StoreFailure>> {
+        Box::pin(self.deadline("reading the outbox", false, self.unpublished_seqs(after_seq, limit)))
     }
 
     fn outbox_mark_published(&self, up_to_seq: u64) -> BoxFuture<'_, Result<(), StoreFailure>> {

@@ -159,8 +159,18 @@ pub(crate) static LIST_FIRES: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Unpublished outbox rows after `$1`, at most `$2`.
-pub(crate) const OUTBOX_UNPUBLISHED: &str = "SELECT event FROM outbox \
-     WHERE seq > greatest($1, (SELECT through FROM outbox_published WHERE id = 1)) ORDER BY seq LIMIT $2";
+macro_rules! unpublished {
+    () => {
+        "FROM outbox WHERE seq > greatest($1, (SELECT through FROM outbox_published WHERE id = 1)) \
+         ORDER BY seq LIMIT $2"
+    };
+}
+
+/// The [`unpublished!`] rows' events.
+pub(crate) const OUTBOX_UNPUBLISHED: &str = concat!("SELECT event ", unpublished!());
+
+/// The [`unpublished!`] rows' sequence numbers only.
+pub(crate) const OUTBOX_UNPUBLISHED_SEQS: &str = concat!("SELECT seq ", unpublished!());
 
 /// Moves the published watermark up to `$1` (never down).
 pub(crate) const MARK_PUBLISHED: &str =
