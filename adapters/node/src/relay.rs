@@ -9,7 +9,9 @@
 //! reply was lost although it applied — then marks everything up to the last
 //! scanned row published. Marking only what a scan has seen keeps the shared
 //! watermark from ever skipping a row, whichever node wrote it (stores assign
-//! sequence numbers in commit order, see [`crate::Store`]).
+//! sequence numbers in commit order, see [`crate::Store`]). A scan reads a
+//! page's sequence numbers first and the events only from the first row it
+//! has not handed over, so rows sent live are not read back to be marked.
 //!
 //! With an [`EventSink`] (NATS JetStream, or the in-process action intake) a
 //! row is marked published only once the sink accepted it and every row
