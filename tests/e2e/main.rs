@@ -5,6 +5,7 @@
 //! (`pg`, shared with the store's tests).
 
 mod actions;
+mod bench;
 mod cluster;
 mod connections;
 mod crash;

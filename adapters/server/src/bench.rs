@@ -80,6 +80,8 @@ const MISSING_SAMPLE_LEN: usize = 10;
 /// Upper bounds of the options (keeps memory and run time bounded).
 const MAX_TIMERS: u64 = 5_000_000;
 const MAX_PRELOAD: u64 = 50_000_000;
+/// How long the settled RSS after a preload is watched for.
+const RSS_SETTLE_MS: u64 = 5_000;
 
 /// Which API the schedule requests use (fires are always watched on the gRPC event stream).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -912,6 +914,26 @@ impl Probe {
         Sample { at: at.to_owned(), rss_kb, hwm_kb, due_index_entries, timers_pending }
     }
 
+    /// The lowest RSS read every 500 ms over [`RSS_SETTLE_MS`]: what the
+    /// server holds once its allocator has returned what a burst left
+    /// (it frees with a delay, so a reading right after a burst counts
+    /// memory no longer in use).
+    async fn settled_rss_kb(&self) -> Option<u64> {
+        let pid = self.pid?;
+        let read = || {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|t| parse_proc_status(&t).0)
+        };
+        let mut lowest = read();
+        for _ in 0..RSS_SETTLE_MS / 500 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            lowest = match (lowest, read()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        lowest
+    }
+
     /// A sample once `minoots_timers_pending` (refreshed by the server every
     /// few seconds) has caught up with `pending_at_least`, or after 15 s.
     async fn settled_sample(&self, at: &str, pending_at_least: u64) -> Sample {
@@ -1028,6 +1050,10 @@ struct PreloadReport {
     rss_after_kb: Option<u64>,
     /// (RSS after − RSS before) / timers scheduled.
     rss_bytes_per_timer: Option<f64>,
+    /// The lowest RSS over the [`RSS_SETTLE_MS`] after that.
+    rss_settled_kb: Option<u64>,
+    /// (RSS settled − RSS before) / timers scheduled.
+    rss_settled_bytes_per_timer: Option<f64>,
     due_index_entries: Option<f64>,
     timers_pending: Option<f64>,
 }
@@ -1128,7 +1154,8 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
         eprintln!("bench: preloading {} timers due in {} ms or later", args.preload, args.preload_horizon_ms);
         let outcome = schedule_with_progress(plan, &clients, clock, "preload").await?;
         let sample = probe.settled_sample("after preload", outcome.acked).await;
-        let rss_bytes_per_timer = match (before, sample.rss_kb) {
+        let rss_settled_kb = probe.settled_rss_kb().await;
+        let per_timer = |after: Option<u64>| match (before, after) {
             (Some(b), Some(a)) if outcome.acked > 0 => {
                 Some((a as f64 - b as f64) * 1024.0 / outcome.acked as f64)
             }
@@ -1139,7 +1166,9 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
             horizon_ms: args.preload_horizon_ms,
             rss_before_kb: before,
             rss_after_kb: sample.rss_kb,
-            rss_bytes_per_timer,
+            rss_bytes_per_timer: per_timer(sample.rss_kb),
+            rss_settled_kb,
+            rss_settled_bytes_per_timer: per_timer(rss_settled_kb),
             due_index_entries: sample.due_index_entries,
             timers_pending: sample.timers_pending,
         });
@@ -1495,10 +1524,14 @@ fn render_summary(report: &Report) -> String {
             ms_text(s.ack_latency_ms),
         ));
         text.push_str(&format!(
-            "  server RSS {} → {} ({} bytes per pending timer); due index entries {}, timers pending {}\n",
+            "  server RSS {} → {} ({} bytes per pending timer), {} after {} s ({} bytes per pending timer); \
+             due index entries {}, timers pending {}\n",
             mib_text(p.rss_before_kb),
             mib_text(p.rss_after_kb),
             opt_text(p.rss_bytes_per_timer.map(|b| format!("{b:.0}"))),
+            mib_text(p.rss_settled_kb),
+            RSS_SETTLE_MS / 1_000,
+            opt_text(p.rss_settled_bytes_per_timer.map(|b| format!("{b:.0}"))),
             opt_text(p.due_index_entries),
             opt_text(p.timers_pending),
         ));
