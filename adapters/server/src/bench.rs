@@ -891,13 +891,18 @@ impl Probe {
         Ok(Self { pid, metrics })
     }
 
-    async fn sample(&self, at: &str) -> Sample {
-        let (rss_kb, hwm_kb) = match self.pid {
+    /// The server's (VmRSS, VmHWM) in KiB, when `--pid` names it.
+    fn memory_kb(&self) -> (Option<u64>, Option<u64>) {
+        match self.pid {
             Some(pid) => std::fs::read_to_string(format!("/proc/{pid}/status"))
                 .map(|text| parse_proc_status(&text))
                 .unwrap_or((None, None)),
             None => (None, None),
-        };
+        }
+    }
+
+    async fn sample(&self, at: &str) -> Sample {
+        let (rss_kb, hwm_kb) = self.memory_kb();
         let (due_index_entries, timers_pending) = match &self.metrics {
             Some((client, url)) => match fetch_text(client, url).await {
                 Ok(text) => (
@@ -919,14 +924,11 @@ impl Probe {
     /// (it frees with a delay, so a reading right after a burst counts
     /// memory no longer in use).
     async fn settled_rss_kb(&self) -> Option<u64> {
-        let pid = self.pid?;
-        let read = || {
-            std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|t| parse_proc_status(&t).0)
-        };
-        let mut lowest = read();
+        self.pid?;
+        let mut lowest = self.memory_kb().0;
         for _ in 0..RSS_SETTLE_MS / 500 {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            lowest = match (lowest, read()) {
+            lowest = match (lowest, self.memory_kb().0) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
