@@ -1219,6 +1219,7 @@ fn reject_to_api(reject: StoreReject, field: &str) -> ApiError {
             message: "was used before with a different request".into(),
         },
         StoreReject::NotFound => ApiError::NotFound { timer_id: String::new() },
+        StoreReject::Invalid(error) => ApiError::Invalid(error),
         StoreReject::StaleEpoch { .. } => ApiError::Unavailable {
             reason: "this node is not the leader".into(),
             retry_after_ms: RETRY_AFTER_MS,

@@ -112,6 +112,9 @@ pub enum StoreReject {
     NotFound,
     /// The idempotency key was used before with a different request.
     IdempotencyMismatch,
+    /// The item holds what no store may keep (the field and the rule); the
+    /// validation refuses it first, so only a caller that skips it meets this.
+    Invalid(ValidationError),
 }
 
 impl fmt::Display for StoreReject {

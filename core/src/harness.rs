@@ -110,7 +110,7 @@ impl Harness {
                         self.fail_next_commit = false;
                         Err(crate::error::StoreFailure("injected".into()))
                     } else {
-                        Ok(self.store.apply(self.now.wall_ms + self.store_skew_ms, &op))
+                        self.store.apply(self.now.wall_ms + self.store_skew_ms, &op)
                     };
                     self.engine.handle_input(self.now, Input::StoreDone { io, result });
                 }
@@ -288,7 +288,7 @@ impl Cluster {
                             let result = if self.nodes[i].store_down {
                                 Err(crate::error::StoreFailure("partitioned from the store".into()))
                             } else {
-                                Ok(self.store.apply(self.now.wall_ms, &op))
+                                self.store.apply(self.now.wall_ms, &op)
                             };
                             self.nodes[i].engine.handle_input(self.now, Input::StoreDone { io, result });
                         }

@@ -12,6 +12,7 @@ pub mod action;
 pub mod auth;
 pub mod breaker;
 pub mod command;
+pub mod commit;
 pub mod destination;
 pub mod draft;
 pub mod due_index;

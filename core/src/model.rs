@@ -4,18 +4,17 @@
 //! sequence and store clock → same replies).
 //!
 //! It is deliberately plain: ordered maps, no indexes beyond what the
-//! semantics need, every rule spelled out once in [`StoreModel::apply`].
+//! semantics need. Every rule is spelled out once: leases in
+//! [`crate::lease`], commits in [`crate::commit`], reads here.
 
 use std::collections::BTreeMap;
 
-use crate::error::StoreReject;
-use crate::event::{EventKind, OutboxEvent};
+use crate::commit::{CommitInput, Decision, Fencing, decide};
+use crate::error::StoreFailure;
+use crate::event::OutboxEvent;
 use crate::ids::{TenantId, TimerId};
 use crate::lease::LeaseAsker;
-use crate::store::{
-    AfterFire, CancelOp, CommitBatch, CommitOutcome, Created, DueTimer, FireOp, Fired, LEASE_SHARD,
-    ListQuery, StoreOp, StoreReply,
-};
+use crate::store::{CommitBatch, DueTimer, LEASE_SHARD, ListQuery, StoreOp, StoreReply};
 use crate::time::WallMs;
 use crate::timer::{FireRecord, TimerRecord, TimerStatus};
 
@@ -83,8 +82,9 @@ impl StoreModel {
     }
 
     /// Applies one operation at store time `store_now_ms`.
-    pub fn apply(&mut self, store_now_ms: WallMs, op: &StoreOp) -> StoreReply {
-        match op {
+    /// Fails, with nothing applied, only on a commit [`decide`] refuses.
+    pub fn apply(&mut self, store_now_ms: WallMs, op: &StoreOp) -> Result<StoreReply, StoreFailure> {
+        Ok(match op {
             StoreOp::Open { node_id } => {
                 let lease = Lease::open(self.leases.get(&LEASE_SHARD), node_id);
                 let epoch = lease.holder.epoch;
@@ -113,7 +113,7 @@ impl StoreModel {
                 }
                 StoreReply::Lease(reply)
             }
-            StoreOp::Commit(batch) => self.commit(store_now_ms, batch),
+            StoreOp::Commit(batch) => return self.commit(store_now_ms, batch),
             StoreOp::LoadDue { after, until_ms, limit } => {
                 let mut due: Vec<&TimerRecord> = self
                     .timers
@@ -132,7 +132,7 @@ impl StoreModel {
             StoreOp::List(query) => self.list(query),
             StoreOp::ListFires { tenant_id, timer_id, after_occurrence, limit } => {
                 if self.timer_in(tenant_id, timer_id).is_none() {
-                    return StoreReply::Fires(None);
+                    return Ok(StoreReply::Fires(None));
                 }
                 let fires = match after_occurrence.checked_add(1) {
                     Some(first) => self
@@ -145,7 +145,7 @@ impl StoreModel {
                 };
                 StoreReply::Fires(Some(fires))
             }
-        }
+        })
     }
 
     fn timer_in(&self, tenant_id: &TenantId, timer_id: &TimerId) -> Option<&TimerRecord> {
@@ -169,164 +169,47 @@ impl StoreModel {
         StoreReply::Timers { timers: page, more }
     }
 
-    /// One transaction: creates, then cancels, then fires, in batch order.
-    fn commit(&mut self, now: WallMs, batch: &CommitBatch) -> StoreReply {
-        let mut outcome = CommitOutcome::default();
-        let mut events = Vec::new();
-        let fenced = self.fenced(now, batch);
-        for record in &batch.creates {
-            let result = if fenced {
-                self.create(now, record, &mut events)
-            } else {
-                Err(StoreReject::StaleEpoch { current_epoch: self.epoch() })
-            };
-            outcome.creates.push(result);
-        }
-        for cancel in &batch.cancels {
-            let result = if fenced {
-                self.cancel(now, cancel, &mut events)
-            } else {
-                Err(StoreReject::StaleEpoch { current_epoch: self.epoch() })
-            };
-            outcome.cancels.push(result);
-        }
-        for fire in &batch.fires {
-            let result = if fenced {
-                self.fire(now, batch, fire, &mut events)
-            } else {
-                Err(StoreReject::StaleEpoch { current_epoch: self.epoch() })
-            };
-            outcome.fires.push(result);
-        }
-        StoreReply::Committed { outcome, events }
-    }
-
-    /// Whether the batch's writer holds the lease at its epoch, unexpired.
-    fn fenced(&self, now: WallMs, batch: &CommitBatch) -> bool {
+    /// One transaction, decided by [`crate::commit::decide`] like every
+    /// store's: read the lease, the counter and the named timers; decide;
+    /// write what it decided.
+    fn commit(&mut self, now: WallMs, batch: &CommitBatch) -> Result<StoreReply, StoreFailure> {
+        let input = CommitInput::new(now, batch, self.leases.get(&LEASE_SHARD), self.next_seq);
         #[cfg(feature = "planted-bugs")]
-        if self.plant.no_fencing {
-            return true;
-        }
-        self.leases.get(&LEASE_SHARD).is_some_and(|l| l.fences(batch, now))
-    }
-
-    fn create(
-        &mut self,
-        now: WallMs,
-        record: &TimerRecord,
-        events: &mut Vec<OutboxEvent>,
-    ) -> Result<Created, StoreReject> {
-        if let Some(key) = &record.idempotency_key {
-            if let Some(existing) = self.idempotency.get(&(record.tenant_id.clone(), key.clone())) {
-                let timer = self.timers[existing].clone();
-                if timer.request_fingerprint != record.request_fingerprint {
-                    return Err(StoreReject::IdempotencyMismatch);
-                }
-                return Ok(Created { timer, created: false });
+        let input = input.with_plant(self.plant);
+        let stored = match input.fencing() {
+            Fencing::Applies => self.named_timers(batch),
+            Fencing::Stale { .. } => BTreeMap::new(),
+        };
+        let Decision { outcome, events, writes } =
+            decide(input, stored).map_err(|fault| StoreFailure(format!("commit refused: {fault}")))?;
+        for record in writes.inserted {
+            if let Some(key) = &record.idempotency_key {
+                self.idempotency.insert((record.tenant_id.clone(), key.clone()), record.id);
             }
-            self.idempotency.insert((record.tenant_id.clone(), key.clone()), record.id);
+            let previous = self.timers.insert(record.id, record.into_owned());
+            assert!(previous.is_none(), "decide inserts only new ids");
         }
-        assert!(
-            !self.timers.contains_key(&record.id),
-            "timer id {} created twice: ids must be unique",
-            record.id
-        );
-        self.timers.insert(record.id, record.clone());
-        self.push_event(events, EventKind::Scheduled, now, record, None);
-        Ok(Created { timer: record.clone(), created: true })
+        for record in writes.updated {
+            self.timers.insert(record.id, record);
+        }
+        for fire in writes.fires {
+            let previous = self.fires.insert((fire.timer_id, fire.occurrence), fire);
+            assert!(previous.is_none(), "an occurrence is recorded once: decide compares and sets");
+        }
+        self.outbox.extend(events.iter().cloned());
+        self.next_seq = writes.last_seq;
+        Ok(StoreReply::Committed { outcome, events })
     }
 
-    fn cancel(
-        &mut self,
-        now: WallMs,
-        op: &CancelOp,
-        events: &mut Vec<OutboxEvent>,
-    ) -> Result<TimerRecord, StoreReject> {
-        let Some(timer) = self.timers.get_mut(&op.timer_id).filter(|t| t.tenant_id == op.tenant_id) else {
-            return Err(StoreReject::NotFound);
-        };
-        if timer.status != TimerStatus::Scheduled {
-            return Ok(timer.clone());
-        }
-        timer.status = TimerStatus::Cancelled;
-        timer.cancelled_at_ms = Some(now);
-        timer.cancelled_by = Some(op.cancelled_by.clone());
-        timer.cancel_reason = op.reason.clone();
-        let timer = timer.clone();
-        self.push_event(events, EventKind::Cancelled, now, &timer, None);
-        Ok(timer)
-    }
-
-    fn fire(
-        &mut self,
-        now: WallMs,
-        batch: &CommitBatch,
-        op: &FireOp,
-        events: &mut Vec<OutboxEvent>,
-    ) -> Result<Fired, StoreReject> {
-        let Some(timer) = self.timers.get_mut(&op.timer_id) else {
-            return Err(StoreReject::NotFound);
-        };
-        if timer.status != TimerStatus::Scheduled
-            || timer.next_occurrence != op.occurrence
-            || timer.next_due_ms != op.due_ms
-        {
-            return Err(StoreReject::StateChanged);
-        }
-        #[cfg(feature = "planted-bugs")]
-        let due_check = !self.plant.no_due_check;
-        #[cfg(not(feature = "planted-bugs"))]
-        let due_check = true;
-        if due_check && op.due_ms > now {
-            return Err(StoreReject::TooEarly { store_now_ms: now });
-        }
-        match op.then {
-            AfterFire::Finished => timer.status = TimerStatus::Fired,
-            AfterFire::Next { due_ms } => {
-                assert!(due_ms > op.due_ms, "the next occurrence must come after the current one");
-                timer.next_due_ms = due_ms;
-            }
-        }
-        if op.skipped {
-            return Ok(Fired { fire: None, timer: timer.clone() });
-        }
-        timer.next_occurrence += 1;
-        timer.last_fired_at_ms = Some(now);
-        let fire = FireRecord {
-            timer_id: op.timer_id,
-            occurrence: op.occurrence,
-            due_ms: op.due_ms,
-            fired_at_ms: now,
-            epoch: batch.epoch,
-            node_id: batch.node_id.clone(),
-        };
-        let previous = self.fires.insert((op.timer_id, op.occurrence), fire.clone());
-        assert!(previous.is_none(), "occurrence {}:{} recorded twice", op.timer_id, op.occurrence);
-        let timer = timer.clone();
-        self.push_event(events, EventKind::Fired, now, &timer, Some(fire.clone()));
-        Ok(Fired { fire: Some(fire), timer })
-    }
-
-    fn push_event(
-        &mut self,
-        events: &mut Vec<OutboxEvent>,
-        kind: EventKind,
-        now: WallMs,
-        timer: &TimerRecord,
-        fire: Option<FireRecord>,
-    ) {
-        self.next_seq += 1;
-        let event = OutboxEvent {
-            seq: self.next_seq,
-            kind,
-            tenant_id: timer.tenant_id.clone(),
-            timer_id: timer.id,
-            occurrence: fire.as_ref().map_or(timer.next_occurrence, |f| f.occurrence),
-            occurred_at_ms: now,
-            timer: timer.clone(),
-            fire,
-        };
-        self.outbox.push(event.clone());
-        events.push(event);
+    /// The stored timers a commit of `batch` must read: by idempotency key
+    /// and by id — and, standing in for the SQL stores' primary key, any
+    /// stored timer a create's id collides with.
+    fn named_timers(&self, batch: &CommitBatch) -> BTreeMap<TimerId, TimerRecord> {
+        let by_key = batch
+            .idempotency_keys()
+            .into_iter()
+            .filter_map(|(tenant, key)| self.idempotency.get(&(tenant.clone(), key.to_owned())));
+        let by_id = batch.named_timer_ids().into_iter().chain(batch.creates.iter().map(|r| r.id));
+        by_key.copied().chain(by_id).filter_map(|id| self.timers.get(&id).map(|t| (id, t.clone()))).collect()
     }
 }

@@ -34,7 +34,8 @@ const MAX_FUTURE_MS_U64: u64 = MAX_FUTURE_MS as u64;
 
 const ONLY_RECURRING: &str = "is only allowed with every or cron";
 const TOO_FAR_AHEAD: &str = "must be at most 10 years in the future";
-const NO_NUL: &str = "must not contain the NUL character (\\u0000)";
+/// The rule for text no store may keep.
+pub(crate) const NO_NUL: &str = "must not contain the NUL character (\\u0000)";
 
 /// Validates one request's drafts, all or nothing: 1 to [`MAX_BATCH`] of
 /// them; in a batch (more than one) an error names its item (`timers[3].`).

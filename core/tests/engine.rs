@@ -80,9 +80,9 @@ fn a_schedule_is_replied_only_after_its_commit() {
     assert_eq!(engine.poll_output(), None, "no reply before the commit is done");
 
     let mut model = minoots_core::model::StoreModel::new();
-    model.apply(T0, &StoreOp::Open { node_id: "node-a".into() });
-    let reply = model.apply(T0, &StoreOp::Commit(batch.clone()));
-    engine.handle_input(now, Input::StoreDone { io, result: Ok(reply) });
+    model.apply(T0, &StoreOp::Open { node_id: "node-a".into() }).expect("opened");
+    let result = model.apply(T0, &StoreOp::Commit(batch.clone()));
+    engine.handle_input(now, Input::StoreDone { io, result });
     match engine.poll_output() {
         Some(Effect::Reply { req: 9, result: Ok(Response::Scheduled(c)) }) => {
             assert!(c.created);
@@ -269,7 +269,7 @@ fn a_deposed_engine_stops_firing_and_refuses_writes() {
     let req = h.request(Command::Schedule(after(100)));
     let _id = created_id(h.take_reply(req));
     // Another writer opens the store: epoch 2 supersedes ours.
-    h.store.apply(T0, &StoreOp::Open { node_id: "intruder".into() });
+    h.store.apply(T0, &StoreOp::Open { node_id: "intruder".into() }).expect("opened");
     h.advance(200);
     assert!(h.store.fires().is_empty(), "a stale epoch cannot record a fire");
     assert!(matches!(h.engine.leadership(), &Leadership::Deposed { current_epoch: 2 }));

@@ -138,10 +138,14 @@ fn a_restarted_leader_takes_its_lease_over_at_once_at_a_new_epoch() {
     c.restart(0);
     assert_eq!(c.leaders(), vec![0], "the new incarnation leads without waiting for the TTL");
     assert_eq!(c.store.epoch(), 2, "a new incarnation is a new tenure: a new epoch");
-    let reply = c.store.clone().apply(
-        c.now.wall_ms,
-        &StoreOp::RenewLease { shard: LEASE_SHARD, node_id: "node-0".into(), epoch: 1, ttl_ms: 2_000 },
-    );
+    let reply = c
+        .store
+        .clone()
+        .apply(
+            c.now.wall_ms,
+            &StoreOp::RenewLease { shard: LEASE_SHARD, node_id: "node-0".into(), epoch: 1, ttl_ms: 2_000 },
+        )
+        .expect("a renewal always gets a reply");
     assert!(matches!(reply, StoreReply::Lease(LeaseReply::Lost { .. })), "the old epoch cannot renew");
 
     // Node 0 loses the store long enough for its lease to lapse: node 1 takes a new epoch.

@@ -173,7 +173,11 @@ impl World {
             match call {
                 DbCall::Op(op) => {
                     let before = lease_shard(&op).and_then(|shard| db.lease(shard));
-                    let reply = db.model.apply(now, &op);
+                    // A refused commit is a batch the engine must never send:
+                    // the seed fails here, loudly.
+                    let reply = db.model.apply(now, &op).unwrap_or_else(|e| {
+                        panic!("the database refused an op the engine sent: {e}\n  op: {op:?}")
+                    });
                     observe(&mut db, now, &op, &reply, before, &mut seen);
                     DbAnswer::Op(reply)
                 }

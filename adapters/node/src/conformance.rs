@@ -31,6 +31,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use minoots_core::StoreFailure;
 use minoots_core::auth::Role;
 use minoots_core::event::{EventKind, OutboxEvent};
 use minoots_core::ids::IdGenerator;
@@ -165,7 +166,9 @@ impl<'s, S: Store + ?Sized> Check<'s, S> {
     pub async fn apply(&mut self, op: StoreOp) -> Result<StoreReply, String> {
         self.step += 1;
         let now = self.now();
-        let expected = self.model.apply(now, &op);
+        let expected = self.model.apply(now, &op).map_err(|e| {
+            format!("step {}: the reference model refused the op: {e}\n  op: {op:?}", self.step)
+        })?;
         let actual = self
             .store
             .execute(op.clone())
@@ -179,6 +182,27 @@ impl<'s, S: Store + ?Sized> Check<'s, S> {
             ));
         }
         Ok(actual)
+    }
+
+    /// Applies `op`, which the model refuses as a whole, to the store too;
+    /// fails unless the store refuses it as well, with nothing of it applied
+    /// (the next operations compare sequence numbers and state). The
+    /// failures' wording may differ: a SQL store meets a reused id at its
+    /// primary key.
+    pub async fn refused(&mut self, op: StoreOp) -> Result<StoreFailure, String> {
+        self.step += 1;
+        let now = self.now();
+        let Err(expected) = self.model.apply(now, &op) else {
+            return Err(format!("step {}: the reference model applied the op\n  op: {op:?}", self.step));
+        };
+        match self.store.execute(op.clone()).await {
+            Err(actual) => Ok(actual),
+            other => Err(format!(
+                "step {}: the store does not refuse like the reference model\n  op: {op:?}\n  \
+                 expected: {expected:?}\n  actual:   {other:?}",
+                self.step
+            )),
+        }
     }
 
     /// `Open`: returns the new epoch.
@@ -515,6 +539,7 @@ where
     scenario!("load_due_paging", load_due_paging);
     scenario!("list_fires_paging", list_fires_paging);
     scenario!("outbox", outbox);
+    scenario!("impossible_items", impossible_items);
     for seed in RANDOM_SEEDS {
         scenario!(format!("randomized(seed {seed})"), |c| randomized(c, seed, RANDOM_STEPS));
     }
@@ -1173,6 +1198,55 @@ async fn fire_recurring<S: Store + ?Sized>(mut c: Check<'_, S>) -> Outcome {
         "fires"
     );
     ensure_eq!(c.pending().await?, 0, "pending");
+    Ok(())
+}
+
+/// What every store refuses alike (`minoots_core::commit` decides it once):
+/// text holding U+0000 is refused item by item, naming the field, while the
+/// rest of the commit applies; a batch the engine can never send — a
+/// recurring fire whose next slot does not advance, an id created twice — is
+/// refused as a whole, with nothing of it applied (the next commit numbers
+/// its events on from the last applied one).
+async fn impossible_items<S: Store + ?Sized>(mut c: Check<'_, S>) -> Outcome {
+    c.open().await?;
+    let a = tenant("tenant-a");
+    let d = c.now();
+    let recurring = c.interval(&a, d, 1_000, MisfirePolicy::FireOnce);
+    c.create_all(vec![recurring.clone()]).await?;
+
+    let mut named = c.timer(&a, d + 60_000);
+    named.name = Some("nul\u{0}name".into());
+    let mut labelled = c.timer(&a, d + 60_000);
+    labelled.labels = labels(&[("team", "o\u{0}ps")]);
+    let good = c.timer(&a, d + 60_000);
+    let mut reason = cancel(&recurring, "ops");
+    reason.reason = Some("because\u{0}".into());
+    let batch =
+        CommitBatch { creates: vec![named, labelled, good.clone()], cancels: vec![reason], ..c.batch() };
+    let (outcome, events) = c.commit(batch).await?;
+    let invalid = |field: &str| {
+        StoreReject::Invalid(minoots_core::ValidationError::new(
+            field,
+            "must not contain the NUL character (\\u0000)",
+        ))
+    };
+    ensure_eq!(&outcome.creates[0], &Err(invalid("name")), "a name holding NUL");
+    ensure_eq!(&outcome.creates[1], &Err(invalid("labels")), "a label holding NUL");
+    ensure!(matches!(&outcome.creates[2], Ok(c) if c.created), "the rest applies: {outcome:?}");
+    ensure_eq!(&outcome.cancels[0], &Err(invalid("reason")), "a cancel reason holding NUL");
+    ensure_eq!(events.len(), 1, "only the good create writes an event");
+
+    let stuck = fire_at(recurring.id, 1, d, AfterFire::Next { due_ms: d });
+    let stuck = CommitBatch { creates: vec![c.timer(&a, d + 1)], fires: vec![stuck], ..c.batch() };
+    c.refused(StoreOp::Commit(stuck)).await?;
+    let twice = CommitBatch { creates: vec![c.timer(&a, d + 2), good.clone()], ..c.batch() };
+    c.refused(StoreOp::Commit(twice)).await?;
+
+    let first = fire_at(recurring.id, 1, d, AfterFire::Next { due_ms: d + 1_000 });
+    let (outcome, events) = c.commit(CommitBatch { fires: vec![first], ..c.batch() }).await?;
+    ensure!(outcome.fires[0].is_ok(), "the timer is untouched by the refused commits: {outcome:?}");
+    ensure_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3], "numbering continues");
+    ensure_eq!(c.pending().await?, 2, "pending: the recurring timer and the good create");
     Ok(())
 }
 

@@ -75,7 +75,7 @@ impl Store for ModelStore {
                 tokio::time::sleep(std::time::Duration::from_millis(latency_ms)).await;
             }
             let now = self.clock.now().wall_ms;
-            self.guard().map(|mut s| s.model.apply(now, &op))
+            self.guard()?.model.apply(now, &op)
         })
     }
 

@@ -420,7 +420,7 @@ impl PostgresStore {
             )
         };
         if query.labels.iter().any(|(k, v)| k.contains('\0') || v.contains('\0')) {
-            // No stored label can hold U+0000 (see `rows::timer_has_nul`).
+            // No stored label can hold U+0000 (`TimerRecord::text_has_nul`).
             return Ok(StoreReply::Timers { timers: Vec::new(), more: false });
         }
         let limit = query.limit as usize;

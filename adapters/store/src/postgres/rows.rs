@@ -266,32 +266,3 @@ impl OutboxColumns {
         Ok(())
     }
 }
-
-/// Whether a text contains U+0000, which PostgreSQL `text` and `jsonb` cannot hold.
-fn nul_in(text: &str) -> bool {
-    text.contains('\0')
-}
-
-/// Whether a timer holds U+0000 in a column stored as `text` or `jsonb`
-/// (the `json` columns keep it, escaped). Such a row would fail its whole
-/// commit; the store refuses that one create instead.
-pub(crate) fn timer_has_nul(t: &TimerRecord) -> bool {
-    nul_in(t.tenant_id.as_str())
-        || nul_in(&t.requested_by)
-        || t.name.as_deref().is_some_and(nul_in)
-        || t.idempotency_key.as_deref().is_some_and(nul_in)
-        || t.labels.iter().any(|(k, v)| nul_in(k) || nul_in(v))
-        || schedule_has_nul(&t.schedule)
-}
-
-fn schedule_has_nul(schedule: &Schedule) -> bool {
-    match schedule {
-        Schedule::Cron { expression, time_zone, .. } => nul_in(expression) || nul_in(time_zone),
-        _ => false,
-    }
-}
-
-/// Whether a cancel's free text holds U+0000.
-pub(crate) fn cancel_has_nul(op: &minoots_core::store::CancelOp) -> bool {
-    nul_in(&op.cancelled_by) || op.reason.as_deref().is_some_and(nul_in)
-}
