@@ -9,12 +9,14 @@ use std::collections::BTreeMap;
 
 use criterion::{BatchSize, Criterion, black_box, criterion_group, criterion_main};
 use minoots_core::action::ActionPolicy;
-use minoots_core::draft::{DEFAULT_PAST_FIRE_TOLERANCE_MS, TimerDraft, validate};
+use minoots_core::draft::TimerDraft;
 use minoots_core::due_index::DueIndex;
 use minoots_core::engine::{Command, Effect, Engine, EngineConfig, Input};
 use minoots_core::ids::IdGenerator;
+use minoots_core::limits::PAST_FIRE_TOLERANCE_DEFAULT_MS;
 use minoots_core::schedule::CronSchedule;
 use minoots_core::store::{DueTimer, StoreOp, StoreReply};
+use minoots_core::validate::validate;
 use minoots_core::{Now, TenantId};
 
 const T0: i64 = 1_790_000_000_000;
@@ -47,7 +49,7 @@ fn validation(c: &mut Criterion) {
     let policy = ActionPolicy::default();
     let now = Now::new(T0, 0);
     c.bench_function("validate a timer with labels and a webhook", |b| {
-        b.iter(|| validate(black_box(&draft), now, &policy, DEFAULT_PAST_FIRE_TOLERANCE_MS).expect("valid"))
+        b.iter(|| validate(black_box(&draft), now, &policy, PAST_FIRE_TOLERANCE_DEFAULT_MS).expect("valid"))
     });
 }
 

@@ -20,25 +20,10 @@ use serde_json::{Map, Value};
 use crate::command::{CommandPolicy, CommandRefused};
 use crate::destination::DestinationPolicy;
 use crate::error::ValidationError;
-
-/// Most actions in one bundle.
-pub const MAX_ACTIONS: usize = 16;
-/// Longest action id.
-pub const MAX_ACTION_ID_LEN: usize = 64;
-/// Most attempts one delivery may be given.
-pub const MAX_ATTEMPTS: u32 = 100;
-/// Longest backoff delay.
-pub const MAX_BACKOFF_MS: u64 = 86_400_000;
-/// Longest per-action timeout.
-pub const MAX_TIMEOUT_MS: u64 = 300_000;
-/// Most actions of one fire run at once.
-pub const MAX_CONCURRENCY: u32 = 16;
-/// Most arguments of a command.
-pub const MAX_COMMAND_ARGS: usize = 64;
-/// Longest `file` path (the base directory and tenant directory come on top).
-pub const MAX_FILE_PATH_BYTES: usize = 1_024;
-/// Longest part of a `file` path (the usual filesystem limit on a name).
-pub const MAX_FILE_NAME_BYTES: usize = 255;
+use crate::limits::{
+    ACTION_ID_LEN_MAX, ACTIONS_MAX, ATTEMPTS_MAX, BACKOFF_MAX_MS, COMMAND_ARGS_MAX, CONCURRENCY_MAX,
+    FILE_NAME_BYTES_MAX, FILE_PATH_BYTES_MAX, TIMEOUT_MAX_MS,
+};
 
 /// What the operator allows, checked when a bundle is scheduled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -218,12 +203,12 @@ impl RetryPolicy {
 
     /// The delay before the retry that follows failed attempt `attempt`, with
     /// full jitter drawn from `random` (uniform in `0..=ceiling`), but never
-    /// sooner than a receiver's `Retry-After` (capped at [`MAX_BACKOFF_MS`]).
+    /// sooner than a receiver's `Retry-After` (capped at [`BACKOFF_MAX_MS`]).
     pub fn retry_delay_ms(&self, attempt: u32, random: u64, retry_after_ms: Option<u64>) -> u64 {
         let ceiling = self.ceiling_ms(attempt);
         let jittered = if ceiling == 0 { 0 } else { random % (ceiling + 1) };
         match retry_after_ms {
-            Some(after) => after.min(MAX_BACKOFF_MS),
+            Some(after) => after.min(BACKOFF_MAX_MS),
             None => jittered,
         }
     }
@@ -259,10 +244,10 @@ pub fn parse_bundle(value: &Value, policy: &ActionPolicy) -> Result<ActionBundle
     let list = actions_value
         .as_array()
         .ok_or_else(|| ValidationError::new(format!("{FIELD}.actions"), "must be an array"))?;
-    if list.is_empty() || list.len() > MAX_ACTIONS {
+    if list.is_empty() || list.len() > ACTIONS_MAX {
         return Err(ValidationError::new(
             format!("{FIELD}.actions"),
-            format!("must hold 1-{MAX_ACTIONS} actions"),
+            format!("must hold 1-{ACTIONS_MAX} actions"),
         ));
     }
     let mut actions = Vec::with_capacity(list.len());
@@ -281,7 +266,7 @@ pub fn parse_bundle(value: &Value, policy: &ActionPolicy) -> Result<ActionBundle
     };
     let concurrency = match object.get("concurrency") {
         None | Some(Value::Null) => 4,
-        Some(v) => uint(&format!("{FIELD}.concurrency"), v, 1, u64::from(MAX_CONCURRENCY))? as u32,
+        Some(v) => uint(&format!("{FIELD}.concurrency"), v, 1, u64::from(CONCURRENCY_MAX))? as u32,
     };
     Ok(ActionBundle { actions, retry_policy, concurrency })
 }
@@ -298,12 +283,12 @@ fn parse_action(
         None | Some(Value::Null) => format!("action-{}", index + 1),
         Some(Value::String(id)) => {
             let ok = !id.is_empty()
-                && id.len() <= MAX_ACTION_ID_LEN
+                && id.len() <= ACTION_ID_LEN_MAX
                 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
             if !ok {
                 return Err(ValidationError::new(
                     format!("{field}.id"),
-                    format!("must be 1-{MAX_ACTION_ID_LEN} characters of A-Z a-z 0-9 - _ ."),
+                    format!("must be 1-{ACTION_ID_LEN_MAX} characters of A-Z a-z 0-9 - _ ."),
                 ));
             }
             id.clone()
@@ -344,14 +329,14 @@ fn parse_action(
             let program = p.required_str("program")?;
             let args = match p.map.get("args") {
                 None | Some(Value::Null) => Vec::new(),
-                Some(Value::Array(items)) if items.len() <= MAX_COMMAND_ARGS => items
+                Some(Value::Array(items)) if items.len() <= COMMAND_ARGS_MAX => items
                     .iter()
                     .map(|a| a.as_str().map(str::to_owned))
                     .collect::<Option<Vec<_>>>()
                     .ok_or_else(|| p.error("args", "must be an array of strings"))?,
                 Some(_) => {
                     return Err(
-                        p.error("args", format!("must be an array of at most {MAX_COMMAND_ARGS} strings"))
+                        p.error("args", format!("must be an array of at most {COMMAND_ARGS_MAX} strings"))
                     );
                 }
             };
@@ -378,13 +363,13 @@ fn parse_action(
             if !ok {
                 return Err(p.error("path", "must be a relative path without empty, '.' or '..' parts"));
             }
-            if path.len() > MAX_FILE_PATH_BYTES
-                || path.split('/').any(|part| part.len() > MAX_FILE_NAME_BYTES)
+            if path.len() > FILE_PATH_BYTES_MAX
+                || path.split('/').any(|part| part.len() > FILE_NAME_BYTES_MAX)
             {
                 return Err(p.error(
                     "path",
                     format!(
-                        "must be at most {MAX_FILE_PATH_BYTES} bytes, each part at most {MAX_FILE_NAME_BYTES}"
+                        "must be at most {FILE_PATH_BYTES_MAX} bytes, each part at most {FILE_NAME_BYTES_MAX}"
                     ),
                 ));
             }
@@ -489,10 +474,10 @@ fn parse_retry(field: &str, value: &Value) -> Result<RetryPolicy, ValidationErro
         Some(v) => uint(&format!("{field}.{key}"), v, min, max),
     };
     let max_attempts =
-        get_uint("maxAttempts", 1, u64::from(MAX_ATTEMPTS), u64::from(defaults.max_attempts))? as u32;
-    let backoff_initial_ms = get_uint("backoffInitialMs", 0, MAX_BACKOFF_MS, defaults.backoff_initial_ms)?;
+        get_uint("maxAttempts", 1, u64::from(ATTEMPTS_MAX), u64::from(defaults.max_attempts))? as u32;
+    let backoff_initial_ms = get_uint("backoffInitialMs", 0, BACKOFF_MAX_MS, defaults.backoff_initial_ms)?;
     let backoff_max_ms =
-        get_uint("backoffMaxMs", 0, MAX_BACKOFF_MS, defaults.backoff_max_ms.max(backoff_initial_ms))?;
+        get_uint("backoffMaxMs", 0, BACKOFF_MAX_MS, defaults.backoff_max_ms.max(backoff_initial_ms))?;
     if backoff_max_ms < backoff_initial_ms {
         return Err(ValidationError::new(format!("{field}.backoffMaxMs"), "must be ≥ backoffInitialMs"));
     }
@@ -530,7 +515,7 @@ impl Params<'_> {
     fn timeout(&self) -> Result<Option<u64>, ValidationError> {
         match self.map.get("timeoutMs") {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => uint(&format!("{}.timeoutMs", self.field), v, 1, MAX_TIMEOUT_MS).map(Some),
+            Some(v) => uint(&format!("{}.timeoutMs", self.field), v, 1, TIMEOUT_MAX_MS).map(Some),
         }
     }
 }
@@ -754,7 +739,7 @@ mod tests {
             assert!(policy.retry_delay_ms(3, random, None) <= 400);
         }
         assert_eq!(policy.retry_delay_ms(1, 7, Some(1_000)), 1_000);
-        assert_eq!(policy.retry_delay_ms(1, 7, Some(u64::MAX)), MAX_BACKOFF_MS);
+        assert_eq!(policy.retry_delay_ms(1, 7, Some(u64::MAX)), BACKOFF_MAX_MS);
         let zero = RetryPolicy { backoff_initial_ms: 0, backoff_max_ms: 0, ..policy };
         assert_eq!(zero.retry_delay_ms(4, 12345, None), 0);
         assert_eq!(policy.ceiling_ms(u32::MAX), 1_000);

@@ -48,7 +48,7 @@ pub enum Fencing {
 
 /// The fencing rule for `batch` at store time `now` under `lease`.
 pub fn fencing(lease: Option<&Lease>, batch: &CommitBatch, now: WallMs) -> Fencing {
-    if lease.is_some_and(|l| l.fences(batch, now)) {
+    if lease.is_some_and(|l| l.fences(&batch.node_id, batch.epoch, now)) {
         Fencing::Applies
     } else {
         Fencing::Stale { current_epoch: lease.map_or(0, |l| l.holder.epoch) }

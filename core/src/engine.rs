@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::draft::{TimerDraft, validate_all};
+use crate::draft::TimerDraft;
 use crate::error::{ApiError, StoreFailure, StoreReject, ValidationError};
 use crate::event::OutboxEvent;
 use crate::ids::{IdGenerator, TenantId, TimerId};
@@ -43,6 +43,7 @@ use crate::store::{
 };
 use crate::time::{Now, WallMs};
 use crate::timer::{FireRecord, TimerRecord, TimerStatus};
+use crate::validate::validate_all;
 
 /// Identifies a client request; chosen by the driver, echoed in `Reply`.
 pub type RequestId = u64;
@@ -126,7 +127,7 @@ impl EngineConfig {
             store_backoff_min_ms: 10,
             store_backoff_max_ms: 2_000,
             actions: crate::action::ActionPolicy::default(),
-            past_fire_tolerance_ms: crate::draft::DEFAULT_PAST_FIRE_TOLERANCE_MS,
+            past_fire_tolerance_ms: crate::limits::PAST_FIRE_TOLERANCE_DEFAULT_MS,
         }
     }
 }
@@ -137,7 +138,7 @@ impl EngineConfig {
 pub enum Command {
     /// Create one timer.
     Schedule(TimerDraft),
-    /// Create up to [`crate::draft::MAX_BATCH`] timers: all validate or none is created.
+    /// Create up to [`crate::draft::BATCH_MAX`] timers: all validate or none is created.
     ScheduleBatch(Vec<TimerDraft>),
     /// Cancel a timer (idempotent for already-cancelled timers).
     Cancel {
@@ -393,7 +394,6 @@ struct LeaseClock {
     acquire_inflight: bool,
 }
 
-const READ_LIMIT_MAX: u32 = 1_000;
 /// Retry hint given to callers when the engine cannot take writes.
 pub const RETRY_AFTER_MS: u64 = 250;
 
@@ -548,19 +548,21 @@ impl Engine {
                 Inflight::Read { req, read: ReadKind::Get { timer_id } },
                 StoreOp::Get { tenant_id, timer_id },
             ),
-            Command::List(mut query) => {
-                query.limit = query.limit.clamp(1, READ_LIMIT_MAX);
-                self.emit_store(Inflight::Read { req, read: ReadKind::List }, StoreOp::List(query))
+            // The page policy of both APIs (`limits::page_size`); the
+            // adapters apply it first, naming their own field.
+            Command::List(query) => match crate::limits::page_size("limit", Some(query.limit)) {
+                Ok(_) => self.emit_store(Inflight::Read { req, read: ReadKind::List }, StoreOp::List(query)),
+                Err(e) => self.reply(req, Err(e.into())),
+            },
+            Command::ListFires { tenant_id, timer_id, after_occurrence, limit } => {
+                match crate::limits::page_size("limit", Some(limit)) {
+                    Ok(limit) => self.emit_store(
+                        Inflight::Read { req, read: ReadKind::Fires { timer_id } },
+                        StoreOp::ListFires { tenant_id, timer_id, after_occurrence, limit },
+                    ),
+                    Err(e) => self.reply(req, Err(e.into())),
+                }
             }
-            Command::ListFires { tenant_id, timer_id, after_occurrence, limit } => self.emit_store(
-                Inflight::Read { req, read: ReadKind::Fires { timer_id } },
-                StoreOp::ListFires {
-                    tenant_id,
-                    timer_id,
-                    after_occurrence,
-                    limit: limit.clamp(1, READ_LIMIT_MAX),
-                },
-            ),
         }
     }
 

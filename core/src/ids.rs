@@ -49,13 +49,10 @@ impl fmt::Display for TimerId {
 pub struct TenantId(String);
 
 impl TenantId {
-    /// The longest tenant id accepted.
-    pub const MAX_LEN: usize = 64;
-
     /// Validates a tenant id, naming `field` in the error.
     pub fn parse(field: &str, text: &str) -> Result<Self, ValidationError> {
         let ok_chars = text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-        if text.is_empty() || text.len() > Self::MAX_LEN || !ok_chars {
+        if text.is_empty() || text.len() > crate::limits::TENANT_ID_LEN_MAX || !ok_chars {
             return Err(ValidationError::new(
                 field,
                 "must be 1-64 characters of letters, digits, '.', '_' or '-'",

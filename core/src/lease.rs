@@ -121,6 +121,28 @@ fn mix64(seed: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A store's answer to a lease operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseReply {
+    /// The lease is the asker's, at this (new) epoch.
+    Granted {
+        /// The fencing token for this tenure.
+        epoch: u64,
+    },
+    /// Someone else holds an unexpired lease.
+    Held {
+        /// The holder.
+        holder: LeaseHolder,
+    },
+    /// The renewal applied.
+    Renewed,
+    /// The lease is no longer the asker's (expired, or taken over).
+    Lost {
+        /// The current holder, if any.
+        holder: Option<LeaseHolder>,
+    },
+}
+
 /// Lease grants longer than a day are clamped (a bound on every input).
 pub const LEASE_TTL_MAX_MS: u64 = 86_400_000;
 
@@ -135,9 +157,9 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// The fencing rule: `batch`'s writer holds this lease at its epoch, unexpired at `now`.
-    pub fn fences(&self, batch: &crate::store::CommitBatch, now: crate::time::WallMs) -> bool {
-        self.holder.node_id == batch.node_id && self.holder.epoch == batch.epoch && self.expires_at_ms > now
+    /// The fencing rule: a writer `node_id` at `epoch` holds this lease, unexpired at `now`.
+    pub fn fences(&self, node_id: &str, epoch: u64, now: crate::time::WallMs) -> bool {
+        self.holder.node_id == node_id && self.holder.epoch == epoch && self.expires_at_ms > now
     }
 
     /// `AcquireLease` at store time `now` against the `current` row: the row
@@ -157,8 +179,7 @@ impl Lease {
         now: crate::time::WallMs,
         asker: &LeaseAsker<'_>,
         ttl_ms: u64,
-    ) -> (Option<Lease>, crate::store::LeaseReply) {
-        use crate::store::LeaseReply;
+    ) -> (Option<Lease>, LeaseReply) {
         let until = now.saturating_add(clamp_ttl(ttl_ms));
         match current.filter(|l| l.expires_at_ms > now) {
             Some(l) if l.holder.node_id != asker.node_id || asker.tenure < l.holder.tenure => {
@@ -203,8 +224,7 @@ impl Lease {
         node_id: &str,
         epoch: u64,
         ttl_ms: u64,
-    ) -> (Option<Lease>, crate::store::LeaseReply) {
-        use crate::store::LeaseReply;
+    ) -> (Option<Lease>, LeaseReply) {
         match current {
             Some(l) if l.holder.node_id == node_id && l.holder.epoch == epoch && l.expires_at_ms > now => {
                 let expires_at_ms = l.expires_at_ms.max(now.saturating_add(clamp_ttl(ttl_ms)));

@@ -22,6 +22,7 @@ pub mod event;
 pub mod harness;
 pub mod ids;
 pub mod lease;
+pub mod limits;
 pub mod model;
 #[cfg(feature = "planted-bugs")]
 pub mod plant;
@@ -30,7 +31,7 @@ pub mod schedule;
 pub mod store;
 pub mod time;
 pub mod timer;
-mod validate;
+pub mod validate;
 
 pub use engine::{Command, Effect, Engine, EngineConfig, Input, Leadership, LeadershipMode, Response};
 pub use error::{ApiError, StoreFailure, StoreReject, ValidationError};

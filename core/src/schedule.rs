@@ -35,9 +35,9 @@ use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
-use crate::draft::MAX_TEXT_LEN;
 use crate::error::ValidationError;
 use crate::ids::TimerId;
+use crate::limits::TEXT_LEN_MAX;
 use crate::store::{AfterFire, FireOp, Recurrence};
 use crate::time::WallMs;
 use crate::timer::{MISFIRE_FIRE_ALL_CAP, MISFIRE_GRACE_MS, MisfirePolicy, Schedule};
@@ -62,7 +62,7 @@ impl CronSchedule {
     pub fn parse(expression: &str, time_zone: &str) -> Result<Self, ValidationError> {
         const SHAPE: &str = "must be a cron expression of 5 fields (minute hour day-of-month month day-of-week), \
              6 with a leading seconds field, or a nickname like @daily";
-        if expression.chars().count() > MAX_TEXT_LEN {
+        if expression.chars().count() > TEXT_LEN_MAX {
             return Err(ValidationError::new("cron", "must be at most 256 characters"));
         }
         let trimmed = expression.trim();
@@ -154,7 +154,7 @@ const SLOT_SEARCH_STEPS: u32 = 16;
 
 /// The longest stretch of local time (a DST gap or a repeated range) that
 /// [`first_local_where`] crosses: 8 days, far more than any zone has had.
-const MAX_TRANSITION_SPAN_S: i64 = 8 * 24 * 3600;
+const TRANSITION_SPAN_MAX_S: i64 = 8 * 24 * 3600;
 
 /// The first local second after `start` where `holds` is true, given that it
 /// is false from `start` up to that point (a gap or repeated range, which is
@@ -164,7 +164,7 @@ fn first_local_where(start: NaiveDateTime, holds: impl Fn(&NaiveDateTime) -> boo
     let mut false_offset_s = 0;
     let mut step_s = 1;
     let mut true_offset_s = loop {
-        if step_s > MAX_TRANSITION_SPAN_S {
+        if step_s > TRANSITION_SPAN_MAX_S {
             return None;
         }
         let probe_s = false_offset_s + step_s;

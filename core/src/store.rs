@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use crate::error::StoreReject;
 use crate::event::OutboxEvent;
 use crate::ids::{TenantId, TimerId};
-use crate::lease::LeaseHolder;
+pub use crate::lease::LeaseReply;
 use crate::time::WallMs;
 use crate::timer::{FireRecord, TimerRecord, TimerStatus};
 
@@ -118,28 +118,6 @@ pub enum StoreOp {
 /// timers. Timers carry their virtual shard already, so leases per shard can
 /// split the work later without a migration.
 pub const LEASE_SHARD: u32 = 0;
-
-/// A store's answer to a lease operation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LeaseReply {
-    /// The lease is the asker's, at this (new) epoch.
-    Granted {
-        /// The fencing token for this tenure.
-        epoch: u64,
-    },
-    /// Someone else holds an unexpired lease.
-    Held {
-        /// The holder.
-        holder: LeaseHolder,
-    },
-    /// The renewal applied.
-    Renewed,
-    /// The lease is no longer the asker's (expired, or taken over).
-    Lost {
-        /// The current holder, if any.
-        holder: Option<LeaseHolder>,
-    },
-}
 
 /// `(due_ms, id)`: the due index's order and the load cursor.
 pub type DueKey = (WallMs, TimerId);

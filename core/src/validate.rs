@@ -1,4 +1,4 @@
-//! Validation rules for drafts (see [`crate::draft::validate`]): every rule a
+//! Validation rules for drafts ([`validate`]): every rule a
 //! client request must pass, the defaults a draft gets (time zone `UTC`,
 //! misfire `fire_once`, interval start one period from now, cron start now),
 //! the first due time, the request fingerprint, and the text parsers adapters
@@ -20,33 +20,35 @@ use std::collections::BTreeMap;
 use std::io;
 
 use crate::action::{ActionPolicy, parse_bundle};
-use crate::draft::{
-    MAX_BATCH, MAX_FUTURE_MS, MAX_IDEMPOTENCY_KEY_LEN, MAX_JSON_BYTES, MAX_LABEL_KEY_LEN,
-    MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_TEXT_LEN, MIN_EVERY_MS, TimerDraft, ValidTimer,
-};
+use crate::draft::{TimerDraft, ValidTimer};
 use crate::error::ValidationError;
+use crate::limits::{
+    BATCH_MAX, EVERY_MIN_MS, FUTURE_MAX_MS, IDEMPOTENCY_KEY_LEN_MAX, JSON_BYTES_MAX, LABEL_KEY_LEN_MAX,
+    LABEL_VALUE_LEN_MAX, LABELS_MAX, TEXT_LEN_MAX,
+};
 use crate::schedule::{parse_cron, slot_after};
 use crate::time::{Now, WallMs, format_wall_ms};
 use crate::timer::{MisfirePolicy, Schedule};
 
 /// The largest accepted delay, as the unsigned type durations come in.
-const MAX_FUTURE_MS_U64: u64 = MAX_FUTURE_MS as u64;
+const FUTURE_MAX_MS_U64: u64 = FUTURE_MAX_MS as u64;
 
 const ONLY_RECURRING: &str = "is only allowed with every or cron";
 const TOO_FAR_AHEAD: &str = "must be at most 10 years in the future";
 /// The rule for text no store may keep.
 pub(crate) const NO_NUL: &str = "must not contain the NUL character (\\u0000)";
 
-/// Validates one request's drafts, all or nothing: 1 to [`MAX_BATCH`] of
-/// them; in a batch (more than one) an error names its item (`timers[3].`).
-pub(crate) fn validate_all(
+/// Validates one request's drafts, all or nothing: 1 to [`BATCH_MAX`] of
+/// them, each by [`validate`]; in a batch (more than one) an error names its
+/// item (`timers[3].duration`).
+pub fn validate_all(
     drafts: &[TimerDraft],
     now: Now,
     actions: &ActionPolicy,
     past_fire_tolerance_ms: u64,
 ) -> Result<Vec<ValidTimer>, ValidationError> {
-    if drafts.is_empty() || drafts.len() > MAX_BATCH {
-        return Err(ValidationError::new("timers", format!("must hold 1 to {MAX_BATCH} timers")));
+    if drafts.is_empty() || drafts.len() > BATCH_MAX {
+        return Err(ValidationError::new("timers", format!("must hold 1 to {BATCH_MAX} timers")));
     }
     let batch = drafts.len() > 1;
     let mut valid = Vec::with_capacity(drafts.len());
@@ -60,7 +62,23 @@ pub(crate) fn validate_all(
     Ok(valid)
 }
 
-pub(crate) fn validate(
+/// Checks every rule of a draft at time `now`.
+///
+/// Rules (each error names its field):
+/// - `tenantId` present.
+/// - exactly one of `duration` / `fireAt` / `every` / `cron` (`schedule` if none or several).
+/// - `duration`: 1 ms ..= [`FUTURE_MAX_MS`]. `fireAt`: not before `now.wall_ms −
+///   past_fire_tolerance_ms` (an instant within the tolerance in the past fires at once;
+///   see [`PAST_FIRE_TOLERANCE_DEFAULT_MS`]), at most [`FUTURE_MAX_MS`] ahead.
+///   `every`: [`EVERY_MIN_MS`] ..= [`FUTURE_MAX_MS`]. `startAt` may lie anywhere in the
+///   past (missed slots are not fired; the first slot is at or after now).
+/// - `cron`: parses (5 or 6 fields, nicknames), and has at least one slot after start;
+///   `timeZone` is a known IANA name (only with `cron`).
+/// - `startAt` / `endAt` / `maxOccurrences` / `misfirePolicy` only with `every` or `cron`;
+///   `endAt` ≥ first slot; `maxOccurrences` ≥ 1.
+/// - text lengths, label count/key/value rules, JSON sizes, idempotency key length.
+/// - `actionBundle`: see [`crate::action::parse_bundle`] (checked against the operator's `actions` policy).
+pub fn validate(
     draft: &TimerDraft,
     now: Now,
     actions: &ActionPolicy,
@@ -86,7 +104,7 @@ pub(crate) fn validate(
     check_json_size("agentBinding", draft.agent_binding.as_ref())?;
     if let Some(key) = &draft.idempotency_key {
         let chars = key.chars().count();
-        if chars == 0 || chars > MAX_IDEMPOTENCY_KEY_LEN {
+        if chars == 0 || chars > IDEMPOTENCY_KEY_LEN_MAX {
             return Err(ValidationError::new("idempotencyKey", "must be 1-128 characters"));
         }
     }
@@ -152,12 +170,12 @@ fn check_schedule(
             return Err(ValidationError::new(field, ONLY_RECURRING));
         }
     }
-    let latest_ms = now.wall_ms.saturating_add(MAX_FUTURE_MS);
+    let latest_ms = now.wall_ms.saturating_add(FUTURE_MAX_MS);
 
     if let Some(duration_ms) = draft.duration_ms {
         let fire_at_ms = WallMs::try_from(duration_ms)
             .ok()
-            .filter(|_| (1..=MAX_FUTURE_MS_U64).contains(&duration_ms))
+            .filter(|_| (1..=FUTURE_MAX_MS_U64).contains(&duration_ms))
             .and_then(|duration_ms| now.wall_ms.checked_add(duration_ms))
             .ok_or_else(|| ValidationError::new("duration", "must be ≥ 1 ms and ≤ 10 years"))?;
         return Ok((Schedule::Once { fire_at_ms, duration_ms: Some(duration_ms) }, fire_at_ms));
@@ -183,11 +201,11 @@ fn check_schedule(
     // Slots at or after max(start, now), computed without the end bound so a
     // too-early `endAt` is reported as such.
     let (unbounded, no_slot_field) = if let Some(every_ms) = draft.every_ms {
-        if !(MIN_EVERY_MS..=MAX_FUTURE_MS_U64).contains(&every_ms) {
+        if !(EVERY_MIN_MS..=FUTURE_MAX_MS_U64).contains(&every_ms) {
             return Err(ValidationError::new("every", "must be ≥ 10 ms and ≤ 10 years"));
         }
-        // `every_ms` ≤ MAX_FUTURE_MS, so the conversion cannot fail.
-        let every_as_wall_ms = WallMs::try_from(every_ms).unwrap_or(MAX_FUTURE_MS);
+        // `every_ms` ≤ FUTURE_MAX_MS, so the conversion cannot fail.
+        let every_as_wall_ms = WallMs::try_from(every_ms).unwrap_or(FUTURE_MAX_MS);
         let start_at_ms = draft.start_at_ms.unwrap_or_else(|| now.wall_ms.saturating_add(every_as_wall_ms));
         (
             Schedule::Interval {
@@ -255,11 +273,11 @@ fn too_far_in_the_past(tolerance_ms: u64) -> String {
     format!("must not be more than {tolerance} in the past (the past-fire tolerance)")
 }
 
-/// The rule for free text: at most [`MAX_TEXT_LEN`] characters, no NUL.
+/// The rule for free text: at most [`TEXT_LEN_MAX`] characters, no NUL.
 fn check_text(field: &str, text: Option<&str>) -> Result<(), ValidationError> {
     match text {
-        Some(text) if text.chars().count() > MAX_TEXT_LEN => {
-            Err(ValidationError::new(field, format!("must be at most {MAX_TEXT_LEN} characters")))
+        Some(text) if text.chars().count() > TEXT_LEN_MAX => {
+            Err(ValidationError::new(field, format!("must be at most {TEXT_LEN_MAX} characters")))
         }
         Some(text) if text.contains('\0') => Err(ValidationError::new(field, NO_NUL)),
         _ => Ok(()),
@@ -267,11 +285,11 @@ fn check_text(field: &str, text: Option<&str>) -> Result<(), ValidationError> {
 }
 
 fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ValidationError> {
-    if labels.len() > MAX_LABELS {
+    if labels.len() > LABELS_MAX {
         return Err(ValidationError::new("labels", "must have at most 64 labels"));
     }
     for (key, value) in labels {
-        let key_ok = (1..=MAX_LABEL_KEY_LEN).contains(&key.len())
+        let key_ok = (1..=LABEL_KEY_LEN_MAX).contains(&key.len())
             && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'));
         if !key_ok {
             return Err(ValidationError::new(
@@ -279,7 +297,7 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ValidationError
                 "key must be 1-63 characters of letters, digits, '.', '_', '/' or '-'",
             ));
         }
-        if value.chars().count() > MAX_LABEL_VALUE_LEN {
+        if value.chars().count() > LABEL_VALUE_LEN_MAX {
             return Err(ValidationError::new(label_field(key), "value must be at most 256 characters"));
         }
     }
@@ -288,15 +306,15 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ValidationError
 
 /// `labels.<key>`, with an overlong key shortened to keep the error small.
 fn label_field(key: &str) -> String {
-    if key.chars().count() > MAX_LABEL_KEY_LEN {
-        let prefix: String = key.chars().take(MAX_LABEL_KEY_LEN).collect();
+    if key.chars().count() > LABEL_KEY_LEN_MAX {
+        let prefix: String = key.chars().take(LABEL_KEY_LEN_MAX).collect();
         format!("labels.{prefix}…")
     } else {
         format!("labels.{key}")
     }
 }
 
-/// Rejects JSON larger than [`MAX_JSON_BYTES`] once serialized; stops
+/// Rejects JSON larger than [`JSON_BYTES_MAX`] once serialized; stops
 /// serializing as soon as the budget is spent.
 /// No text a client sends may hold NUL (free text: [`check_text`]):
 /// PostgreSQL cannot store it in text, and every store must answer the same.
@@ -355,7 +373,7 @@ fn check_json_size(field: &str, value: Option<&Value>) -> Result<(), ValidationE
         }
     }
     let Some(value) = value else { return Ok(()) };
-    serde_json::to_writer(ByteBudget { remaining: MAX_JSON_BYTES }, value)
+    serde_json::to_writer(ByteBudget { remaining: JSON_BYTES_MAX }, value)
         .map_err(|_| ValidationError::new(field, "must be at most 65536 bytes as JSON"))
 }
 
@@ -499,7 +517,9 @@ fn fnv1a_64(bytes: &[u8]) -> u64 {
     hash.0
 }
 
-pub(crate) fn parse_duration_text(field: &str, text: &str) -> Result<u64, ValidationError> {
+/// Parses a duration: a JSON number of milliseconds, or a string
+/// `"<n>ms|s|m|h|d"` (also humantime forms such as `"1h 30m"`). Names `field`.
+pub fn parse_duration_text(field: &str, text: &str) -> Result<u64, ValidationError> {
     const FORMS: &str =
         "must be a duration like 250ms, 90s, 5m, 2h, 1d or 1h 30m (a bare number is milliseconds)";
     const TOO_LARGE: &str = "is too large";
@@ -523,7 +543,8 @@ pub(crate) fn parse_duration_text(field: &str, text: &str) -> Result<u64, Valida
     Ok(millis)
 }
 
-pub(crate) fn parse_instant(field: &str, text: &str) -> Result<WallMs, ValidationError> {
+/// Parses an ISO-8601 / RFC 3339 instant (`2026-01-02T03:04:05Z`, offsets allowed) to wall ms.
+pub fn parse_instant(field: &str, text: &str) -> Result<WallMs, ValidationError> {
     let text = text.trim();
     chrono::DateTime::parse_from_rfc3339(text)
         .or_else(|_| chrono::DateTime::parse_from_str(text, "%+"))
@@ -540,15 +561,15 @@ pub(crate) fn check_cancel_text(requested_by: &str, reason: Option<&str>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::draft::DEFAULT_PAST_FIRE_TOLERANCE_MS;
     use crate::ids::TenantId;
+    use crate::limits::PAST_FIRE_TOLERANCE_DEFAULT_MS;
     use chrono::{TimeZone, Utc};
     use proptest::prelude::*;
     use serde_json::json;
 
     /// Validation under the default (closed) action policy and past-fire tolerance.
     fn validate(draft: &TimerDraft, now: Now) -> Result<ValidTimer, ValidationError> {
-        super::validate(draft, now, &ActionPolicy::default(), DEFAULT_PAST_FIRE_TOLERANCE_MS)
+        super::validate(draft, now, &ActionPolicy::default(), PAST_FIRE_TOLERANCE_DEFAULT_MS)
     }
 
     fn validate_with_tolerance(
@@ -656,11 +677,11 @@ mod tests {
     fn duration_bounds() {
         let rule = ValidationError::new("duration", "must be ≥ 1 ms and ≤ 10 years");
         assert_eq!(error_of(&TimerDraft { duration_ms: Some(0), ..draft() }), rule);
-        assert_eq!(error_of(&TimerDraft { duration_ms: Some(MAX_FUTURE_MS_U64 + 1), ..draft() }), rule);
+        assert_eq!(error_of(&TimerDraft { duration_ms: Some(FUTURE_MAX_MS_U64 + 1), ..draft() }), rule);
         assert_eq!(error_of(&TimerDraft { duration_ms: Some(u64::MAX), ..draft() }), rule);
         let longest =
-            validate(&TimerDraft { duration_ms: Some(MAX_FUTURE_MS_U64), ..draft() }, now()).expect("valid");
-        assert_eq!(longest.first_due_ms, now().wall_ms + MAX_FUTURE_MS);
+            validate(&TimerDraft { duration_ms: Some(FUTURE_MAX_MS_U64), ..draft() }, now()).expect("valid");
+        assert_eq!(longest.first_due_ms, now().wall_ms + FUTURE_MAX_MS);
         // A clock at the end of time cannot overflow.
         let error = validate(&draft(), Now::new(WallMs::MAX - 10, 0)).expect_err("overflow");
         assert_eq!(error, rule);
@@ -672,16 +693,16 @@ mod tests {
         let exactly_now = validate(&at(now().wall_ms), now()).expect("now is not the past");
         assert_eq!(exactly_now.schedule, Schedule::Once { fire_at_ms: now().wall_ms, duration_ms: None });
         assert_eq!(exactly_now.first_due_ms, now().wall_ms);
-        assert!(validate(&at(now().wall_ms + MAX_FUTURE_MS), now()).is_ok());
+        assert!(validate(&at(now().wall_ms + FUTURE_MAX_MS), now()).is_ok());
         assert_eq!(
-            error_of(&at(now().wall_ms + MAX_FUTURE_MS + 1)),
+            error_of(&at(now().wall_ms + FUTURE_MAX_MS + 1)),
             ValidationError::new("fireAt", TOO_FAR_AHEAD)
         );
     }
 
     #[test]
     fn fire_at_up_to_the_default_tolerance_in_the_past_is_accepted_and_keeps_its_instant() {
-        assert_eq!(DEFAULT_PAST_FIRE_TOLERANCE_MS, 60_000);
+        assert_eq!(PAST_FIRE_TOLERANCE_DEFAULT_MS, 60_000);
         let at = |fire_at_ms| TimerDraft { duration_ms: None, fire_at_ms: Some(fire_at_ms), ..draft() };
         let edge_ms = now().wall_ms - 60_000;
         for fire_at_ms in [now().wall_ms - 1, now().wall_ms - 5_000, edge_ms] {
@@ -741,9 +762,9 @@ mod tests {
     #[test]
     fn every_bounds_and_default_start() {
         let rule = ValidationError::new("every", "must be ≥ 10 ms and ≤ 10 years");
-        assert_eq!(error_of(&recurring(MIN_EVERY_MS - 1)), rule);
-        assert_eq!(error_of(&recurring(MAX_FUTURE_MS_U64 + 1)), rule);
-        let valid = validate(&recurring(MIN_EVERY_MS), now()).expect("valid");
+        assert_eq!(error_of(&recurring(EVERY_MIN_MS - 1)), rule);
+        assert_eq!(error_of(&recurring(FUTURE_MAX_MS_U64 + 1)), rule);
+        let valid = validate(&recurring(EVERY_MIN_MS), now()).expect("valid");
         let start_at_ms = now().wall_ms + 10;
         assert_eq!(
             valid.schedule,
@@ -774,7 +795,7 @@ mod tests {
         let later = TimerDraft { start_at_ms: Some(start_at_ms), ..recurring(60_000) };
         assert_eq!(validate(&later, now()).expect("valid").first_due_ms, start_at_ms);
         let too_far =
-            TimerDraft { start_at_ms: Some(now().wall_ms + MAX_FUTURE_MS + 1), ..recurring(60_000) };
+            TimerDraft { start_at_ms: Some(now().wall_ms + FUTURE_MAX_MS + 1), ..recurring(60_000) };
         assert_eq!(error_of(&too_far), ValidationError::new("startAt", TOO_FAR_AHEAD));
     }
 
@@ -885,14 +906,14 @@ mod tests {
 
     #[test]
     fn text_lengths_count_characters() {
-        let long = "é".repeat(MAX_TEXT_LEN);
+        let long = "é".repeat(TEXT_LEN_MAX);
         let fits = TimerDraft { name: Some(long.clone()), requested_by: Some(long.clone()), ..draft() };
         let valid = validate(&fits, now()).expect("256 characters fit");
         assert_eq!(valid.requested_by, long);
         let rule = "must be at most 256 characters";
-        let long_name = TimerDraft { name: Some("x".repeat(MAX_TEXT_LEN + 1)), ..draft() };
+        let long_name = TimerDraft { name: Some("x".repeat(TEXT_LEN_MAX + 1)), ..draft() };
         assert_eq!(error_of(&long_name), ValidationError::new("name", rule));
-        let long_requester = TimerDraft { requested_by: Some("x".repeat(MAX_TEXT_LEN + 1)), ..draft() };
+        let long_requester = TimerDraft { requested_by: Some("x".repeat(TEXT_LEN_MAX + 1)), ..draft() };
         assert_eq!(error_of(&long_requester), ValidationError::new("requestedBy", rule));
     }
 
@@ -901,9 +922,9 @@ mod tests {
         let labelled =
             |pairs: Vec<(String, String)>| TimerDraft { labels: pairs.into_iter().collect(), ..draft() };
         let many = |count: usize| labelled((0..count).map(|i| (format!("k{i}"), "v".to_owned())).collect());
-        assert!(validate(&many(MAX_LABELS), now()).is_ok());
+        assert!(validate(&many(LABELS_MAX), now()).is_ok());
         assert_eq!(
-            error_of(&many(MAX_LABELS + 1)),
+            error_of(&many(LABELS_MAX + 1)),
             ValidationError::new("labels", "must have at most 64 labels")
         );
 
@@ -912,14 +933,14 @@ mod tests {
         assert!(validate(&one("app.kubernetes.io/name_x-1", "v"), now()).is_ok());
         assert_eq!(error_of(&one("team name", "v")), ValidationError::new("labels.team name", key_rule));
         assert_eq!(error_of(&one("", "v")), ValidationError::new("labels.", key_rule));
-        assert!(validate(&one(&"k".repeat(MAX_LABEL_KEY_LEN), "v"), now()).is_ok());
-        let long_key = "k".repeat(MAX_LABEL_KEY_LEN + 1);
-        let field = format!("labels.{}…", "k".repeat(MAX_LABEL_KEY_LEN));
+        assert!(validate(&one(&"k".repeat(LABEL_KEY_LEN_MAX), "v"), now()).is_ok());
+        let long_key = "k".repeat(LABEL_KEY_LEN_MAX + 1);
+        let field = format!("labels.{}…", "k".repeat(LABEL_KEY_LEN_MAX));
         assert_eq!(error_of(&one(&long_key, "v")), ValidationError::new(field, key_rule));
 
-        assert!(validate(&one("team", &"v".repeat(MAX_LABEL_VALUE_LEN)), now()).is_ok());
+        assert!(validate(&one("team", &"v".repeat(LABEL_VALUE_LEN_MAX)), now()).is_ok());
         assert_eq!(
-            error_of(&one("team", &"v".repeat(MAX_LABEL_VALUE_LEN + 1))),
+            error_of(&one("team", &"v".repeat(LABEL_VALUE_LEN_MAX + 1))),
             ValidationError::new("labels.team", "value must be at most 256 characters")
         );
     }
@@ -930,13 +951,13 @@ mod tests {
         let of_bytes = |bytes: usize| Some(Value::String("x".repeat(bytes - 2)));
         let rule = "must be at most 65536 bytes as JSON";
         let at_limit = TimerDraft {
-            metadata: of_bytes(MAX_JSON_BYTES),
+            metadata: of_bytes(JSON_BYTES_MAX),
             // A bundle must also parse (see `action`); only its size is checked here.
-            agent_binding: of_bytes(MAX_JSON_BYTES),
+            agent_binding: of_bytes(JSON_BYTES_MAX),
             ..draft()
         };
         assert!(validate(&at_limit, now()).is_ok());
-        let over = of_bytes(MAX_JSON_BYTES + 1);
+        let over = of_bytes(JSON_BYTES_MAX + 1);
         assert_eq!(
             error_of(&TimerDraft { metadata: over.clone(), ..draft() }),
             ValidationError::new("metadata", rule)
@@ -956,9 +977,9 @@ mod tests {
         let keyed = |key: String| TimerDraft { idempotency_key: Some(key), ..draft() };
         let rule = ValidationError::new("idempotencyKey", "must be 1-128 characters");
         assert_eq!(error_of(&keyed(String::new())), rule);
-        assert_eq!(error_of(&keyed("k".repeat(MAX_IDEMPOTENCY_KEY_LEN + 1))), rule);
-        let valid = validate(&keyed("k".repeat(MAX_IDEMPOTENCY_KEY_LEN)), now()).expect("valid");
-        assert_eq!(valid.idempotency_key, Some("k".repeat(MAX_IDEMPOTENCY_KEY_LEN)));
+        assert_eq!(error_of(&keyed("k".repeat(IDEMPOTENCY_KEY_LEN_MAX + 1))), rule);
+        let valid = validate(&keyed("k".repeat(IDEMPOTENCY_KEY_LEN_MAX)), now()).expect("valid");
+        assert_eq!(valid.idempotency_key, Some("k".repeat(IDEMPOTENCY_KEY_LEN_MAX)));
     }
 
     #[test]
@@ -1139,7 +1160,7 @@ mod tests {
             end_at_ms in proptest::option::of(any::<i64>()),
             max_occurrences in proptest::option::of(any::<u32>()),
             wall_ms in prop_oneof![any::<i64>(), 0i64..4_000_000_000_000],
-            tolerance_ms in prop_oneof![Just(DEFAULT_PAST_FIRE_TOLERANCE_MS), 0u64..1_000_000, any::<u64>()],
+            tolerance_ms in prop_oneof![Just(PAST_FIRE_TOLERANCE_DEFAULT_MS), 0u64..1_000_000, any::<u64>()],
         ) {
             let draft = TimerDraft {
                 tenant_id: Some(tenant()),
@@ -1159,7 +1180,7 @@ mod tests {
                 if fire_at_ms.is_none() || draft.duration_ms.is_some() {
                     prop_assert!(valid.first_due_ms >= wall_ms, "only fireAt may lie in the past");
                 }
-                prop_assert!(valid.first_due_ms <= wall_ms.saturating_add(MAX_FUTURE_MS));
+                prop_assert!(valid.first_due_ms <= wall_ms.saturating_add(FUTURE_MAX_MS));
                 if let Some(end_at_ms) = end_at_ms {
                     prop_assert!(valid.first_due_ms <= end_at_ms);
                 }

@@ -20,17 +20,16 @@ use madsim::runtime::{Handle, NodeHandle};
 use minoots_core::TenantId;
 use minoots_core::auth::Role;
 use minoots_core::engine::{EngineConfig, LeadershipMode};
-use minoots_core::model::StoreModel;
-use minoots_core::plant::Plant;
 use minoots_node::grpc::KernelService;
 use minoots_node::model_store::ModelStore;
 use minoots_node::{ApiKeyRecord, KeyStore, NodeConfig, hash_api_key};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::clock::{SimClock, true_us};
-use crate::db::{self, DB_IP, Database, NetStore};
-use crate::options::SeedPlan;
-use crate::oracle::{Oracle, Relayed};
+use crate::clock::true_us;
+use crate::db::{self, DB_IP, NetStore};
+use crate::oracle::Relayed;
+use crate::seed_plan::SeedPlan;
+use crate::world::World;
 
 /// The API key every client uses (timer read, write and cancel).
 pub const API_KEY: &str = "sim-client-key";
@@ -97,67 +96,14 @@ pub fn mix(a: u64, b: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// State shared by the supervisor, the database, the nodes and the checkers.
-/// Lock order: `db` before `oracle`, never the other way round.
-#[derive(Debug)]
-pub struct World {
-    /// The seed's plan.
-    pub plan: SeedPlan,
-    /// The planted bug, if any.
-    pub plant: Plant,
-    /// The database.
-    pub db: Mutex<Database>,
-    /// What was observed.
-    pub oracle: Mutex<Oracle>,
-    /// One clock per node machine.
-    pub clocks: Vec<Arc<SimClock>>,
-    incarnations: Mutex<Vec<u64>>,
-}
-
-impl World {
-    /// The world of `plan`, before anything runs.
-    pub fn new(plan: SeedPlan) -> Arc<World> {
-        let plant = plan.options.plant.as_deref().map_or_else(Plant::default, |name| {
-            Plant::parse(name).unwrap_or_else(|| panic!("unknown planted bug {name:?}"))
-        });
-        let clocks = plan.clocks.iter().map(|c| Arc::new(SimClock::new(c.offset_ms, c.drift_ppm))).collect();
-        let model = store_model(plant);
-        let db = Mutex::new(Database::new(model, plan.store_offset_ms));
-        let nodes = plan.options.nodes;
-        Arc::new(World {
-            plan,
-            plant,
-            db,
-            oracle: Mutex::new(Oracle::default()),
-            clocks,
-            incarnations: Mutex::new(vec![0; nodes]),
-        })
-    }
-
-    /// Appends to the observable history.
-    pub fn trace(&self, text: String) {
-        self.oracle.lock().expect("oracle lock").trace(text);
-    }
-
-    fn next_incarnation(&self, i: usize) -> u64 {
-        let mut incarnations = self.incarnations.lock().expect("incarnation lock");
-        incarnations[i] += 1;
-        incarnations[i]
-    }
-
-    /// The engine configuration of node `i`'s `incarnation`-th process.
-    fn engine_config(&self, i: usize, incarnation: u64, machine: Machine) -> EngineConfig {
-        let seed = mix(mix(self.plan.seed, i as u64 + 1), incarnation);
-        let mut config = EngineConfig::new(node_id(i), seed);
-        config.address = machine.addr(i);
-        config.mode = leadership_mode(&self.plan);
-        config.plant = self.plant;
-        config
-    }
-}
-
-fn store_model(plant: Plant) -> StoreModel {
-    StoreModel::with_plant(plant)
+/// The engine configuration of node `i`'s `incarnation`-th process.
+fn engine_config(world: &World, i: usize, incarnation: u64, machine: Machine) -> EngineConfig {
+    let seed = mix(mix(world.plan.seed, i as u64 + 1), incarnation);
+    let mut config = EngineConfig::new(node_id(i), seed);
+    config.address = machine.addr(i);
+    config.mode = leadership_mode(&world.plan);
+    config.plant = world.plant;
+    config
 }
 
 fn leadership_mode(plan: &SeedPlan) -> LeadershipMode {
@@ -320,7 +266,7 @@ async fn run_node(world: Arc<World>, i: usize, machine: Machine) {
         revoked_at_ms: None,
     };
     keys.insert_key(record, hash_api_key(API_KEY)).await.expect("the local key table accepts the key");
-    let engine_config = world.engine_config(i, incarnation, machine);
+    let engine_config = engine_config(&world, i, incarnation, machine);
     let node_config = NodeConfig {
         request_queue: REQUEST_QUEUE,
         event_buffer: EVENT_BUFFER,

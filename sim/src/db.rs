@@ -27,7 +27,6 @@ use futures::future::BoxFuture;
 use madsim::net::Endpoint;
 use minoots_core::error::StoreReject;
 use minoots_core::event::OutboxEvent;
-use minoots_core::model::StoreModel;
 use minoots_core::quota::TenantUsage;
 use minoots_core::store::{LEASE_SHARD, LeaseReply, StoreOp, StoreReply};
 use minoots_core::time::WallMs;
@@ -36,9 +35,9 @@ use minoots_core::{StoreFailure, TenantId};
 use minoots_node::Store;
 use tokio::sync::oneshot;
 
-use crate::clock::{true_us, true_wall_ms};
-use crate::cluster::World;
+use crate::clock::true_us;
 use crate::oracle::{FencedSend, FireLog, LeaseGrant, LeaseInForce};
+use crate::world::{Database, World};
 
 /// Where the database listens.
 pub const DB_IP: [u8; 4] = [10, 0, 0, 100];
@@ -109,47 +108,6 @@ struct DbRequest {
 struct DbReply {
     id: u64,
     answer: DbAnswer,
-}
-
-/// The database's state, shared with the supervisor.
-#[derive(Debug)]
-pub struct Database {
-    /// The reference store.
-    pub model: StoreModel,
-    /// Outbox watermark (shared by every node's relay, as one table would be).
-    pub published_through: u64,
-    /// Store clock minus true time.
-    pub offset_ms: i64,
-    /// Each operation waits up to this long before it applies.
-    pub latency_max_ms: u64,
-}
-
-impl Database {
-    /// An empty database whose clock is `offset_ms` off true time.
-    pub fn new(model: StoreModel, offset_ms: i64) -> Self {
-        Self { model, published_through: 0, offset_ms, latency_max_ms: 0 }
-    }
-
-    /// The store clock now.
-    pub fn now_ms(&self) -> WallMs {
-        true_wall_ms() + self.offset_ms
-    }
-
-    /// The lease row of `shard`, as the model holds it (expired or not).
-    pub fn lease(&self, shard: u32) -> Option<LeaseInForce> {
-        self.model.leases().get(&shard).map(|l| LeaseInForce {
-            shard,
-            epoch: l.holder.epoch,
-            holder: l.holder.node_id.clone(),
-            expires_store_ms: l.expires_at_ms,
-            tenure: l.holder.tenure,
-        })
-    }
-
-    /// The lease whose holder may fire and cancel (every timer falls under [`LEASE_SHARD`]).
-    pub fn fencing_lease(&self) -> Option<LeaseInForce> {
-        self.lease(LEASE_SHARD)
-    }
 }
 
 /// What one applied operation revealed, recorded in the oracle after the

@@ -7,10 +7,14 @@
 //! message loss), and checkers for every promise of DESIGN.md §1. Every
 //! choice derives from one seed; the same seed replays the same history.
 //!
-//! - [`cluster`]: the nodes, the database node, the shared [`cluster::World`].
+//! - [`options`] → [`seed_plan`] (with [`fault_plan`]): what one seed will do,
+//!   derived and printed before anything runs.
+//! - [`world`]: what the supervisor holds — the plan, the database's state
+//!   (the reference model), the oracle, the node clocks.
+//! - [`cluster`]: the nodes and the database node acting on the world.
 //! - [`db`]: the database server and the nodes' `NetStore`.
 //! - [`clock`]: true time, the store clock, per-node skewed clocks.
-//! - [`faults`]: the seeded fault plan and its injector.
+//! - [`faults`]: the injector applying the fault plan to the cluster.
 //! - [`workload`]: the gRPC clients.
 //! - [`oracle`]: what was observed (client acks, grants, sends, fires, events, trace).
 //! - [`invariants`]: safety properties, one per file.
@@ -29,12 +33,17 @@
 //! cargo sim regressions sim/regressions.txt
 //! scripts/sim                                   # the CI sweep: all of the above
 //! ```
+//!
+//! The modules form layers (plan → world → database and cluster → faults,
+//! workload, checkers → runner); none imports one that imports it back
+//! (`scripts/module-cycles` checks it in CI).
 #![cfg(madsim)]
 #![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod cluster;
 pub mod db;
+pub mod fault_plan;
 pub mod faults;
 pub mod invariants;
 pub mod liveness;
@@ -42,4 +51,6 @@ pub mod options;
 pub mod oracle;
 pub mod rng;
 pub mod runner;
+pub mod seed_plan;
 pub mod workload;
+pub mod world;

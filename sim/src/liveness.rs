@@ -29,10 +29,10 @@ use std::collections::BTreeSet;
 use minoots_core::timer::TimerStatus;
 
 use crate::clock::WALL_OFFSET_MAX_MS;
-use crate::cluster::World;
 use crate::invariants::Violation;
-use crate::options::SeedPlan;
+use crate::seed_plan::SeedPlan;
 use crate::workload::{ONCE_DELAY_MAX_MS, RECURRING_SPAN_MAX_MS};
+use crate::world::World;
 
 /// Clock drift allowance over the liveness phase.
 const DRIFT_ALLOWANCE_MS: u64 = 1_000;

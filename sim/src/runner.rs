@@ -19,13 +19,15 @@ use std::time::Duration;
 use madsim::runtime::Runtime;
 
 use crate::clock::true_us;
-use crate::cluster::{Cluster, World};
+use crate::cluster::Cluster;
 use crate::faults::{FaultCounts, FaultInjector};
 use crate::invariants::{Checker, Violation};
 use crate::liveness;
-use crate::options::{RunOptions, SeedPlan};
+use crate::options::RunOptions;
 use crate::oracle::{Counters, Oracle};
+use crate::seed_plan::SeedPlan;
 use crate::workload::Workload;
+use crate::world::World;
 
 /// Supervisor step: faults are applied and every property checked this often.
 const STEP_MS: u64 = 100;

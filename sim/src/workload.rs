@@ -34,8 +34,9 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::clock::true_us;
-use crate::cluster::{API_KEY, Machine, World, node_addr};
+use crate::cluster::{API_KEY, Machine, node_addr};
 use crate::rng::{SimRng, stream};
+use crate::world::World;
 
 /// Attempts per operation before the client gives up.
 const ATTEMPTS_MAX: u32 = 10;

@@ -26,9 +26,6 @@ use crate::claims::Placeholders;
 /// The SQLite migrations (PostgreSQL's live with the timer store's).
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite-actions");
 
-/// Most rows one listing returns.
-pub const LIST_MAX: u32 = 1_000;
-
 /// Why the action store failed (the operator's database, not the client).
 #[derive(Debug, thiserror::Error)]
 #[error("action store: {context}: {source}")]
@@ -574,7 +571,7 @@ impl ActionStore {
         Ok(numbers)
     }
 
-    /// A timer's attempts, oldest first (at most [`LIST_MAX`]).
+    /// A timer's attempts, oldest first (at most [`minoots_core::limits::PAGE_SIZE_MAX`]).
     pub async fn attempts_of_timer(
         &self,
         tenant_id: &str,
@@ -584,7 +581,7 @@ impl ActionStore {
             let rows = sqlx::query(LIST_ATTEMPTS)
                 .bind(tenant_id)
                 .bind(timer_id)
-                .bind(i64::from(LIST_MAX))
+                .bind(i64::from(minoots_core::limits::PAGE_SIZE_MAX))
                 .fetch_all(p)
                 .await
                 .map_err(failed("listing attempts"))?;
@@ -629,7 +626,7 @@ impl ActionStore {
                 .bind(tenant_id)
                 .bind(after_id)
                 .bind(include_replayed)
-                .bind(i64::from(limit.min(LIST_MAX)))
+                .bind(i64::from(limit.min(minoots_core::limits::PAGE_SIZE_MAX)))
                 .fetch_all(p)
                 .await
                 .map_err(failed("listing dead letters"))?;

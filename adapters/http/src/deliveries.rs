@@ -91,7 +91,7 @@ pub async fn list(
 ) -> Result<Json<impl Serialize>, HttpError> {
     let tenant = caller.principal.scope(tenant_param(&params)?)?;
     let mut after = 0i64;
-    let mut limit = 100u32;
+    let mut limit = minoots_core::limits::PAGE_SIZE_DEFAULT;
     let mut include_replayed = false;
     for (name, value) in &params {
         match name.as_str() {
@@ -101,11 +101,7 @@ pub async fn list(
                 })?;
             }
             "limit" => {
-                limit = value
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| (1..=minoots_actions::store::LIST_MAX).contains(n))
-                    .ok_or_else(|| HttpError::invalid("limit", "must be a whole number from 1 to 1000"))?;
+                limit = crate::timers::parse_limit(value)?;
             }
             "includeReplayed" => {
                 include_replayed = value

@@ -16,7 +16,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use minoots_core::draft::MAX_BATCH;
+use minoots_core::limits::{BATCH_MAX, PAGE_SIZE_DEFAULT};
 use minoots_core::store::{Created, ListQuery};
 use minoots_core::timer::TimerStatus;
 use minoots_core::{ApiError, Command, Response as EngineResponse, TenantId, TimerId};
@@ -34,10 +34,6 @@ use crate::wire::{BatchBody, CancelBody, CreateError, CreateTimerBody};
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// Set to `true` on a 200 answer to an idempotent retry.
 pub const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
-/// Page size when `limit` is absent.
-pub const DEFAULT_LIMIT: u32 = 100;
-/// Largest `limit`.
-pub const MAX_LIMIT: u32 = 1_000;
 
 impl From<CreateError> for HttpError {
     fn from(e: CreateError) -> Self {
@@ -166,8 +162,8 @@ pub async fn create_batch(
             "is not accepted on a batch; give each timer its own idempotencyKey",
         ));
     }
-    if body.timers.is_empty() || body.timers.len() > MAX_BATCH {
-        return Err(HttpError::invalid("timers", format!("must hold 1 to {MAX_BATCH} timers")));
+    if body.timers.is_empty() || body.timers.len() > BATCH_MAX {
+        return Err(HttpError::invalid("timers", format!("must hold 1 to {BATCH_MAX} timers")));
     }
     let drafts = body
         .timers
@@ -190,12 +186,11 @@ fn scope(caller: &minoots_core::auth::Principal, requested: Option<&str>) -> Res
     Ok(caller.scope(requested)?)
 }
 
-/// Parses a bounded page size.
-fn parse_limit(text: &str) -> Result<u32, HttpError> {
-    match text.parse::<u32>() {
-        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        _ => Err(HttpError::invalid("limit", format!("must be a whole number from 1 to {MAX_LIMIT}"))),
-    }
+/// Parses `limit` under the page policy of both APIs
+/// ([`minoots_core::limits::page_size`]); what is not a number is refused as 0 is.
+pub(crate) fn parse_limit(text: &str) -> Result<u32, HttpError> {
+    let requested = text.parse::<u32>().unwrap_or(0);
+    Ok(minoots_core::limits::page_size("limit", Some(requested))?)
 }
 
 fn unknown_parameter(name: &str) -> HttpError {
@@ -219,7 +214,7 @@ pub async fn list(
 ) -> Result<Json<impl Serialize>, HttpError> {
     let mut statuses: Vec<TimerStatus> = Vec::new();
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
-    let mut limit = DEFAULT_LIMIT;
+    let mut limit = PAGE_SIZE_DEFAULT;
     let mut after = None;
     let mut tenant = None;
     let mut matches_nothing = false;
@@ -313,7 +308,7 @@ pub async fn fires(
     QueryPairs(params): QueryPairs,
 ) -> Result<Json<impl Serialize>, HttpError> {
     let mut after_occurrence = 0;
-    let mut limit = DEFAULT_LIMIT;
+    let mut limit = PAGE_SIZE_DEFAULT;
     let mut tenant = None;
     for (name, value) in &params {
         match name.as_str() {

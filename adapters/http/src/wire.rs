@@ -2,13 +2,14 @@
 //! unknown fields rejected) and their conversion into core types. This module
 //! only converts formats — `"90s"` → ms, ISO-8601 → wall ms, the caller's
 //! tenant into the draft; every rule about values is the engine's
-//! (`minoots_core::draft::validate`), so REST, gRPC and the CLI give the same
+//! (`minoots_core::validate::validate`), so REST, gRPC and the CLI give the same
 //! error for the same mistake.
 
 use std::collections::BTreeMap;
 
 use minoots_core::auth::Principal;
-use minoots_core::draft::{TimerDraft, parse_duration_text, parse_instant, whole_number};
+use minoots_core::draft::{TimerDraft, whole_number};
+use minoots_core::validate::{parse_duration_text, parse_instant};
 use minoots_core::{TenantId, ValidationError};
 use serde::Deserialize;
 

@@ -26,11 +26,13 @@ use std::pin::Pin;
 
 use futures::Stream;
 use minoots_core::auth::{Forbidden, Principal, Role};
-use minoots_core::draft::{MAX_BATCH, TimerDraft, parse_duration_text, parse_instant};
+use minoots_core::draft::TimerDraft;
 use minoots_core::event::{EventKind, OutboxEvent};
+use minoots_core::limits::BATCH_MAX;
 use minoots_core::store::{Created, ListQuery};
 use minoots_core::time::format_wall_ms;
 use minoots_core::timer::{FireRecord, Schedule, TimerRecord, TimerStatus};
+use minoots_core::validate::{parse_duration_text, parse_instant};
 use minoots_core::{ApiError, Command, Response, TenantId, TimerId, ValidationError};
 use minoots_proto::horology_kernel_server::{HorologyKernel, HorologyKernelServer};
 use minoots_proto::{
@@ -61,11 +63,7 @@ pub const LIMIT_TYPE_HEADER: &str = "x-minoots-limit-type";
 pub const ALL_TENANTS: &str = "__all__";
 /// The role a stopped node reports.
 /// Largest request message accepted (real transport; the simulator ignores it).
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-/// `page_size` when a list request gives none.
-pub const DEFAULT_PAGE_SIZE: u32 = 100;
-/// Largest `page_size` honoured (larger values are clamped).
-pub const MAX_PAGE_SIZE: u32 = 1_000;
+pub const MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// The boxed server stream of `StreamTimerEvents`.
 pub type TimerEventStream = Pin<Box<dyn Stream<Item = Result<pb::TimerEvent, Status>> + Send + 'static>>;
@@ -93,7 +91,7 @@ impl KernelService {
 
     /// The service wrapped for a tonic server, with the request size limit set.
     pub fn into_server(self) -> KernelServer {
-        HorologyKernelServer::new(self).max_decoding_message_size(MAX_MESSAGE_BYTES)
+        HorologyKernelServer::new(self).max_decoding_message_size(MESSAGE_BYTES_MAX)
     }
 
     /// Authenticates the caller from `x-api-key` and checks it holds `role`.
@@ -183,7 +181,7 @@ impl HorologyKernel for KernelService {
             StatusFilter::Nothing => return Ok(tonic::Response::new(TimerListResponse::default())),
         };
         let query =
-            ListQuery { tenant_id, statuses, labels: req.labels, after, limit: page_size(req.page_size) };
+            ListQuery { tenant_id, statuses, labels: req.labels, after, limit: page_size(req.page_size)? };
         match self.call(&principal, Command::List(query)).await? {
             Response::Timers { timers, next_cursor } => Ok(tonic::Response::new(TimerListResponse {
                 timers: timers.iter().map(timer_to_wire).collect(),
@@ -235,10 +233,10 @@ impl HorologyKernel for KernelService {
     ) -> Result<tonic::Response<TimerBatchScheduleResponse>, Status> {
         let principal = self.authorize(&request, Role::TimerWrite).await?;
         let req = request.into_inner();
-        if req.timers.is_empty() || req.timers.len() > MAX_BATCH {
+        if req.timers.is_empty() || req.timers.len() > BATCH_MAX {
             return Err(invalid(&ValidationError::new(
                 "timers",
-                format!("must hold 1 to {MAX_BATCH} timers"),
+                format!("must hold 1 to {BATCH_MAX} timers"),
             )));
         }
         let mut drafts = Vec::with_capacity(req.timers.len());
@@ -264,7 +262,7 @@ impl HorologyKernel for KernelService {
         let req = request.into_inner();
         let tenant_id = scope(&principal, &req.tenant_id)?;
         let timer_id = parse_timer_id(&req.timer_id)?;
-        let limit = page_size(req.page_size);
+        let limit = page_size(req.page_size)?;
         let command =
             Command::ListFires { tenant_id, timer_id, after_occurrence: req.after_occurrence, limit };
         match self.call(&principal, command).await? {
@@ -445,9 +443,11 @@ pub fn parse_statuses(statuses: &[String]) -> Result<StatusFilter, ValidationErr
     Ok(if only_never { StatusFilter::Nothing } else { StatusFilter::Only(wanted.into_iter().collect()) })
 }
 
-/// `page_size`: 0 → [`DEFAULT_PAGE_SIZE`], clamped to [`MAX_PAGE_SIZE`].
-pub fn page_size(requested: u32) -> u32 {
-    if requested == 0 { DEFAULT_PAGE_SIZE } else { requested.min(MAX_PAGE_SIZE) }
+/// `page_size` under the page policy of both APIs
+/// ([`minoots_core::limits::page_size`]); proto3's 0 is "not set".
+pub fn page_size(requested: u32) -> Result<u32, Status> {
+    minoots_core::limits::page_size("page_size", (requested != 0).then_some(requested))
+        .map_err(|e| invalid(&e))
 }
 
 fn parse_json(field: &str, text: &str) -> Result<Option<serde_json::Value>, ValidationError> {
@@ -720,10 +720,14 @@ mod tests {
     }
 
     #[test]
-    fn page_sizes_default_and_clamp() {
-        assert_eq!(page_size(0), DEFAULT_PAGE_SIZE);
-        assert_eq!(page_size(7), 7);
-        assert_eq!(page_size(u32::MAX), MAX_PAGE_SIZE);
+    fn page_sizes_default_or_are_refused_above_the_maximum() {
+        use minoots_core::limits::{PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
+        assert_eq!(page_size(0).expect("default"), PAGE_SIZE_DEFAULT);
+        assert_eq!(page_size(7).expect("as asked"), 7);
+        assert_eq!(page_size(PAGE_SIZE_MAX).expect("the maximum"), PAGE_SIZE_MAX);
+        let refused = page_size(PAGE_SIZE_MAX + 1).expect_err("above the maximum");
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert_eq!(refused.metadata().get(FIELD_HEADER).and_then(|v| v.to_str().ok()), Some("page_size"));
     }
 
     #[test]

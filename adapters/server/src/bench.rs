@@ -72,14 +72,14 @@ pub(crate) const RUN_LABEL: &str = "bench-run";
 /// Label carrying the phase (`batch`, `single`, `preload`).
 pub(crate) const MODE_LABEL: &str = "bench-mode";
 /// Re-subscriptions of the event stream before the bench gives up on it.
-const MAX_STREAM_RESTARTS: u32 = 20;
+const STREAM_RESTARTS_MAX: u32 = 20;
 /// Largest value the histograms hold (one day, in microseconds).
 const HISTOGRAM_MAX_US: u64 = 86_400 * 1_000_000;
 /// Missing timer ids listed in the report.
 const MISSING_SAMPLE_LEN: usize = 10;
 /// Upper bounds of the options (keeps memory and run time bounded).
-const MAX_TIMERS: u64 = 5_000_000;
-const MAX_PRELOAD: u64 = 50_000_000;
+const TIMERS_MAX: u64 = 5_000_000;
+const PRELOAD_MAX: u64 = 50_000_000;
 /// How long the settled RSS after a preload is watched for.
 const RSS_SETTLE_MS: u64 = 5_000;
 
@@ -109,7 +109,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
     /// Timers to schedule and watch fire, per mode (0 = only the preload).
-    #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(0..=MAX_TIMERS))]
+    #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(0..=TIMERS_MAX))]
     pub timers: u64,
     /// How to schedule them.
     #[arg(long, value_enum, default_value_t = Mode::Batch)]
@@ -151,7 +151,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "URL")]
     pub metrics_url: Option<String>,
     /// First schedule this many timers due far in the future (never firing during the run), to measure memory.
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_PRELOAD))]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=PRELOAD_MAX))]
     pub preload: u64,
     /// Preloaded timers are due between this horizon and twice it from now.
     #[arg(long = "preload-horizon", value_name = "DURATION", default_value = "1h", value_parser = parse_duration_ms)]
@@ -430,7 +430,7 @@ async fn read_events(
     clock: WallClock,
 ) {
     let mut next = Some(first);
-    for attempt in 0..=MAX_STREAM_RESTARTS {
+    for attempt in 0..=STREAM_RESTARTS_MAX {
         if attempt > 0 {
             collector.restarts.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -460,7 +460,7 @@ async fn read_events(
             }
         }
     }
-    collector.note_error(format!("gave up on the event stream after {MAX_STREAM_RESTARTS} restarts"));
+    collector.note_error(format!("gave up on the event stream after {STREAM_RESTARTS_MAX} restarts"));
 }
 
 // ---------------------------------------------------------------------------

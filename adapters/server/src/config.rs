@@ -287,7 +287,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "MINOOTS_PAST_FIRE_TOLERANCE_MS",
-        default_value_t = minoots_core::draft::DEFAULT_PAST_FIRE_TOLERANCE_MS,
+        default_value_t = minoots_core::limits::PAST_FIRE_TOLERANCE_DEFAULT_MS,
         value_parser = clap::value_parser!(u64).range(..=PAST_FIRE_TOLERANCE_MAX_MS)
     )]
     pub past_fire_tolerance_ms: u64,

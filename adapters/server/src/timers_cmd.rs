@@ -32,7 +32,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 /// Largest reply the client decodes (a full page of 1,000 timers with metadata).
-const MAX_DECODE_BYTES: usize = 64 * 1024 * 1024;
+const DECODE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Widths of the fixed table columns (the last column, labels, is free).
 const ID_WIDTH: usize = 36;
@@ -106,7 +106,7 @@ impl ConnectArgs {
             .parse()
             .map_err(|_| "--api-key: must be printable ASCII (it travels as gRPC metadata)".to_owned())?;
         Ok(HorologyKernelClient::with_interceptor(channel, ApiKey(key))
-            .max_decoding_message_size(MAX_DECODE_BYTES))
+            .max_decoding_message_size(DECODE_BYTES_MAX))
     }
 
     /// Connects and returns a client.

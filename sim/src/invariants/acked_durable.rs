@@ -10,8 +10,8 @@ use minoots_node::grpc::timer_to_wire;
 use minoots_proto as pb;
 
 use super::{Property, Violation};
-use crate::db::Database;
 use crate::oracle::Oracle;
+use crate::world::Database;
 
 /// Re-checks every acknowledged write at each step (they can be lost at any
 /// time, not only when acknowledged).

@@ -5,8 +5,8 @@
 //! idempotent retry answered with a different timer, is a bug.
 
 use super::{Property, Violation};
-use crate::db::Database;
 use crate::oracle::Oracle;
+use crate::world::Database;
 
 /// Reports each client anomaly of this kind once.
 #[derive(Debug, Default)]

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use minoots_core::TimerId;
 
 use super::{Property, Violation};
-use crate::db::Database;
 use crate::oracle::Oracle;
+use crate::world::Database;
 
 /// Counts fires per occurrence.
 #[derive(Debug, Default)]

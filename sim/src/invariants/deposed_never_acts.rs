@@ -14,8 +14,8 @@
 //! `at-most-once` and `acked-durable` check.
 
 use super::{Property, Violation};
-use crate::db::Database;
 use crate::oracle::Oracle;
+use crate::world::Database;
 
 /// Checks each send once: a later grant that already happened before it is
 /// a violation; one that happens after it never is.

@@ -8,8 +8,8 @@ use minoots_core::event::OutboxEvent;
 use minoots_node::grpc::event_to_wire;
 
 use super::{Property, Violation};
-use crate::db::Database;
 use crate::oracle::Oracle;
+use crate::world::Database;
 
 /// Checks each relayed event once.
 #[derive(Debug, Default)]

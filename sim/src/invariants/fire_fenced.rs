@@ -4,8 +4,8 @@
 //! the store's fencing guarantees (and what `no-fencing` breaks).
 
 use super::{Property, Violation};
-use crate::db::Database;
 use crate::oracle::Oracle;
+use crate::world::Database;
 
 /// Checks each recorded fire once.
 #[derive(Debug, Default)]

@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 
 use super::{Property, Violation};
-use crate::db::Database;
 use crate::oracle::Oracle;
+use crate::world::Database;
 
 /// Checks each lease grant once.
 #[derive(Debug, Default)]

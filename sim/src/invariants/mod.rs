@@ -5,9 +5,9 @@
 //! property keeps a cursor into the append-only logs it reads, so a run
 //! costs linear time in its history, not quadratic.
 
-use crate::cluster::World;
-use crate::db::Database;
 use crate::oracle::Oracle;
+use crate::world::Database;
+use crate::world::World;
 
 pub mod acked_durable;
 pub mod api_contract;

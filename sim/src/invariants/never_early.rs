@@ -3,8 +3,8 @@
 //! fast the firing node's clock runs (what `no-due-check` breaks).
 
 use super::{Property, Violation};
-use crate::db::Database;
 use crate::oracle::Oracle;
+use crate::world::Database;
 
 /// Checks each recorded fire once.
 #[derive(Debug, Default)]
