@@ -95,6 +95,12 @@ pub enum CommitFault {
     },
 }
 
+impl From<CommitFault> for crate::error::StoreFailure {
+    fn from(fault: CommitFault) -> Self {
+        Self::Refused(fault.to_string())
+    }
+}
+
 /// What one commit decided.
 #[derive(Debug)]
 pub struct Decision<'b> {

@@ -288,10 +288,14 @@ pub struct EngineStats {
     pub commits: u64,
     /// Store failures seen.
     pub store_failures: u64,
+    /// Commits the store refused as a whole (an engine bug; nothing applied).
+    pub commits_refused: u64,
     /// Times this engine became leader.
     pub leaderships: u64,
     /// Times it stepped down (lease lost, expired locally, or fenced out).
     pub step_downs: u64,
+    /// Times it threw its due index away to page it in again.
+    pub resyncs: u64,
 }
 
 #[derive(Debug)]
@@ -334,6 +338,8 @@ struct CreateGroup {
 /// Who waits on which items of an in-flight commit.
 #[derive(Debug, Default)]
 struct CommitPlan {
+    /// The epoch the commit was written at.
+    epoch: u64,
     /// One entry per create request, in order.
     create_groups: Vec<CreateGroup>,
     /// One request per cancel, in order, with the timer it names.
@@ -822,9 +828,31 @@ impl Engine {
         for (req, _) in plan.cancel_reqs {
             self.reply(req, Err(unavailable(failure)));
         }
-        // Outcome unknown: the commit may have applied (creates inside the
-        // horizon among them), so the index can no longer be trusted. Reload it
-        // from the store; fires retried from there are safe because the store
+        match failure {
+            // Nothing applied, and the index is exact but for the fires this
+            // commit took out of it: put them back while still leading at
+            // the commit's epoch (any change of leadership since has emptied
+            // the index, and its reload finds them).
+            StoreFailure::NotSent(_) => {
+                if self.leadership == (Leadership::Leader { epoch: plan.epoch }) {
+                    for (_, timer) in plan.fires {
+                        self.arm_if_loaded(timer);
+                    }
+                }
+            }
+            // Nothing applied, but the batch was one the store can never
+            // accept (an engine bug): its fires are not put back, so that one
+            // timer the engine cannot plan does not block every later commit.
+            // The next resync loads them again.
+            StoreFailure::Refused(_) => self.stats.commits_refused += 1,
+            StoreFailure::Unknown(_) => self.on_commit_outcome_unknown(now),
+        }
+    }
+
+    fn on_commit_outcome_unknown(&mut self, now: Now) {
+        // The commit may have applied (creates inside the horizon among
+        // them), so the index can no longer be trusted. Reload it from the
+        // store; fires retried from there are safe because the store
         // compare-and-sets every occurrence.
         self.resync();
         if let LeadershipMode::Lease(_) = self.config.mode {
@@ -845,6 +873,7 @@ impl Engine {
     /// Forgets the in-memory index and pages it in again from the store; a
     /// page already in flight is dropped when it lands.
     fn resync(&mut self) {
+        self.stats.resyncs += 1;
         self.due.clear();
         self.loaded_through = None;
         self.index_generation += 1;
@@ -901,7 +930,7 @@ impl Engine {
         }
         if !self.commit_inflight {
             let mut batch = CommitBatch { epoch, node_id: self.config.node_id.clone(), ..Default::default() };
-            let mut plan = CommitPlan::default();
+            let mut plan = CommitPlan { epoch, ..CommitPlan::default() };
             self.take_queued(&mut batch, &mut plan);
             if now.mono_ms >= self.fire_hold_until_mono {
                 self.take_due(now, &mut batch, &mut plan);
@@ -1204,14 +1233,16 @@ fn not_found(timer_id: TimerId) -> ApiError {
 }
 
 fn unavailable(failure: &StoreFailure) -> ApiError {
-    ApiError::Unavailable {
-        reason: format!(
-            "the store failed; the outcome is unknown, retry with the same idempotency key ({})",
-            failure.0
-        ),
-        retry_after_ms: RETRY_AFTER_MS,
-        leader: None,
-    }
+    let reason = match failure {
+        StoreFailure::Unknown(detail) => {
+            format!(
+                "the store failed; the outcome is unknown, retry with the same idempotency key ({detail})"
+            )
+        }
+        StoreFailure::NotSent(detail) => format!("not applied, retry: {detail}"),
+        StoreFailure::Refused(detail) => format!("not applied: the store refused the commit ({detail})"),
+    };
+    ApiError::Unavailable { reason, retry_after_ms: RETRY_AFTER_MS, leader: None }
 }
 
 fn reject_to_api(reject: StoreReject, field: &str) -> ApiError {

@@ -123,8 +123,35 @@ impl fmt::Display for StoreReject {
     }
 }
 
-/// The store could not run an operation (I/O, connection, corruption). The
-/// outcome of a failed commit is unknown: it may or may not have applied.
+/// Why a store operation did not complete, typed by what it means for its
+/// outcome: only [`StoreFailure::Unknown`] leaves the caller unsure whether
+/// it applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("store unavailable: {0}")]
-pub struct StoreFailure(pub String);
+pub enum StoreFailure {
+    /// The driver never sent it (a commit of an epoch or lease that had
+    /// already ended locally): nothing applied.
+    #[error("not sent: {0}")]
+    NotSent(String),
+    /// The store refused it as a whole (a batch the engine could never
+    /// legitimately send, `crate::commit::CommitFault`): nothing applied.
+    #[error("refused by the store: {0}")]
+    Refused(String),
+    /// The store could not run it (I/O, connection, timeout, corruption): it
+    /// may or may not have applied.
+    #[error("store unavailable, outcome unknown: {0}")]
+    Unknown(String),
+}
+
+impl StoreFailure {
+    /// What happened, for a person.
+    pub fn detail(&self) -> &str {
+        match self {
+            Self::NotSent(detail) | Self::Refused(detail) | Self::Unknown(detail) => detail,
+        }
+    }
+
+    /// Whether the operation certainly applied nothing.
+    pub fn applied_nothing(&self) -> bool {
+        !matches!(self, Self::Unknown(_))
+    }
+}

@@ -7,10 +7,25 @@
 use std::collections::BTreeMap;
 
 use crate::engine::{Command, Effect, Engine, EngineConfig, Input, RequestId, Response};
-use crate::error::ApiError;
+use crate::error::{ApiError, StoreFailure};
 use crate::event::OutboxEvent;
 use crate::model::StoreModel;
+use crate::store::StoreReply;
 use crate::time::Now;
+
+/// How the harness fails one commit: each way a real driver and store can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitFailure {
+    /// The driver refuses to send it (its lease ended): nothing applies,
+    /// `StoreFailure::NotSent`.
+    NotSent,
+    /// The request is lost on its way: nothing applies, `StoreFailure::Unknown`.
+    LostRequest,
+    /// The store applies it and the reply is lost (the dangerous case):
+    /// `StoreFailure::Unknown`; its events reach subscribers through the
+    /// outbox, as the relay's scan would deliver them.
+    LostReply,
+}
 
 /// Bound on effect-processing rounds per step (guards against livelock bugs).
 const ROUNDS_MAX: usize = 10_000;
@@ -30,8 +45,8 @@ pub struct Harness {
     pub replies: BTreeMap<RequestId, Result<Response, ApiError>>,
     /// Events published, in order.
     pub published: Vec<OutboxEvent>,
-    /// When true, the next commit fails (outcome: not applied).
-    pub fail_next_commit: bool,
+    /// How the next commit fails, if it does.
+    pub fail_next_commit: Option<CommitFailure>,
     next_req: RequestId,
     config: EngineConfig,
 }
@@ -47,7 +62,7 @@ impl Harness {
             store_skew_ms: 0,
             replies: BTreeMap::new(),
             published: Vec::new(),
-            fail_next_commit: false,
+            fail_next_commit: None,
             next_req: 1,
             config,
         };
@@ -106,11 +121,23 @@ impl Harness {
             let Some(effect) = self.engine.poll_output() else { return };
             match effect {
                 Effect::Store { io, op } => {
-                    let result = if self.fail_next_commit && matches!(op, crate::store::StoreOp::Commit(_)) {
-                        self.fail_next_commit = false;
-                        Err(crate::error::StoreFailure("injected".into()))
-                    } else {
-                        self.store.apply(self.now.wall_ms + self.store_skew_ms, &op)
+                    let store_now_ms = self.now.wall_ms + self.store_skew_ms;
+                    let failure = match op {
+                        crate::store::StoreOp::Commit(_) => self.fail_next_commit.take(),
+                        _ => None,
+                    };
+                    let result = match failure {
+                        None => self.store.apply(store_now_ms, &op),
+                        Some(CommitFailure::NotSent) => Err(StoreFailure::NotSent("injected".into())),
+                        Some(CommitFailure::LostRequest) => Err(StoreFailure::Unknown("injected".into())),
+                        Some(CommitFailure::LostReply) => {
+                            if let Ok(StoreReply::Committed { events, .. }) =
+                                self.store.apply(store_now_ms, &op)
+                            {
+                                self.published.extend(events);
+                            }
+                            Err(StoreFailure::Unknown("injected after the commit applied".into()))
+                        }
                     };
                     self.engine.handle_input(self.now, Input::StoreDone { io, result });
                 }
@@ -286,7 +313,7 @@ impl Cluster {
                     match effect {
                         Effect::Store { io, op } => {
                             let result = if self.nodes[i].store_down {
-                                Err(crate::error::StoreFailure("partitioned from the store".into()))
+                                Err(StoreFailure::Unknown("partitioned from the store".into()))
                             } else {
                                 self.store.apply(self.now.wall_ms, &op)
                             };

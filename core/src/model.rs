@@ -180,8 +180,7 @@ impl StoreModel {
             Fencing::Applies => self.named_timers(batch),
             Fencing::Stale { .. } => BTreeMap::new(),
         };
-        let Decision { outcome, events, writes } =
-            decide(input, stored).map_err(|fault| StoreFailure(format!("commit refused: {fault}")))?;
+        let Decision { outcome, events, writes } = decide(input, stored).map_err(StoreFailure::from)?;
         for record in writes.inserted {
             if let Some(key) = &record.idempotency_key {
                 self.idempotency.insert((record.tenant_id.clone(), key.clone()), record.id);

@@ -6,7 +6,7 @@ use minoots_core::draft::TimerDraft;
 use minoots_core::engine::{Command, Effect, Engine, EngineConfig, Input, Leadership, Response};
 use minoots_core::error::ApiError;
 use minoots_core::event::EventKind;
-use minoots_core::harness::Harness;
+use minoots_core::harness::{CommitFailure, Harness};
 use minoots_core::store::{ListQuery, StoreOp, StoreReply};
 use minoots_core::timer::TimerStatus;
 use minoots_core::{Now, TenantId};
@@ -133,7 +133,7 @@ fn writes_arriving_during_a_commit_share_the_next_one() {
     assert_eq!(engine.queued_writes(), 3);
     engine.handle_input(
         now,
-        Input::StoreDone { io: first, result: Err(minoots_core::StoreFailure("disk".into())) },
+        Input::StoreDone { io: first, result: Err(minoots_core::StoreFailure::Unknown("disk".into())) },
     );
     // The failed commit's caller is told to retry; the queued three go out together after the backoff.
     assert!(matches!(
@@ -279,15 +279,65 @@ fn a_deposed_engine_stops_firing_and_refuses_writes() {
 
 #[test]
 fn a_failed_fire_commit_is_retried_without_a_duplicate() {
+    for how in [CommitFailure::NotSent, CommitFailure::LostRequest, CommitFailure::LostReply] {
+        let mut h = harness();
+        let req = h.request(Command::Schedule(after(100)));
+        let id = created_id(h.take_reply(req));
+        h.fail_next_commit = Some(how);
+        h.advance(100);
+        let applied = how == CommitFailure::LostReply;
+        assert_eq!(h.store.fires().len(), usize::from(applied), "{how:?}: applied only with the reply lost");
+        h.advance(1_000);
+        assert_eq!(h.store.fires().keys().collect::<Vec<_>>(), vec![&(id, 1)], "{how:?}: fired exactly once");
+        let fired = h.published.iter().filter(|e| e.kind == EventKind::Fired).count();
+        assert_eq!(fired, 1, "{how:?}: one fired event");
+        assert_eq!(h.engine.due_len(), 0, "{how:?}: nothing left armed");
+    }
+}
+
+#[test]
+fn a_create_whose_commit_applied_but_lost_its_reply_is_armed_by_the_reload_and_fires_once() {
     let mut h = harness();
-    let req = h.request(Command::Schedule(after(100)));
-    let id = created_id(h.take_reply(req));
-    h.fail_next_commit = true;
-    h.advance(100);
-    assert!(h.store.fires().is_empty());
+    h.fail_next_commit = Some(CommitFailure::LostReply);
+    let req = h.request(Command::Schedule(after(500)));
+    match h.take_reply(req) {
+        Some(Err(ApiError::Unavailable { reason, .. })) => {
+            assert!(reason.contains("outcome is unknown"), "{reason}")
+        }
+        other => panic!("expected an unknown outcome, got {other:?}"),
+    }
+    assert_eq!(h.store.timers().len(), 1, "the create applied");
+    assert_eq!(h.engine.stats().resyncs, 1, "the index was thrown away after the unknown outcome");
+    h.advance(600);
+    assert_eq!(h.store.fires().len(), 1, "the reload armed it: it fired");
+    h.advance(5_000);
+    assert_eq!(h.store.fires().len(), 1, "and only once");
+}
+
+#[test]
+fn a_commit_that_was_not_sent_keeps_the_index_and_says_nothing_applied() {
+    let mut h = harness();
+    let armed = h.request(Command::Schedule(after(10_000)));
+    created_id(h.take_reply(armed));
+    assert_eq!(h.engine.due_len(), 1);
+    let before = h.engine.stats();
+    h.fail_next_commit = Some(CommitFailure::NotSent);
+    let req = h.request(Command::Schedule(after(500)));
+    match h.take_reply(req) {
+        Some(Err(ApiError::Unavailable { reason, .. })) => {
+            assert!(reason.starts_with("not applied, retry"), "{reason}");
+        }
+        other => panic!("expected a known refusal, got {other:?}"),
+    }
+    assert_eq!(h.store.timers().len(), 1, "nothing of the refused commit applied");
+    assert_eq!(h.engine.stats().resyncs, before.resyncs, "a refused send does not throw the index away");
+    assert_eq!(h.engine.due_len(), 1);
+    assert_eq!(h.engine.leadership(), &Leadership::Leader { epoch: 1 }, "nor the leadership");
+    let again = h.request(Command::Schedule(after(500)));
+    h.advance(1_000); // past the store backoff, then past its due time
+    created_id(h.take_reply(again));
     h.advance(1_000);
     assert_eq!(h.store.fires().len(), 1);
-    assert!(h.store.fires().contains_key(&(id, 1)));
 }
 
 #[test]

@@ -1,12 +1,13 @@
 //! Property tests: random command sequences (schedules, cancels, restarts,
-//! clock advances, store failures, store clock skew) against the reference
+//! clock advances, store failures of every kind — not sent, request lost,
+//! applied with the reply lost — store clock skew) against the reference
 //! store. Properties: no occurrence recorded twice (the model asserts it), none
 //! before its due time by the store clock, and none lost: after a quiet
 //! period every due, uncancelled one-shot timer has fired.
 
 use minoots_core::draft::TimerDraft;
 use minoots_core::engine::{Command, EngineConfig, Response};
-use minoots_core::harness::Harness;
+use minoots_core::harness::{CommitFailure, Harness};
 use minoots_core::timer::TimerStatus;
 use minoots_core::{Now, TenantId, TimerId};
 use proptest::prelude::*;
@@ -18,7 +19,7 @@ enum Op {
     Cancel(usize),
     Advance(u64),
     Restart(u64),
-    FailNextCommit,
+    FailNextCommit(CommitFailure),
     Skew(i64),
 }
 
@@ -29,7 +30,12 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..64).prop_map(Op::Cancel),
         4 => (0u64..3_000).prop_map(Op::Advance),
         1 => any::<u64>().prop_map(Op::Restart),
-        1 => Just(Op::FailNextCommit),
+        1 => prop_oneof![
+            Just(CommitFailure::NotSent),
+            Just(CommitFailure::LostRequest),
+            Just(CommitFailure::LostReply),
+        ]
+        .prop_map(Op::FailNextCommit),
         1 => (-50i64..50).prop_map(Op::Skew),
     ]
 }
@@ -62,7 +68,7 @@ proptest! {
                 }
                 Op::Advance(ms) => h.advance(ms),
                 Op::Restart(seed) => h.restart(seed),
-                Op::FailNextCommit => h.fail_next_commit = true,
+                Op::FailNextCommit(how) => h.fail_next_commit = Some(how),
                 Op::Skew(ms) => h.store_skew_ms = ms,
             }
             for fire in h.store.fires().values() {
@@ -71,7 +77,7 @@ proptest! {
         }
         // Liveness: heal, then let every interval run out (5 occurrences of ≤ 2 s, or coalesced).
         h.store_skew_ms = 0;
-        h.fail_next_commit = false;
+        h.fail_next_commit = None;
         h.advance(60_000);
         for timer in h.store.timers().values() {
             if timer.schedule.is_recurring() {

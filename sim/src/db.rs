@@ -384,19 +384,20 @@ impl NetStore {
         {
             let mut pending = self.pending.lock().expect("pending lock");
             if pending.len() >= PENDING_MAX {
-                return Err(StoreFailure("too many database operations waiting".into()));
+                return Err(StoreFailure::Unknown("too many database operations waiting".into()));
             }
             pending.insert(id, tx);
         }
         let sent = self.endpoint.send_to_raw(db_addr(), TAG_REQUEST, Box::new(DbRequest { id, call })).await;
         let result = match sent {
-            Err(e) => Err(StoreFailure(format!("database unreachable: {e}"))),
+            Err(e) => Err(StoreFailure::Unknown(format!("database unreachable: {e}"))),
             Ok(()) => match tokio::time::timeout(self.timeout, rx).await {
                 Ok(Ok(answer)) => Ok(answer),
-                Ok(Err(_)) => Err(StoreFailure("database reply lost".into())),
-                Err(_) => {
-                    Err(StoreFailure(format!("database timeout after {} ms", self.timeout.as_millis())))
-                }
+                Ok(Err(_)) => Err(StoreFailure::Unknown("database reply lost".into())),
+                Err(_) => Err(StoreFailure::Unknown(format!(
+                    "database timeout after {} ms",
+                    self.timeout.as_millis()
+                ))),
             },
         };
         if result.is_err() {
@@ -441,7 +442,7 @@ fn describe(op: &StoreOp) -> Option<String> {
 }
 
 fn unexpected(answer: DbAnswer) -> StoreFailure {
-    StoreFailure(format!("the database answered out of protocol: {answer:?}"))
+    StoreFailure::Unknown(format!("the database answered out of protocol: {answer:?}"))
 }
 
 impl Store for NetStore {
@@ -455,7 +456,7 @@ impl Store for NetStore {
                 Err(e) => Err(e),
             };
             if let (Err(e), Some(what)) = (&result, what) {
-                self.world.trace(format!("{}: {what} failed: {}", self.node, e.0));
+                self.world.trace(format!("{}: {what} failed: {}", self.node, e.detail()));
             }
             result
         })

@@ -172,7 +172,7 @@ mod tests {
         c.on_sent(&metrics, 3, &renew);
         c.on_done(&metrics, 3, &Ok(StoreReply::Lease(LeaseReply::Renewed)), &Leadership::Leader { epoch: 5 });
         c.on_sent(&metrics, 4, &renew);
-        c.on_done(&metrics, 4, &Err(StoreFailure("down".into())), &Leadership::Leader { epoch: 5 });
+        c.on_done(&metrics, 4, &Err(StoreFailure::Unknown("down".into())), &Leadership::Leader { epoch: 5 });
         c.on_role(&metrics, "leader");
         c.on_role(&metrics, "follower");
         // Other ops are not counted.

@@ -420,10 +420,11 @@ fn runs_concurrently(op: &StoreOp) -> bool {
 }
 
 /// Runs writes and loads one at a time, in order, reporting each completion.
-/// A commit is not sent (and is reported as failed) if, while it waited, its
-/// lease ran out or the engine stopped leading at its epoch — a deposed leader
-/// never acts, even with a commit it queued while it led. A failed commit asks
-/// the relay to scan, since it may have applied although no reply said so.
+/// A commit is not sent (and is reported as `StoreFailure::NotSent`) if,
+/// while it waited, its lease ran out or the engine stopped leading at its
+/// epoch — a deposed leader never acts, even with a commit it queued while it
+/// led. A commit whose outcome is unknown asks the relay to scan, since it
+/// may have applied although no reply said so.
 async fn write_executor(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -436,16 +437,16 @@ async fn write_executor(
     while let Some((io, op)) = ops.recv().await {
         let refusal = match &op {
             StoreOp::Commit(batch) if batch.epoch != acting_epoch.load(Ordering::SeqCst) => {
-                Some(format!("no longer leading at epoch {}; commit not sent", batch.epoch))
+                Some(format!("no longer leading at epoch {}", batch.epoch))
             }
             StoreOp::Commit(batch) if batch.send_before_mono.is_some_and(|d| clock.now().mono_ms >= d) => {
-                Some("the lease ended before the commit could be sent; not sent".to_owned())
+                Some("the lease ended before the commit could be sent".to_owned())
             }
             _ => None,
         };
         let is_commit = matches!(op, StoreOp::Commit(_));
         let result = if let Some(refusal) = refusal {
-            Err(StoreFailure(refusal))
+            Err(StoreFailure::NotSent(refusal))
         } else {
             #[allow(clippy::disallowed_methods)] // tokio's Instant: simulated under madsim.
             let started = tokio::time::Instant::now();
@@ -458,7 +459,7 @@ async fn write_executor(
         if let Err(failure) = &result {
             metrics.store_failures.inc();
             tracing::warn!(error = %failure, "store operation failed");
-            if is_commit {
+            if is_commit && !failure.applied_nothing() {
                 rescan.notify_one();
             }
         }

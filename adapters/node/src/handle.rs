@@ -196,7 +196,8 @@ impl NodeHandle {
             }
         };
         let hash = hash_api_key(key);
-        let found = self.keys.find_key(&hash).await.map_err(|e| AuthError::Unavailable(e.0))?;
+        let found =
+            self.keys.find_key(&hash).await.map_err(|e| AuthError::Unavailable(e.detail().to_owned()))?;
         let Some(record) = found else {
             self.metrics.auth_failures.inc();
             if let Some(source) = source {

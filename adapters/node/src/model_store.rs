@@ -61,7 +61,7 @@ impl ModelStore {
     fn guard(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreFailure> {
         let state = self.lock();
         if state.failing {
-            return Err(StoreFailure("injected failure".into()));
+            return Err(StoreFailure::Unknown("injected failure".into()));
         }
         Ok(state)
     }

@@ -120,7 +120,9 @@ impl Quotas {
             // Keep what was known; without it, fail closed like a key lookup.
             Err(e) => match cached {
                 Some((limits, _)) => return Ok(limits),
-                None => return Err(unavailable(format!("the tenant's quota could not be read: {}", e.0))),
+                None => {
+                    return Err(unavailable(format!("the tenant's quota could not be read: {}", e.detail())));
+                }
             },
         };
         let limits = own.or(self.defaults);
@@ -132,11 +134,10 @@ impl Quotas {
     async fn count(&self, tenant: &TenantId) -> Result<(), ApiError> {
         let ticket = self.tenants().entry(tenant.clone()).or_default().ledger.begin_count();
         let now = self.clock.now();
-        let usage = self
-            .store
-            .tenant_usage(tenant, utc_day_start_ms(now.wall_ms))
-            .await
-            .map_err(|e| unavailable(format!("the tenant's usage could not be counted: {}", e.0)))?;
+        let usage =
+            self.store.tenant_usage(tenant, utc_day_start_ms(now.wall_ms)).await.map_err(|e| {
+                unavailable(format!("the tenant's usage could not be counted: {}", e.detail()))
+            })?;
         let now_after = self.clock.now();
         let epoch = self.epoch();
         let mut tenants = self.tenants();

@@ -55,7 +55,7 @@ mod bench {
     }
 
     async fn run(timers: usize, batch_size: usize, checkpoint_ms: u64) -> Result<(), StoreFailure> {
-        let dir = tempfile::tempdir().map_err(|e| StoreFailure(e.to_string()))?;
+        let dir = tempfile::tempdir().map_err(|e| StoreFailure::Unknown(e.to_string()))?;
         let path = dir.path().join("bench.db");
         let clock = Arc::new(SystemClock::new());
         let config = if checkpoint_ms == 0 {
@@ -69,12 +69,13 @@ mod bench {
         };
         let store = SqliteStore::open_with(&path, clock.clone() as Arc<dyn Clock>, config)
             .await
-            .map_err(|e| StoreFailure(e.to_string()))?;
+            .map_err(|e| StoreFailure::Unknown(e.to_string()))?;
         let StoreReply::Opened { epoch } = store.execute(StoreOp::Open { node_id: "bench".into() }).await?
         else {
-            return Err(StoreFailure("open".into()));
+            return Err(StoreFailure::Unknown("open".into()));
         };
-        let tenant_id = TenantId::parse("tenantId", "bench").map_err(|e| StoreFailure(e.to_string()))?;
+        let tenant_id =
+            TenantId::parse("tenantId", "bench").map_err(|e| StoreFailure::Unknown(e.to_string()))?;
         let mut ids = IdGenerator::from_seed(1);
 
         let mut batches = Vec::new();
@@ -104,7 +105,7 @@ mod bench {
         loop {
             let op = StoreOp::LoadDue { after, until_ms: clock.now().wall_ms, limit: 10_000 };
             let StoreReply::Loaded { timers, more } = store.execute(op).await? else {
-                return Err(StoreFailure("load".into()));
+                return Err(StoreFailure::Unknown("load".into()));
             };
             after = timers.last().map(|t| (t.due_ms, t.timer_id));
             due.extend(timers);

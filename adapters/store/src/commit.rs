@@ -45,8 +45,7 @@ pub(crate) async fn commit(
         load_keyed(conn, sql, batch.idempotency_keys(), &mut stored).await?;
         load_ids(conn, sql, batch.named_timer_ids(), &mut stored).await?;
     }
-    let Decision { outcome, events, writes } =
-        decide(input, stored).map_err(|fault| StoreFailure(format!("commit refused: {fault}")))?;
+    let Decision { outcome, events, writes } = decide(input, stored).map_err(StoreFailure::from)?;
 
     sql.insert_timers
         .run(conn, "inserting timers", writes.inserted.iter().map(|t| &**t).collect(), bind_timer)
@@ -77,8 +76,8 @@ async fn load_keyed(
         return Ok(());
     }
     let keys: Vec<(&str, &str)> = keys.into_iter().map(|(tenant, key)| (tenant.as_str(), key)).collect();
-    let keys =
-        serde_json::to_string(&keys).map_err(|e| StoreFailure(format!("encoding idempotency keys: {e}")))?;
+    let keys = serde_json::to_string(&keys)
+        .map_err(|e| StoreFailure::Unknown(format!("encoding idempotency keys: {e}")))?;
     load(conn, &sql.timers_by_key, keys, "looking up idempotency keys", stored).await
 }
 
@@ -94,8 +93,8 @@ async fn load_ids(
     if missing.is_empty() {
         return Ok(());
     }
-    let ids =
-        serde_json::to_string(&missing).map_err(|e| StoreFailure(format!("encoding timer ids: {e}")))?;
+    let ids = serde_json::to_string(&missing)
+        .map_err(|e| StoreFailure::Unknown(format!("encoding timer ids: {e}")))?;
     load(conn, &sql.timers_by_id, ids, "loading timers", stored).await
 }
 

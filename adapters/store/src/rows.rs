@@ -66,16 +66,16 @@ pub(crate) const OUTBOX_COLUMN_COUNT: usize = 7;
 
 /// A store failure for a row that cannot be decoded.
 pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreFailure {
-    StoreFailure(format!("corrupt {what} in the database: {detail}"))
+    StoreFailure::Unknown(format!("corrupt {what} in the database: {detail}"))
 }
 
 /// A store failure for a database error, naming what was being done.
 pub(crate) fn db_failure(doing: &str, error: sqlx::Error) -> StoreFailure {
-    StoreFailure(format!("sqlite {doing}: {error}"))
+    StoreFailure::Unknown(format!("sqlite {doing}: {error}"))
 }
 
 fn to_json<T: serde::Serialize + ?Sized>(what: &str, value: &T) -> Result<String, StoreFailure> {
-    serde_json::to_string(value).map_err(|e| StoreFailure(format!("encoding {what} as JSON: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreFailure::Unknown(format!("encoding {what} as JSON: {e}")))
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreFailure> {
@@ -246,7 +246,7 @@ pub(crate) fn event_from_text(text: &str) -> Result<OutboxEvent, StoreFailure> {
 
 /// An epoch as SQLite stores it.
 pub(crate) fn epoch_to_sql(epoch: u64) -> Result<i64, StoreFailure> {
-    i64::try_from(epoch).map_err(|_| StoreFailure(format!("epoch {epoch} out of range")))
+    i64::try_from(epoch).map_err(|_| StoreFailure::Unknown(format!("epoch {epoch} out of range")))
 }
 
 /// An epoch read back.
@@ -256,7 +256,7 @@ pub(crate) fn epoch_from_sql(value: i64) -> Result<u64, StoreFailure> {
 
 /// A sequence number as SQLite stores it.
 pub(crate) fn seq_to_sql(seq: u64) -> Result<i64, StoreFailure> {
-    i64::try_from(seq).map_err(|_| StoreFailure(format!("outbox sequence {seq} out of range")))
+    i64::try_from(seq).map_err(|_| StoreFailure::Unknown(format!("outbox sequence {seq} out of range")))
 }
 
 /// A sequence number read back.

@@ -271,7 +271,7 @@ impl SqliteStore {
             StoreOp::RenewLease { shard, node_id, epoch, ttl_ms } => {
                 lease::renew(&mut tx, now, *shard, node_id, *epoch, *ttl_ms).await?
             }
-            other => return Err(StoreFailure(format!("not a lease operation: {other:?}"))),
+            other => return Err(StoreFailure::Unknown(format!("not a lease operation: {other:?}"))),
         };
         tx.commit().await.map_err(|e| db_failure("committing a lease", e))?;
         Ok(reply)
@@ -331,7 +331,7 @@ impl SqliteStore {
 
     async fn list(&self, query: &ListQuery) -> Result<StoreReply, StoreFailure> {
         let encode = |what: &str, value: Result<String, serde_json::Error>| {
-            value.map_err(|e| StoreFailure(format!("encoding the {what} filter: {e}")))
+            value.map_err(|e| StoreFailure::Unknown(format!("encoding the {what} filter: {e}")))
         };
         let statuses = if query.statuses.is_empty() {
             None

@@ -58,8 +58,7 @@ pub(crate) async fn commit(
         load_keyed(conn, batch.idempotency_keys(), &mut stored).await?;
         load_ids(conn, batch.named_timer_ids(), &mut stored).await?;
     }
-    let Decision { outcome, events, writes } =
-        decide(input, stored).map_err(|fault| StoreFailure(format!("commit refused: {fault}")))?;
+    let Decision { outcome, events, writes } = decide(input, stored).map_err(StoreFailure::from)?;
     write(conn, &writes, &events).await?;
     Ok(StoreReply::Committed { outcome, events })
 }

@@ -100,7 +100,7 @@ impl Breaker {
         let now_ms = mono_ms(&self.origin);
         match self.lock().admit(now_ms) {
             Ok(permit) => Ok(BreakerCall { breaker: self, permit: Some(permit), finished: false }),
-            Err(refused) => Err(StoreFailure(format!(
+            Err(refused) => Err(StoreFailure::Unknown(format!(
                 "postgres: circuit breaker open after repeated failures; the next probe goes in {} ms",
                 refused.retry_at_ms.saturating_sub(now_ms)
             ))),

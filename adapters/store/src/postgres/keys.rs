@@ -63,7 +63,7 @@ impl PostgresStore {
 
     async fn insert_key_row(&self, record: ApiKeyRecord, key_hash: String) -> Result<(), StoreFailure> {
         let roles = serde_json::to_string(&record.roles)
-            .map_err(|e| StoreFailure(format!("encoding API key roles: {e}")))?;
+            .map_err(|e| StoreFailure::Unknown(format!("encoding API key roles: {e}")))?;
         let mut tx = self.writer().begin().await.map_err(|e| pg_failure("starting a key write", e))?;
         sqlx::query(INSERT_TENANT)
             .bind(record.tenant_id.as_str())

@@ -340,7 +340,7 @@ impl PostgresStore {
             StoreOp::RenewLease { shard, node_id, epoch, ttl_ms } => {
                 lease::renew(&mut tx, self.injected_now(), *shard, node_id, *epoch, *ttl_ms).await?
             }
-            other => return Err(StoreFailure(format!("not a lease operation: {other:?}"))),
+            other => return Err(StoreFailure::Unknown(format!("not a lease operation: {other:?}"))),
         };
         tx.commit().await.map_err(|e| pg_failure("committing a lease", e))?;
         Ok(reply)
@@ -416,7 +416,7 @@ impl PostgresStore {
         } else {
             Some(
                 serde_json::to_string(&query.labels)
-                    .map_err(|e| StoreFailure(format!("encoding the label filter: {e}")))?,
+                    .map_err(|e| StoreFailure::Unknown(format!("encoding the label filter: {e}")))?,
             )
         };
         if query.labels.iter().any(|(k, v)| k.contains('\0') || v.contains('\0')) {
@@ -574,7 +574,7 @@ impl PostgresStore {
         let result =
             match tokio::time::timeout(Duration::from_millis(self.config.op_timeout_ms.max(1)), work).await {
                 Ok(result) => result,
-                Err(_) => Err(StoreFailure(format!(
+                Err(_) => Err(StoreFailure::Unknown(format!(
                     "postgres {what}: no answer within {} ms",
                     self.config.op_timeout_ms
                 ))),

@@ -51,11 +51,11 @@ pub(crate) fn timer_select(table: &str) -> String {
 
 /// A store failure for a database error, naming what was being done.
 pub(crate) fn pg_failure(doing: &str, error: sqlx::Error) -> StoreFailure {
-    StoreFailure(format!("postgres {doing}: {error}"))
+    StoreFailure::Unknown(format!("postgres {doing}: {error}"))
 }
 
 fn to_json<T: serde::Serialize + ?Sized>(what: &str, value: &T) -> Result<String, StoreFailure> {
-    serde_json::to_string(value).map_err(|e| StoreFailure(format!("encoding {what} as JSON: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreFailure::Unknown(format!("encoding {what} as JSON: {e}")))
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreFailure> {
