@@ -19,9 +19,10 @@
 //!
 //! # What the driver must guarantee
 //! - `now.mono_ms` never decreases (asserted).
-//! - Store ops other than reads (`Get`, `List`, `ListFires`) run one at a
-//!   time, in the order emitted, and their `StoreDone` arrive in that order.
-//!   Reads may run concurrently with anything.
+//! - A store op for which [`StoreOp::runs_concurrently`] is false (`Open`,
+//!   `Commit`, `LoadDue`) runs one at a time, in the order emitted, and its
+//!   `StoreDone` arrives in that order; the others (reads, lease acquisition
+//!   and renewal) may run concurrently with anything.
 //! - A `Reply` is sent to its caller; a `Publish` is handed to the relay.
 //!
 //! # Invariants (checked by `validate` in debug builds)
@@ -138,7 +139,7 @@ impl EngineConfig {
 pub enum Command {
     /// Create one timer.
     Schedule(TimerDraft),
-    /// Create up to [`crate::draft::BATCH_MAX`] timers: all validate or none is created.
+    /// Create up to [`crate::limits::BATCH_MAX`] timers: all validate or none is created.
     ScheduleBatch(Vec<TimerDraft>),
     /// Cancel a timer (idempotent for already-cancelled timers).
     Cancel {
@@ -263,18 +264,6 @@ pub enum Leadership {
         /// The leader, as the store last reported it.
         leader: Option<LeaseHolder>,
     },
-}
-
-impl Leadership {
-    /// The name `/health` and metrics use.
-    pub fn role(&self) -> &'static str {
-        match self {
-            Leadership::Opening => "opening",
-            Leadership::Leader { .. } => "leader",
-            Leadership::Deposed { .. } => "deposed",
-            Leadership::Follower { .. } => "follower",
-        }
-    }
 }
 
 /// Counters for metrics and tests.

@@ -114,6 +114,27 @@ pub enum StoreOp {
     },
 }
 
+impl StoreOp {
+    /// Whether a driver may run this operation concurrently with any other;
+    /// every other operation runs one at a time, in the order the engine
+    /// emitted it, and completes in that order (the engine's I/O contract,
+    /// written here once for every driver). Reads need no ordering; lease
+    /// acquisition and renewal must never wait behind a large commit (a
+    /// renewal stuck there would let a healthy lease expire), and the engine
+    /// keeps at most one of each in flight, judging their replies by when it
+    /// sent them.
+    pub fn runs_concurrently(&self) -> bool {
+        match self {
+            StoreOp::Get { .. }
+            | StoreOp::List(_)
+            | StoreOp::ListFires { .. }
+            | StoreOp::AcquireLease { .. }
+            | StoreOp::RenewLease { .. } => true,
+            StoreOp::Open { .. } | StoreOp::Commit(_) | StoreOp::LoadDue { .. } => false,
+        }
+    }
+}
+
 /// The lease every timer falls under in this version: one leader fires all
 /// timers. Timers carry their virtual shard already, so leases per shard can
 /// split the work later without a migration.

@@ -63,9 +63,9 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let status = if s.store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let view = HealthView {
         status: if s.store_ok { "ok" } else { "unavailable" },
-        is_leader: s.role == "leader",
+        is_leader: s.role == minoots_node::NodeRole::Leader,
         node_id: s.node_id,
-        role: s.role,
+        role: s.role.as_str(),
         leader: s.leader,
         epoch: s.epoch,
         store: StoreHealth { ok: s.store_ok },

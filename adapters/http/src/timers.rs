@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use minoots_core::limits::{BATCH_MAX, PAGE_SIZE_DEFAULT};
 use minoots_core::store::{Created, ListQuery};
 use minoots_core::timer::TimerStatus;
-use minoots_core::{ApiError, Command, Response as EngineResponse, TenantId, TimerId};
+use minoots_core::{ApiError, TenantId, TimerId};
 use minoots_node::views::{FireView, TimerView};
 use serde::Serialize;
 
@@ -42,12 +42,6 @@ impl From<CreateError> for HttpError {
             CreateError::Forbidden(f) => HttpError::from(f),
         }
     }
-}
-
-/// An answer the engine should not give to this command.
-fn unexpected(reply: &EngineResponse) -> HttpError {
-    tracing::error!(?reply, "unexpected engine reply");
-    HttpError::internal("unexpected reply from the engine")
 }
 
 fn idempotency_header(headers: &HeaderMap) -> Result<Option<&str>, HttpError> {
@@ -89,10 +83,8 @@ pub async fn create(
 ) -> Result<Response, HttpError> {
     let header_key = idempotency_header(&headers)?;
     let draft = body.into_draft(&caller.principal, header_key, "")?;
-    match state.handle.call_as(&caller.principal.tenant_id, Command::Schedule(draft)).await? {
-        EngineResponse::Scheduled(created) => Ok(created_response(&created)),
-        other => Err(unexpected(&other)),
-    }
+    let created = state.handle.schedule(&caller.principal.tenant_id, draft).await?;
+    Ok(created_response(&created))
 }
 
 /// The batch answer, serialized straight from the views (no intermediate JSON tree).
@@ -171,14 +163,9 @@ pub async fn create_batch(
         .enumerate()
         .map(|(i, item)| item.into_draft(&caller.principal, None, &format!("timers[{i}].")))
         .collect::<Result<Vec<_>, _>>()?;
-    match state.handle.call_as(&caller.principal.tenant_id, Command::ScheduleBatch(drafts)).await? {
-        EngineResponse::ScheduledBatch(results) => {
-            let results: Vec<BatchItem> =
-                results.into_iter().enumerate().map(|(i, r)| batch_item(i, r)).collect();
-            Ok((StatusCode::CREATED, Json(BatchAnswer { results })).into_response())
-        }
-        other => Err(unexpected(&other)),
-    }
+    let results = state.handle.schedule_batch(&caller.principal.tenant_id, drafts).await?;
+    let results: Vec<BatchItem> = results.into_iter().enumerate().map(|(i, r)| batch_item(i, r)).collect();
+    Ok((StatusCode::CREATED, Json(BatchAnswer { results })).into_response())
 }
 
 /// Resolves the optional `tenantId` parameter against the caller.
@@ -255,13 +242,11 @@ pub async fn list(
     if matches_nothing {
         return Ok(Json(TimerPage { timers: Vec::new(), next_cursor: None }));
     }
-    match state.handle.call_as(&caller.principal.tenant_id, Command::List(query)).await? {
-        EngineResponse::Timers { timers, next_cursor } => Ok(Json(TimerPage {
-            timers: timers.iter().map(TimerView::from).collect(),
-            next_cursor: next_cursor.map(|c| c.to_string()),
-        })),
-        other => Err(unexpected(&other)),
-    }
+    let page = state.handle.list(&caller.principal.tenant_id, query).await?;
+    Ok(Json(TimerPage {
+        timers: page.timers.iter().map(TimerView::from).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
 }
 
 /// Only `tenantId` is accepted on single-timer reads.
@@ -284,11 +269,12 @@ pub async fn get(
     QueryPairs(params): QueryPairs,
 ) -> Result<Json<TimerView>, HttpError> {
     let tenant_id = scope(&caller.principal, tenant_param(&params)?)?;
-    let reply = state.handle.call_as(&caller.principal.tenant_id, Command::Get { tenant_id, timer_id }).await;
-    match reply.map_err(|e| HttpError::for_timer(e, &timer_id))? {
-        EngineResponse::Timer(timer) => Ok(Json(TimerView::from(&timer))),
-        other => Err(unexpected(&other)),
-    }
+    let timer = state
+        .handle
+        .get(&caller.principal.tenant_id, tenant_id, timer_id)
+        .await
+        .map_err(|e| HttpError::for_timer(e, &timer_id))?;
+    Ok(Json(TimerView::from(&timer)))
 }
 
 /// A page of fires.
@@ -323,20 +309,14 @@ pub async fn fires(
         }
     }
     let tenant_id = scope(&caller.principal, tenant)?;
-    let command = Command::ListFires { tenant_id, timer_id, after_occurrence, limit };
-    match state
+    let fires = state
         .handle
-        .call_as(&caller.principal.tenant_id, command)
+        .list_fires(&caller.principal.tenant_id, tenant_id, timer_id, after_occurrence, limit)
         .await
-        .map_err(|e| HttpError::for_timer(e, &timer_id))?
-    {
-        EngineResponse::Fires(fires) => {
-            let full = fires.len() >= limit as usize;
-            let next_after = if full { fires.last().map(|f| f.occurrence) } else { None };
-            Ok(Json(FirePage { fires: fires.iter().map(FireView::from).collect(), next_after }))
-        }
-        other => Err(unexpected(&other)),
-    }
+        .map_err(|e| HttpError::for_timer(e, &timer_id))?;
+    let full = fires.len() >= limit as usize;
+    let next_after = if full { fires.last().map(|f| f.occurrence) } else { None };
+    Ok(Json(FirePage { fires: fires.iter().map(FireView::from).collect(), next_after }))
 }
 
 /// `POST /api/timers/{id}/cancel` with an optional `{reason, requestedBy, tenantId}` body.
@@ -348,14 +328,10 @@ pub async fn cancel(
     OptionalJsonBody(body): OptionalJsonBody<CancelBody>,
 ) -> Result<Json<TimerView>, HttpError> {
     let (tenant_id, requested_by, reason) = body.resolve(&caller.principal)?;
-    let command = Command::Cancel { tenant_id, timer_id, requested_by, reason };
-    match state
+    let timer = state
         .handle
-        .call_as(&caller.principal.tenant_id, command)
+        .cancel(&caller.principal.tenant_id, tenant_id, timer_id, requested_by, reason)
         .await
-        .map_err(|e| HttpError::for_timer(e, &timer_id))?
-    {
-        EngineResponse::Timer(timer) => Ok(Json(TimerView::from(&timer))),
-        other => Err(unexpected(&other)),
-    }
+        .map_err(|e| HttpError::for_timer(e, &timer_id))?;
+    Ok(Json(TimerView::from(&timer)))
 }

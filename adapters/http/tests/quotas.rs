@@ -48,7 +48,7 @@ async fn start(default_quotas: QuotaLimits) -> Server {
     }
     let node = NodeConfig { default_quotas, ..NodeConfig::new("n1", 7) };
     let (handle, _task) = start_node(node, store, keys.clone(), clock);
-    assert!(handle.wait_for_role("leader").await, "node became leader");
+    assert!(handle.wait_for_role(minoots_node::NodeRole::Leader).await, "node became leader");
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind api");
     let base = format!("http://{}", api.local_addr().expect("api addr"));
     let router = api_router(handle.clone(), HttpConfig::default());

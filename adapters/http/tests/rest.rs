@@ -78,7 +78,7 @@ async fn start_with_node(config: HttpConfig, node: NodeConfig) -> Server {
     add_key(&keys, GLOBEX, "key_globex_all", "globex", &all).await;
     add_key(&keys, OPERATOR, "key_operator", "ops", &[Role::TimerRead, Role::Operator]).await;
     let (handle, _task) = start_node(node, store.clone(), keys.clone(), clock);
-    assert!(handle.wait_for_role("leader").await, "node became leader");
+    assert!(handle.wait_for_role(minoots_node::NodeRole::Leader).await, "node became leader");
 
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind api");
     let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");

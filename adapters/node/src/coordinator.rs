@@ -127,14 +127,14 @@ impl Coordinator {
     }
 
     /// The driver published `role`; counts a transition into or out of `leader`.
-    pub fn on_role(&self, metrics: &Metrics, role: &str) {
-        let leads = role == "leader";
+    pub fn on_role(&self, metrics: &Metrics, role: crate::handle::NodeRole) {
+        let leads = role == crate::handle::NodeRole::Leader;
         if self.was_leader.swap(leads, Ordering::Relaxed) != leads {
             metrics.leadership_transitions.inc();
             if leads {
                 tracing::info!(node_id = %self.node_id, "leading");
             } else {
-                tracing::info!(node_id = %self.node_id, role, "no longer leading");
+                tracing::info!(node_id = %self.node_id, role = role.as_str(), "no longer leading");
             }
         }
     }
@@ -167,14 +167,14 @@ mod tests {
         c.on_done(&metrics, 1, &held, &Leadership::Opening);
         let granted = Ok(StoreReply::Lease(LeaseReply::Granted { epoch: 5 }));
         c.on_done(&metrics, 2, &granted, &Leadership::Follower { leader: Some(other) });
-        c.on_role(&metrics, "leader");
+        c.on_role(&metrics, crate::handle::NodeRole::Leader);
         let renew = StoreOp::RenewLease { shard: 0, node_id: "n1".into(), epoch: 5, ttl_ms: 2_000 };
         c.on_sent(&metrics, 3, &renew);
         c.on_done(&metrics, 3, &Ok(StoreReply::Lease(LeaseReply::Renewed)), &Leadership::Leader { epoch: 5 });
         c.on_sent(&metrics, 4, &renew);
         c.on_done(&metrics, 4, &Err(StoreFailure::Unknown("down".into())), &Leadership::Leader { epoch: 5 });
-        c.on_role(&metrics, "leader");
-        c.on_role(&metrics, "follower");
+        c.on_role(&metrics, crate::handle::NodeRole::Leader);
+        c.on_role(&metrics, crate::handle::NodeRole::Follower);
         // Other ops are not counted.
         c.on_sent(&metrics, 5, &StoreOp::Open { node_id: "n1".into() });
         c.on_done(&metrics, 5, &Ok(StoreReply::Opened { epoch: 1 }), &Leadership::Opening);

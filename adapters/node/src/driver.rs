@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::coordinator::Coordinator;
-use crate::handle::{Call, NodeHandle, NodeStatus, STOPPED, TokenVerifier};
+use crate::handle::{Call, NodeHandle, NodeRole, NodeStatus, TokenVerifier};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::quotas::Quotas;
@@ -113,7 +113,7 @@ pub fn start_node_with(
     let (events_tx, _) = broadcast::channel(config.event_buffer.max(16));
     let initial = NodeStatus {
         node_id: config.node_id.clone(),
-        role: "opening",
+        role: NodeRole::Opening,
         epoch: None,
         leader: None,
         store_ok: true,
@@ -278,7 +278,7 @@ impl Driver {
         let _ = writer.await;
         let _ = relay.await;
         gauge.abort();
-        self.status.send_modify(|s| s.role = STOPPED);
+        self.status.send_modify(|s| s.role = NodeRole::Stopped);
     }
 
     fn sleep_ms(&self) -> u64 {
@@ -301,7 +301,7 @@ impl Driver {
     ) {
         while let Some(effect) = self.engine.poll_output() {
             match effect {
-                Effect::Store { io, op } if runs_concurrently(&op) => {
+                Effect::Store { io, op } if op.runs_concurrently() => {
                     let store = self.store.clone();
                     let done = done.clone();
                     let reads = self.reads.clone();
@@ -361,7 +361,7 @@ impl Driver {
 
     fn publish_status(&self) {
         let leadership = self.engine.leadership();
-        let role = leadership.role();
+        let role = NodeRole::from(leadership);
         self.coordinator.on_role(&self.metrics, role);
         let leads = matches!(leadership, Leadership::Leader { .. });
         self.leader.send_if_modified(|l| std::mem::replace(l, leads) != leads);
@@ -404,19 +404,6 @@ impl Driver {
             }
         });
     }
-}
-
-/// Ops that need no ordering with commits and loads: reads, and lease
-/// acquisition and renewal (a renewal must never wait behind a big commit).
-fn runs_concurrently(op: &StoreOp) -> bool {
-    matches!(
-        op,
-        StoreOp::Get { .. }
-            | StoreOp::List(_)
-            | StoreOp::ListFires { .. }
-            | StoreOp::AcquireLease { .. }
-            | StoreOp::RenewLease { .. }
-    )
 }
 
 /// Runs writes and loads one at a time, in order, reporting each completion.

@@ -33,7 +33,7 @@ use minoots_core::store::{Created, ListQuery};
 use minoots_core::time::format_wall_ms;
 use minoots_core::timer::{FireRecord, Schedule, TimerRecord, TimerStatus};
 use minoots_core::validate::{parse_duration_text, parse_instant};
-use minoots_core::{ApiError, Command, Response, TenantId, TimerId, ValidationError};
+use minoots_core::{ApiError, TenantId, TimerId, ValidationError};
 use minoots_proto::horology_kernel_server::{HorologyKernel, HorologyKernelServer};
 use minoots_proto::{
     self as pb, TimerBatchError, TimerBatchResult, TimerBatchScheduleRequest, TimerBatchScheduleResponse,
@@ -102,11 +102,6 @@ impl KernelService {
         principal.require(role).map_err(forbidden)?;
         Ok(principal)
     }
-
-    /// Runs `command` for `principal`'s tenant, charged to its quotas.
-    async fn call(&self, principal: &Principal, command: Command) -> Result<Response, Status> {
-        self.handle.call_as(&principal.tenant_id, command).await.map_err(|e| api_status(&e))
-    }
 }
 
 #[tonic::async_trait]
@@ -119,15 +114,9 @@ impl HorologyKernel for KernelService {
         let req = request.into_inner();
         let tenant = scope(&principal, &req.tenant_id)?;
         let draft = draft_from_wire(req, tenant).map_err(|e| invalid(&e))?;
-        match self.call(&principal, Command::Schedule(draft)).await? {
-            Response::Scheduled(Created { timer, created }) => {
-                Ok(tonic::Response::new(TimerScheduleResponse {
-                    timer: Some(timer_to_wire(&timer)),
-                    created,
-                }))
-            }
-            _ => Err(unexpected_reply()),
-        }
+        let Created { timer, created } =
+            self.handle.schedule(&principal.tenant_id, draft).await.map_err(|e| api_status(&e))?;
+        Ok(tonic::Response::new(TimerScheduleResponse { timer: Some(timer_to_wire(&timer)), created }))
     }
 
     async fn cancel_timer(
@@ -138,16 +127,12 @@ impl HorologyKernel for KernelService {
         let req = request.into_inner();
         let tenant_id = scope(&principal, &req.tenant_id)?;
         let timer_id = parse_timer_id(&req.timer_id)?;
-        let command = Command::Cancel {
-            tenant_id,
-            timer_id,
-            requested_by: req.requested_by,
-            reason: non_empty(req.reason),
-        };
-        match self.call(&principal, command).await? {
-            Response::Timer(timer) => Ok(tonic::Response::new(timer_to_wire(&timer))),
-            _ => Err(unexpected_reply()),
-        }
+        let timer = self
+            .handle
+            .cancel(&principal.tenant_id, tenant_id, timer_id, req.requested_by, non_empty(req.reason))
+            .await
+            .map_err(|e| api_status(&e))?;
+        Ok(tonic::Response::new(timer_to_wire(&timer)))
     }
 
     async fn get_timer(
@@ -158,10 +143,9 @@ impl HorologyKernel for KernelService {
         let req = request.into_inner();
         let tenant_id = scope(&principal, &req.tenant_id)?;
         let timer_id = parse_timer_id(&req.timer_id)?;
-        match self.call(&principal, Command::Get { tenant_id, timer_id }).await? {
-            Response::Timer(timer) => Ok(tonic::Response::new(timer_to_wire(&timer))),
-            _ => Err(unexpected_reply()),
-        }
+        let timer =
+            self.handle.get(&principal.tenant_id, tenant_id, timer_id).await.map_err(|e| api_status(&e))?;
+        Ok(tonic::Response::new(timer_to_wire(&timer)))
     }
 
     async fn list_timers(
@@ -182,13 +166,11 @@ impl HorologyKernel for KernelService {
         };
         let query =
             ListQuery { tenant_id, statuses, labels: req.labels, after, limit: page_size(req.page_size)? };
-        match self.call(&principal, Command::List(query)).await? {
-            Response::Timers { timers, next_cursor } => Ok(tonic::Response::new(TimerListResponse {
-                timers: timers.iter().map(timer_to_wire).collect(),
-                next_page_token: next_cursor.map(|id| id.to_string()).unwrap_or_default(),
-            })),
-            _ => Err(unexpected_reply()),
-        }
+        let page = self.handle.list(&principal.tenant_id, query).await.map_err(|e| api_status(&e))?;
+        Ok(tonic::Response::new(TimerListResponse {
+            timers: page.timers.iter().map(timer_to_wire).collect(),
+            next_page_token: page.next_cursor.map(|id| id.to_string()).unwrap_or_default(),
+        }))
     }
 
     type StreamTimerEventsStream = TimerEventStream;
@@ -246,12 +228,11 @@ impl HorologyKernel for KernelService {
                 draft_from_wire(item, tenant).map_err(|e| invalid(&e.prefixed(&format!("timers[{i}]."))))?;
             drafts.push(draft);
         }
-        match self.call(&principal, Command::ScheduleBatch(drafts)).await? {
-            Response::ScheduledBatch(results) => Ok(tonic::Response::new(TimerBatchScheduleResponse {
-                results: results.iter().map(batch_result_to_wire).collect(),
-            })),
-            _ => Err(unexpected_reply()),
-        }
+        let results =
+            self.handle.schedule_batch(&principal.tenant_id, drafts).await.map_err(|e| api_status(&e))?;
+        Ok(tonic::Response::new(TimerBatchScheduleResponse {
+            results: results.iter().map(batch_result_to_wire).collect(),
+        }))
     }
 
     async fn list_timer_fires(
@@ -263,19 +244,17 @@ impl HorologyKernel for KernelService {
         let tenant_id = scope(&principal, &req.tenant_id)?;
         let timer_id = parse_timer_id(&req.timer_id)?;
         let limit = page_size(req.page_size)?;
-        let command =
-            Command::ListFires { tenant_id, timer_id, after_occurrence: req.after_occurrence, limit };
-        match self.call(&principal, command).await? {
-            Response::Fires(fires) => {
-                let full = fires.len() >= limit as usize;
-                let next_after_occurrence = if full { fires.last().map_or(0, |f| f.occurrence) } else { 0 };
-                Ok(tonic::Response::new(TimerFiresResponse {
-                    fires: fires.iter().map(fire_to_wire).collect(),
-                    next_after_occurrence,
-                }))
-            }
-            _ => Err(unexpected_reply()),
-        }
+        let fires = self
+            .handle
+            .list_fires(&principal.tenant_id, tenant_id, timer_id, req.after_occurrence, limit)
+            .await
+            .map_err(|e| api_status(&e))?;
+        let full = fires.len() >= limit as usize;
+        let next_after_occurrence = if full { fires.last().map_or(0, |f| f.occurrence) } else { 0 };
+        Ok(tonic::Response::new(TimerFiresResponse {
+            fires: fires.iter().map(fire_to_wire).collect(),
+            next_after_occurrence,
+        }))
     }
 }
 
@@ -658,10 +637,6 @@ fn set_metadata(metadata: &mut MetadataMap, key: &'static str, value: &str) {
     if let Ok(value) = MetadataValue::try_from(value) {
         metadata.insert(key, value);
     }
-}
-
-fn unexpected_reply() -> Status {
-    Status::internal("the engine answered with an unexpected reply")
 }
 
 /// The canonical upper-case name of a gRPC code (`ALREADY_EXISTS`).

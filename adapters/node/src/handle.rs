@@ -28,8 +28,8 @@ pub(crate) type Call = (Command, oneshot::Sender<Result<Response, ApiError>>);
 pub struct NodeStatus {
     /// This node.
     pub node_id: String,
-    /// `opening`, `leader`, `follower`, `deposed`, or `stopped`.
-    pub role: &'static str,
+    /// What the node is doing now.
+    pub role: NodeRole,
     /// Current fencing epoch, once known.
     pub epoch: Option<u64>,
     /// The leader's address, when this node follows one.
@@ -141,8 +141,45 @@ pub struct NodeHandle {
     pub(crate) clock: Arc<dyn crate::clock::Clock>,
 }
 
-/// The role a node reports once it has stopped.
-pub(crate) const STOPPED: &str = "stopped";
+/// What a node is doing: the engine's leadership, or stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRole {
+    /// Opening the store (standalone) or not yet asked for the lease.
+    Opening,
+    /// Leading: it fires and takes writes.
+    Leader,
+    /// Standalone, and another writer opened the store after it.
+    Deposed,
+    /// Following a leader (or none known yet).
+    Follower,
+    /// Shut down.
+    Stopped,
+}
+
+impl NodeRole {
+    /// The name `/health`, logs and metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Opening => "opening",
+            Self::Leader => "leader",
+            Self::Deposed => "deposed",
+            Self::Follower => "follower",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+impl From<&minoots_core::Leadership> for NodeRole {
+    fn from(leadership: &minoots_core::Leadership) -> Self {
+        use minoots_core::Leadership;
+        match leadership {
+            Leadership::Opening => Self::Opening,
+            Leadership::Leader { .. } => Self::Leader,
+            Leadership::Deposed { .. } => Self::Deposed,
+            Leadership::Follower { .. } => Self::Follower,
+        }
+    }
+}
 
 impl std::fmt::Debug for NodeHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -275,9 +312,9 @@ impl NodeHandle {
     }
 
     /// Waits until the node reports `role` (e.g. `leader`), or the node stops.
-    pub async fn wait_for_role(&self, role: &str) -> bool {
+    pub async fn wait_for_role(&self, role: NodeRole) -> bool {
         let mut status = self.status.clone();
-        status.wait_for(|s| s.role == role || s.role == STOPPED).await.is_ok_and(|s| s.role == role)
+        status.wait_for(|s| s.role == role || s.role == NodeRole::Stopped).await.is_ok_and(|s| s.role == role)
     }
 
     /// The node's current status.

@@ -9,7 +9,8 @@
 //! - [`handle::NodeHandle`]: what API adapters (REST, gRPC) call.
 //! - [`relay`]: the outbox relay (committed events → subscribers → marked published).
 //! - [`grpc`]: the `minoots.timer.v1.HorologyKernel` service.
-//! - [`quotas`]: per-tenant quotas where requests enter ([`NodeHandle::call_as`]).
+//! - [`requests`]: the typed requests API adapters make (one method per command).
+//! - [`quotas`]: per-tenant quotas, charged where requests enter ([`requests`]).
 //! - [`subscription`]: client event streams (per-subscriber bounds, how they end).
 //! - [`model_store`]: the reference `StoreModel` behind the [`Store`] trait.
 //! - [`coordinator`]: leadership metrics and spans (cluster mode).
@@ -27,13 +28,14 @@ pub mod metrics;
 pub mod model_store;
 pub mod quotas;
 pub mod relay;
+pub mod requests;
 pub mod store;
 pub mod subscription;
 pub mod views;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use driver::{NodeConfig, start_node};
-pub use handle::{AuthError, Credential, NodeHandle, NodeStatus, TokenVerifier, leader_endpoint};
+pub use handle::{AuthError, Credential, NodeHandle, NodeRole, NodeStatus, TokenVerifier, leader_endpoint};
 pub use keys::{ApiKeyRecord, KeyStore, hash_api_key};
 pub use relay::EventSink;
 pub use store::{Store, StoreGuardStats};

@@ -1,4 +1,4 @@
-//! Per-tenant quotas where requests enter the node ([`NodeHandle::call_as`]):
+//! Per-tenant quotas where requests enter the node (`NodeHandle::call_as`, under [`crate::requests`]):
 //! each tenant's limits (the operator's defaults, overridden per tenant in
 //! the key store), its usage ledger and its request-rate bucket. The
 //! arithmetic is `minoots_core::quota`'s; this module adds the counts from
@@ -278,7 +278,7 @@ impl NodeHandle {
     /// Runs `command` for the caller's `tenant`, charged to its quotas: refused
     /// with `QuotaExceeded` (after validation; nothing charged) when a limit
     /// would be passed, settled from the engine's reply otherwise.
-    pub async fn call_as(&self, tenant: &TenantId, command: Command) -> Result<Response, ApiError> {
+    pub(crate) async fn call_as(&self, tenant: &TenantId, command: Command) -> Result<Response, ApiError> {
         let drafts = match &command {
             Command::Schedule(draft) => std::slice::from_ref(draft),
             Command::ScheduleBatch(drafts) => drafts.as_slice(),

@@ -231,7 +231,7 @@ async fn forward(
     _slot: StreamSlot,
 ) {
     let Ends { mut revoked, cut } = ends;
-    let stopped = node.wait_for_role(crate::handle::STOPPED);
+    let stopped = node.wait_for_role(crate::handle::NodeRole::Stopped);
     tokio::pin!(stopped);
     let end = loop {
         let received = tokio::select! {

@@ -35,7 +35,7 @@ async fn schedule(handle: &NodeHandle, duration_ms: u64) -> minoots_core::timer:
 async fn a_scheduled_timer_fires_once_and_its_events_reach_subscribers() {
     let store = Arc::new(ModelStore::new(Arc::new(SystemClock::new())));
     let (handle, task) = start(store.clone());
-    assert!(handle.wait_for_role("leader").await);
+    assert!(handle.wait_for_role(minoots_node::NodeRole::Leader).await);
     let mut events = handle.subscribe();
     let timer = schedule(&handle, 50).await;
 
@@ -147,7 +147,7 @@ fn unrelayed_timer() -> TimerRecord {
 async fn a_store_outage_is_reported_and_recovered_from() {
     let store = Arc::new(ModelStore::new(Arc::new(SystemClock::new())));
     let (handle, task) = start(store.clone());
-    assert!(handle.wait_for_role("leader").await);
+    assert!(handle.wait_for_role(minoots_node::NodeRole::Leader).await);
     store.set_failing(true);
     let draft = TimerDraft { tenant_id: Some(tenant()), duration_ms: Some(100), ..Default::default() };
     let refused = handle.call(Command::Schedule(draft)).await;
@@ -164,11 +164,11 @@ async fn a_store_outage_is_reported_and_recovered_from() {
 async fn after_shutdown_calls_are_refused_with_a_retry_hint() {
     let store = Arc::new(ModelStore::new(Arc::new(SystemClock::new())));
     let (handle, task) = start(store);
-    assert!(handle.wait_for_role("leader").await);
+    assert!(handle.wait_for_role(minoots_node::NodeRole::Leader).await);
     handle.shutdown();
     task.await.unwrap();
     let draft = TimerDraft { tenant_id: Some(tenant()), duration_ms: Some(100), ..Default::default() };
     let refused = handle.call(Command::Schedule(draft)).await;
     assert!(matches!(refused, Err(ApiError::Unavailable { retry_after_ms, .. }) if retry_after_ms > 0));
-    assert_eq!(handle.status().role, "stopped");
+    assert_eq!(handle.status().role, minoots_node::NodeRole::Stopped);
 }

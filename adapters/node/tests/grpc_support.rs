@@ -77,7 +77,8 @@ impl TestNode {
             store.insert_key(record, hash_api_key(secret)).await.expect("insert key");
         }
         let (handle, node) = start_node(config, store.clone(), store.clone(), clock);
-        let leader = tokio::time::timeout(PATIENCE, handle.wait_for_role("leader")).await;
+        let leader =
+            tokio::time::timeout(PATIENCE, handle.wait_for_role(minoots_node::NodeRole::Leader)).await;
         assert_eq!(leader, Ok(true), "the node did not become leader");
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -359,7 +359,9 @@ mod tests {
         store.insert_key(record, hash_api_key(KEY)).await.expect("key");
         let (handle, node) = start_node(NodeConfig::new("n1", 1), store.clone(), store, clock);
         assert!(
-            tokio::time::timeout(PATIENCE, handle.wait_for_role("leader")).await.expect("leader in time")
+            tokio::time::timeout(PATIENCE, handle.wait_for_role(minoots_node::NodeRole::Leader))
+                .await
+                .expect("leader in time")
         );
 
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

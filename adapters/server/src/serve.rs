@@ -152,12 +152,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
 
     match args.store {
         StoreKind::Sqlite => {
-            handle.wait_for_role("leader").await;
+            handle.wait_for_role(minoots_node::NodeRole::Leader).await;
         }
         StoreKind::Postgres => wait_for_first_lease_round(&handle).await,
     }
     let status = handle.status();
-    tracing::info!(node_id = %args.node_id, store = %opened.description, role = status.role, "minoots is serving");
+    tracing::info!(node_id = %args.node_id, store = %opened.description, role = status.role.as_str(), "minoots is serving");
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!(
         "minoots ready: rest={scheme}://{http_addr} grpc={scheme}://{grpc_addr} metrics=http://{metrics_addr}/metrics"
@@ -167,7 +167,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         println!(
             "cluster: node {} is {}{}",
             args.node_id,
-            status.role,
+            status.role.as_str(),
             status.leader.map(|l| format!(" (leader: {l})")).unwrap_or_default()
         );
     }
@@ -267,7 +267,7 @@ fn leader_hint(advertise: Option<&str>, http: SocketAddr, grpc: SocketAddr) -> S
 async fn wait_for_first_lease_round(handle: &minoots_node::NodeHandle) {
     loop {
         let role = handle.status().role;
-        if role != "opening" {
+        if role != minoots_node::NodeRole::Opening {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -495,7 +495,7 @@ async fn many_pending_timers_beyond_the_horizon_stay_out_of_memory() {
     engine.mode = LeadershipMode::Lease(LeaseConfig::default());
     let (handle, task) =
         start_node_with(engine, NodeConfig::new("node-h", 7), store.clone(), store.clone(), clock);
-    assert!(handle.wait_for_role("leader").await);
+    assert!(handle.wait_for_role(minoots_node::NodeRole::Leader).await);
     let draft = minoots_core::draft::TimerDraft {
         tenant_id: Some(a.clone()),
         duration_ms: Some(200),
@@ -516,7 +516,7 @@ async fn many_pending_timers_beyond_the_horizon_stay_out_of_memory() {
     .expect("the timer due now fired");
     assert_eq!(fired.occurrence, 1);
     let status = handle.status();
-    assert_eq!(status.role, "leader");
+    assert_eq!(status.role, minoots_node::NodeRole::Leader);
     assert_eq!(status.due_index, 0, "nothing beyond the horizon is held in memory");
     handle.shutdown();
     let _ = task.await;
