@@ -24,7 +24,7 @@ use minoots_core::event::OutboxEvent;
 use minoots_core::store::{CommitBatch, LEASE_SHARD, StoreReply};
 use minoots_core::timer::TimerRecord;
 use minoots_core::{StoreFailure, TenantId, TimerId, WallMs};
-use sqlx::postgres::PgConnection;
+use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::postgres::lease::{self, Lock};
@@ -84,11 +84,7 @@ async fn load_keyed(
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| pg_failure("looking up idempotency keys", e))?;
-    for row in &rows {
-        let record = timer_from_row(row)?;
-        stored.insert(record.id, record);
-    }
-    Ok(())
+    keep(&rows, stored)
 }
 
 /// Reads the stored timers with one of `ids` into `stored` (absent ones are absent).
@@ -107,7 +103,12 @@ async fn load_ids(
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| pg_failure("loading timers", e))?;
-    for row in &rows {
+    keep(&rows, stored)
+}
+
+/// Decodes the timer `rows` read into `stored`.
+fn keep(rows: &[PgRow], stored: &mut BTreeMap<TimerId, TimerRecord>) -> Result<(), StoreFailure> {
+    for row in rows {
         let record = timer_from_row(row)?;
         stored.insert(record.id, record);
     }
