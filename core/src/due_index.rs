@@ -181,7 +181,14 @@ impl DueIndex {
         self.len
     }
 
-    /// Whether empty.
+    /// Whether no timer has more than one entry (the engine's invariant:
+    /// one due entry per timer). Linear: for checks, not the hot path.
+    pub fn one_entry_per_timer(&self) -> bool {
+        let mut seen = std::collections::BTreeSet::new();
+        self.by_tenant.values().flat_map(|queue| queue.keys()).all(|(_, id)| seen.insert(*id))
+    }
+
+    /// Whether the index holds nothing.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

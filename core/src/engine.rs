@@ -25,10 +25,17 @@
 //!   and renewal) may run concurrently with anything.
 //! - A `Reply` is sent to its caller; a `Publish` is handed to the relay.
 //!
-//! # Invariants (checked by `validate` in debug builds)
-//! - At most one `Commit` and one `LoadDue` in flight.
-//! - Every in-flight op is accounted for in `inflight`.
-//! - Fires are only emitted while leader, with the current epoch.
+//! # Invariants
+//! Checked where they are decided, in every build:
+//! - A fire is planned only once the engine's own wall clock says it is due
+//!   (the store checks again against its clock).
+//! - Fires are emitted only while leader, with the current epoch.
+//!
+//! Checked by `validate` after every input in debug builds:
+//! - At most one `Commit` and one `LoadDue` in flight (whether one is, is
+//!   read from `inflight`, never kept beside it).
+//! - One due entry per timer.
+//! - Queued creates are accounted to their requests.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -355,8 +362,6 @@ pub struct Engine {
     effects: VecDeque<Effect>,
     inflight: BTreeMap<IoId, Inflight>,
     queue: WriteQueue,
-    commit_inflight: bool,
-    load_inflight: bool,
     due: crate::due_index::DueIndex,
     /// Every pending timer with `(due, id)` ≤ this key is in the index (or in flight).
     loaded_through: Option<DueKey>,
@@ -409,8 +414,6 @@ impl Engine {
             effects: VecDeque::new(),
             inflight: BTreeMap::new(),
             queue: WriteQueue::default(),
-            commit_inflight: false,
-            load_inflight: false,
             due: Default::default(),
             loaded_through: None,
             backoff_until_mono: 0,
@@ -454,7 +457,7 @@ impl Engine {
 
     /// Whether writes are queued or a commit is in flight (shutdown waits for these).
     pub fn writes_pending(&self) -> bool {
-        self.commit_inflight || self.queued_writes() > 0
+        self.commit_inflight() || self.queued_writes() > 0
     }
 
     /// Feeds one input at time `now`.
@@ -506,7 +509,7 @@ impl Engine {
             return Some(self.backoff_until_mono.min(at.max(now.mono_ms)).max(now.mono_ms));
         }
         if let Leadership::Leader { .. } = self.leadership {
-            if let (false, Some(due)) = (self.commit_inflight, self.due.first_due()) {
+            if let (false, Some(due)) = (self.commit_inflight(), self.due.first_due()) {
                 let fire_at = now.mono_ms.saturating_add(wall_wait_ms(now, due));
                 at = at.min(fire_at.max(self.fire_hold_until_mono));
             }
@@ -659,7 +662,6 @@ impl Engine {
             }
             (Inflight::Renew { sent_mono, epoch }, result) => self.on_renewed(now, sent_mono, epoch, result),
             (Inflight::Commit(plan), Ok(StoreReply::Committed { outcome, events })) => {
-                self.commit_inflight = false;
                 self.stats.commits += 1;
                 self.reset_backoff();
                 self.on_committed(now, plan, outcome);
@@ -668,17 +670,14 @@ impl Engine {
                 }
             }
             (Inflight::Commit(plan), Err(failure)) => {
-                self.commit_inflight = false;
                 self.note_failure(now);
                 self.on_commit_failed(now, plan, &failure);
             }
             (Inflight::Load { generation }, Ok(StoreReply::Loaded { timers, more })) => {
-                self.load_inflight = false;
                 self.reset_backoff();
                 self.on_loaded(generation, timers, more);
             }
             (Inflight::Load { .. }, Err(_)) => {
-                self.load_inflight = false;
                 self.note_failure(now);
             }
             (Inflight::Read { req, read }, Ok(reply)) => self.on_read(req, read, reply),
@@ -914,10 +913,10 @@ impl Engine {
             }
             return;
         };
-        if !self.load_inflight && self.next_load_wall().is_some_and(|at| at <= now.wall_ms) {
+        if !self.load_inflight() && self.next_load_wall().is_some_and(|at| at <= now.wall_ms) {
             self.emit_load(now);
         }
-        if !self.commit_inflight {
+        if !self.commit_inflight() {
             let mut batch = CommitBatch { epoch, node_id: self.config.node_id.clone(), ..Default::default() };
             let mut plan = CommitPlan { epoch, ..CommitPlan::default() };
             self.take_queued(&mut batch, &mut plan);
@@ -932,7 +931,10 @@ impl Engine {
                 if self.config.plant.early_stepdown_off {
                     batch.send_before_mono = None; // the whole local-expiry rule is off
                 }
-                self.commit_inflight = true;
+                assert!(
+                    batch.fires.is_empty() || self.leadership == (Leadership::Leader { epoch: batch.epoch }),
+                    "fires are emitted only while leading, at the current epoch"
+                );
                 self.emit_store(Inflight::Commit(plan), StoreOp::Commit(batch));
             }
         }
@@ -961,6 +963,16 @@ impl Engine {
             let ops =
                 plan_fires(due.timer_id, due.occurrence, due.due_ms, due.recurrence.as_ref(), now.wall_ms);
             for op in ops {
+                // The promise "never early", checked where the engine decides
+                // (the store checks it again against its own clock).
+                assert!(
+                    op.due_ms <= now.wall_ms,
+                    "fire of {}:{} planned at {} before it is due at {}",
+                    op.timer_id,
+                    op.occurrence,
+                    now.wall_ms,
+                    op.due_ms
+                );
                 plan.fires.push((op.clone(), due.clone()));
                 batch.fires.push(op);
             }
@@ -969,7 +981,6 @@ impl Engine {
 
     fn emit_load(&mut self, now: Now) {
         let until = now.wall_ms.saturating_add(self.config.horizon_ms);
-        self.load_inflight = true;
         self.pending_load_until = Some(until);
         let after = self.loaded_through;
         let generation = self.index_generation;
@@ -981,7 +992,7 @@ impl Engine {
 
     /// The wall time at which the next page should be loaded.
     fn next_load_wall(&self) -> Option<WallMs> {
-        if self.load_inflight {
+        if self.load_inflight() {
             return None;
         }
         match self.loaded_through {
@@ -991,6 +1002,16 @@ impl Engine {
     }
 
     // ---- helpers ---------------------------------------------------------
+
+    /// Whether a commit is in flight (at most one is: the write queue's order).
+    fn commit_inflight(&self) -> bool {
+        self.inflight.values().any(|w| matches!(w, Inflight::Commit(_)))
+    }
+
+    /// Whether a page of the due index is being loaded (at most one is).
+    fn load_inflight(&self) -> bool {
+        self.inflight.values().any(|w| matches!(w, Inflight::Load { .. }))
+    }
 
     fn arm(&mut self, timer: DueTimer) {
         self.due.insert(timer);
@@ -1202,8 +1223,9 @@ impl Engine {
     fn validate(&self) {
         let commits = self.inflight.values().filter(|w| matches!(w, Inflight::Commit(_))).count();
         let loads = self.inflight.values().filter(|w| matches!(w, Inflight::Load { .. })).count();
-        assert_eq!(commits, usize::from(self.commit_inflight), "commit in-flight flag matches");
-        assert_eq!(loads, usize::from(self.load_inflight), "load in-flight flag matches");
+        assert!(commits <= 1, "at most one commit in flight");
+        assert!(loads <= 1, "at most one load in flight");
+        assert!(self.due.one_entry_per_timer(), "one due entry per timer");
         assert_eq!(
             self.queue.creates.len(),
             self.queue.create_groups.iter().map(|g| g.count).sum::<usize>(),
