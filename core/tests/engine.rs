@@ -3,7 +3,7 @@
 //! fencing, early-fire refusal, store failures, restarts, horizon paging).
 
 use minoots_core::draft::TimerDraft;
-use minoots_core::engine::{Command, Effect, Engine, EngineConfig, Input, Leadership, Response};
+use minoots_core::engine::{Command, Deadline, Effect, Engine, EngineConfig, Input, Leadership, Response};
 use minoots_core::error::ApiError;
 use minoots_core::event::EventKind;
 use minoots_core::harness::{CommitFailure, Harness};
@@ -466,4 +466,28 @@ fn cancel_text_is_bounded_and_ids_list_in_creation_order() {
         reason: None,
     });
     assert!(matches!(h.take_reply(req), Some(Err(ApiError::Invalid(e))) if e.field == "requestedBy"));
+}
+
+#[test]
+fn the_deadline_table_names_why_the_engine_wakes_and_holds_fires_during_a_backoff() {
+    let listed = |h: &Harness| h.engine.deadlines().into_iter().flatten().map(|(d, _)| d).collect::<Vec<_>>();
+    let mut h = harness();
+    let req = h.request(Command::Schedule(after(100)));
+    created_id(h.take_reply(req));
+    let deadlines = listed(&h);
+    assert!(deadlines.contains(&Deadline::NextFire), "{deadlines:?}");
+    assert!(!deadlines.contains(&Deadline::BackoffEnds), "{deadlines:?}");
+    let due_at = h.now.mono_ms + 100;
+    assert_eq!(h.engine.poll_timeout(), Some(due_at), "the fire is the earliest deadline");
+
+    h.fail_next_commit = Some(CommitFailure::LostRequest);
+    h.advance(100);
+    let deadlines = listed(&h);
+    assert!(deadlines.contains(&Deadline::BackoffEnds), "{deadlines:?}");
+    assert!(
+        !deadlines.contains(&Deadline::NextFire) && !deadlines.contains(&Deadline::NextLoad),
+        "nothing is sent before the backoff ends: {deadlines:?}"
+    );
+    let backoff_ends = h.engine.deadlines().into_iter().flatten().find(|(d, _)| *d == Deadline::BackoffEnds);
+    assert_eq!(h.engine.poll_timeout(), backoff_ends.map(|(_, at)| at));
 }
