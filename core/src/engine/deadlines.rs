@@ -6,7 +6,7 @@
 //! what lets the next fires go); no lease deadline for a step already in
 //! flight.
 
-use super::{Engine, Leadership, LeadershipMode};
+use super::{Engine, Leadership};
 use crate::time::{Now, WallMs};
 
 /// Why the engine wants to be woken.
@@ -42,9 +42,9 @@ impl Engine {
     pub fn deadlines(&self) -> [Option<(Deadline, u64)>; 7] {
         let now = self.last_now;
         let leading = matches!(self.leadership, Leadership::Leader { .. });
-        let lease_mode = matches!(self.config.mode, LeadershipMode::Lease(_));
         let backing_off = now.mono_ms < self.backoff_until_mono;
-        let lease = &self.lease;
+        let [lease_ends, lease_renewal, lease_acquire] =
+            self.keeper.as_ref().map_or([None; 3], |keeper| keeper.deadlines());
         let next_fire = || {
             let due = self.due.first_due()?;
             let at = now.mono_ms.saturating_add(wall_wait_ms(now, due));
@@ -53,11 +53,9 @@ impl Engine {
         let next_load = || Some(now.mono_ms.saturating_add(wall_wait_ms(now, self.next_load_wall()?)));
         [
             Some((Deadline::Idle, now.mono_ms + self.config.idle_tick_ms)),
-            (lease_mode && leading).then_some((Deadline::LeaseEnds, lease.valid_until_mono)),
-            (lease_mode && leading && !lease.renew_inflight)
-                .then_some((Deadline::LeaseRenewal, lease.next_renew_mono)),
-            (lease_mode && !leading && !lease.acquire_inflight)
-                .then_some((Deadline::LeaseAcquire, lease.next_acquire_mono)),
+            lease_ends,
+            lease_renewal,
+            lease_acquire,
             backing_off.then_some((Deadline::BackoffEnds, self.backoff_until_mono)),
             (leading && !backing_off && !self.commit_inflight())
                 .then(next_fire)

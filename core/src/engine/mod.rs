@@ -30,7 +30,9 @@
 //! effects, leadership) and the input dispatch; each concern has its own:
 //! `requests` (validation, admission, queueing, reads, client errors),
 //! `writes` (the commit plan and what its outcome means), `due` (the due
-//! index and its loading), `leadership` (the lease and stepping down) and
+//! index and its loading), `leadership` (one entry for every change of
+//! leadership, stepping down), `lease_keeper` (the store lease as its own
+//! sans-IO machine: how leadership is obtained in lease mode) and
 //! `deadlines` (one table of every deadline; `poll_timeout` is its minimum).
 //!
 //! # Invariants
@@ -60,10 +62,13 @@ use crate::validate::validate_all;
 mod deadlines;
 mod due;
 mod leadership;
+mod lease_keeper;
 mod requests;
 mod writes;
 
 pub use deadlines::Deadline;
+pub use lease_keeper::LeadershipChange;
+use lease_keeper::LeaseKeeper;
 use requests::unavailable;
 
 /// Identifies a client request; chosen by the driver, echoed in `Reply`.
@@ -385,26 +390,11 @@ pub struct Engine {
     fire_hold_until_mono: u64,
     /// The `until_ms` of the load in flight.
     pending_load_until: Option<WallMs>,
-    lease: LeaseClock,
-    /// This engine's lease tenure id (see [`crate::lease`]): new at every
-    /// process start, and one more after every commit whose outcome is unknown.
-    tenure: u64,
+    /// Lease mode: the lease keeper (standalone has none: `Open` leads for good).
+    keeper: Option<LeaseKeeper>,
     /// Bumped whenever the index is thrown away; loads carry it.
     index_generation: u64,
     stats: EngineStats,
-}
-
-/// Lease-mode timing of this engine, on its monotonic clock.
-#[derive(Debug, Default)]
-struct LeaseClock {
-    /// While leader: act only before this.
-    valid_until_mono: u64,
-    /// While leader: send the next renewal at this time.
-    next_renew_mono: u64,
-    renew_inflight: bool,
-    /// While not leader: try to acquire at this time.
-    next_acquire_mono: u64,
-    acquire_inflight: bool,
 }
 
 /// Retry hint given to callers when the engine cannot take writes.
@@ -418,6 +408,7 @@ impl Engine {
         }
         let ids = IdGenerator::from_seed(config.seed);
         let config_seed = config.seed;
+        let config_mode = config.mode;
         let mut engine = Self {
             config,
             ids,
@@ -433,8 +424,12 @@ impl Engine {
             backoff_ms: 0,
             fire_hold_until_mono: 0,
             pending_load_until: None,
-            lease: LeaseClock::default(),
-            tenure: crate::lease::first_tenure(now.wall_ms, config_seed),
+            keeper: match config_mode {
+                LeadershipMode::Lease(lease) => {
+                    Some(LeaseKeeper::new(lease, crate::lease::first_tenure(now.wall_ms, config_seed)))
+                }
+                LeadershipMode::Standalone => None,
+            },
             index_generation: 0,
             stats: EngineStats::default(),
         };

@@ -2,8 +2,7 @@
 //! cancels for the next commit, reads, and the errors clients get.
 
 use super::{
-    Command, CreateGroup, Engine, Inflight, Leadership, LeadershipMode, RETRY_AFTER_MS, ReadKind, RequestId,
-    Response,
+    Command, CreateGroup, Engine, Inflight, Leadership, RETRY_AFTER_MS, ReadKind, RequestId, Response,
 };
 use crate::draft::TimerDraft;
 use crate::error::{ApiError, StoreFailure, StoreReject};
@@ -97,7 +96,9 @@ impl Engine {
 
     pub(super) fn admit_writes(&self, count: usize) -> Result<(), ApiError> {
         let leads = matches!(self.leadership, Leadership::Leader { .. });
-        if matches!(self.config.mode, LeadershipMode::Lease(_)) && !leads {
+        // A node that obtains leadership from a keeper refuses writes until
+        // it leads; standalone queues them until its `Open` completes.
+        if self.keeper.is_some() && !leads {
             return Err(self.not_leader());
         }
         if let Leadership::Deposed { .. } = self.leadership {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::requests::{not_found, reject_to_api, unavailable};
-use super::{CommitPlan, CreateGroup, Engine, FireOutcome, Inflight, Leadership, LeadershipMode, Response};
+use super::{CommitPlan, CreateGroup, Engine, FireOutcome, Inflight, Leadership, Response};
 use crate::error::{ApiError, StoreFailure, StoreReject};
 use crate::ids::TimerId;
 use crate::schedule::plan_fires;
@@ -167,18 +167,17 @@ impl Engine {
         // store; fires retried from there are safe because the store
         // compare-and-sets every occurrence.
         self.resync();
-        if let LeadershipMode::Lease(_) = self.config.mode {
+        if self.keeper.is_some() {
             // The commit may still be on its way and apply *after* a reload has
             // read the store — a timer it creates or advances would then never
-            // be armed. Fence it out instead: leave this tenure (also when the
-            // lease already ran out locally: the next grant must not extend
-            // it) and ask at once for a new one, whose new epoch the store
-            // grants only after that commit applied, or makes it refuse it.
+            // be armed. Fence it out instead: step down and leave this tenure
+            // (`LeaseKeeper::abandon_tenure`).
             if let Leadership::Leader { .. } = self.leadership {
                 self.step_down(now, None);
             }
-            self.tenure = self.tenure.saturating_add(1);
-            self.lease.next_acquire_mono = self.lease.next_acquire_mono.min(now.mono_ms);
+            if let Some(keeper) = &mut self.keeper {
+                keeper.abandon_tenure(now);
+            }
         }
     }
 
@@ -204,8 +203,8 @@ impl Engine {
                 self.take_due(now, &mut batch, &mut plan);
             }
             if !batch.is_empty() {
-                if let LeadershipMode::Lease(_) = self.config.mode {
-                    batch.send_before_mono = Some(self.lease.valid_until_mono);
+                if let Some(keeper) = &self.keeper {
+                    batch.send_before_mono = Some(keeper.valid_until_mono());
                 }
                 #[cfg(feature = "planted-bugs")]
                 if self.config.plant.early_stepdown_off {
