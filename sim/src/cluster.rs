@@ -21,8 +21,8 @@ use minoots_core::TenantId;
 use minoots_core::auth::Role;
 use minoots_core::engine::{EngineConfig, LeadershipMode};
 use minoots_node::grpc::KernelService;
-use minoots_node::model_store::ModelStore;
 use minoots_node::{ApiKeyRecord, KeyStore, NodeConfig, hash_api_key};
+use minoots_testkit::model_store::ModelStore;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::clock::true_us;

@@ -10,8 +10,8 @@ use minoots_core::TenantId;
 use minoots_core::auth::Role;
 use minoots_core::quota::QuotaLimits;
 use minoots_http::{HttpConfig, api_router};
-use minoots_node::model_store::ModelStore;
 use minoots_node::{ApiKeyRecord, KeyStore, NodeConfig, NodeHandle, SystemClock, hash_api_key, start_node};
+use minoots_testkit::model_store::ModelStore;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -12,10 +12,10 @@ use futures::StreamExt;
 use minoots_core::TenantId;
 use minoots_core::auth::Role;
 use minoots_http::{HttpConfig, api_router, metrics_router, route_table};
-use minoots_node::model_store::ModelStore;
 use minoots_node::{
     ApiKeyRecord, Clock, KeyStore, NodeConfig, NodeHandle, SystemClock, hash_api_key, start_node,
 };
+use minoots_testkit::model_store::ModelStore;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -12,20 +12,17 @@
 //! - [`requests`]: the typed requests API adapters make (one method per command).
 //! - [`quotas`]: per-tenant quotas, charged where requests enter ([`requests`]).
 //! - [`subscription`]: client event streams (per-subscriber bounds, how they end).
-//! - [`model_store`]: the reference `StoreModel` behind the [`Store`] trait.
 //! - [`coordinator`]: leadership metrics and spans (cluster mode).
 #![forbid(unsafe_code)]
 
 pub mod auth_throttle;
 pub mod clock;
-pub mod conformance;
 pub mod coordinator;
 pub mod driver;
 pub mod grpc;
 pub mod handle;
 pub mod keys;
 pub mod metrics;
-pub mod model_store;
 pub mod quotas;
 pub mod relay;
 pub mod requests;

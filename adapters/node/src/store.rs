@@ -1,6 +1,6 @@
 //! The store as the driver sees it: the engine's [`StoreOp`]s plus the outbox
 //! and housekeeping calls the relay and metrics need. Implemented by the SQLite
-//! store (`minoots-store`), by [`crate::model_store::ModelStore`], and by the
+//! store (`minoots-store`), by `minoots_testkit::model_store::ModelStore`, and by the
 //! simulator's networked model.
 
 use futures::future::BoxFuture;

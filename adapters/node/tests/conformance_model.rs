@@ -10,10 +10,10 @@ use minoots_core::event::OutboxEvent;
 use minoots_core::store::{LEASE_SHARD, StoreOp, StoreReply};
 use minoots_core::{Now, StoreFailure, TenantId};
 use minoots_node::clock::{Clock, ManualClock};
-use minoots_node::conformance::{Failure, report, run_all};
 use minoots_node::keys::{ApiKeyRecord, KeyStore};
-use minoots_node::model_store::ModelStore;
 use minoots_node::store::Store;
+use minoots_testkit::conformance::{Failure, report, run_all};
+use minoots_testkit::model_store::ModelStore;
 
 #[tokio::test]
 async fn model_store_conforms() {

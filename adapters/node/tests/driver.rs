@@ -11,8 +11,8 @@ use minoots_core::event::EventKind;
 use minoots_core::store::{CommitBatch, StoreOp};
 use minoots_core::timer::{Schedule, TimerRecord, TimerStatus};
 use minoots_core::{ApiError, Command, Response, TenantId};
-use minoots_node::model_store::ModelStore;
 use minoots_node::{NodeConfig, NodeHandle, Store, SystemClock, start_node};
+use minoots_testkit::model_store::ModelStore;
 
 fn tenant() -> TenantId {
     TenantId::parse("tenantId", "acme").unwrap()

@@ -16,9 +16,9 @@ use minoots_core::store::{CommitBatch, StoreOp, StoreReply};
 use minoots_core::timer::{Schedule, TimerRecord, TimerStatus};
 use minoots_core::{StoreFailure, TenantId};
 use minoots_node::metrics::Metrics;
-use minoots_node::model_store::ModelStore;
 use minoots_node::relay::{self, RelayOutputs, RelaySignals, SCAN_EVERY_MS, SINK_RETRY_MIN_MS};
 use minoots_node::{EventSink, Store, SystemClock};
+use minoots_testkit::model_store::ModelStore;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio::time::Instant;
 

@@ -281,9 +281,9 @@ mod tests {
 
     use minoots_core::TenantId;
     use minoots_core::auth::Role;
-    use minoots_node::model_store::ModelStore;
     use minoots_node::{ApiKeyRecord, KeyStore, NodeConfig, SystemClock, hash_api_key, start_node};
     use minoots_proto::horology_kernel_client::HorologyKernelClient;
+    use minoots_testkit::model_store::ModelStore;
     use tonic::transport::Channel;
     use tonic::{Code, Request};
     use tonic_health::pb::HealthCheckRequest;

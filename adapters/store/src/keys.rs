@@ -1,7 +1,7 @@
 //! The [`KeyStore`] half of [`SqliteStore`]: tenants and API keys (their
 //! SHA-256 hashes, never the secrets). Writes go through the single writer;
 //! lookups through the read pool. Semantics mirror
-//! `minoots_node::model_store::ModelStore` (keys listed by id; inserting an
+//! `minoots_testkit::model_store::ModelStore` (keys listed by id; inserting an
 //! existing id replaces that key).
 
 use std::collections::BTreeSet;

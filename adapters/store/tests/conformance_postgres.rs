@@ -29,11 +29,11 @@ use minoots_core::store::{
 use minoots_core::timer::{MisfirePolicy, Schedule, TimerRecord, TimerStatus};
 use minoots_core::{Now, StoreReject, TenantId, TimerId};
 use minoots_node::clock::{Clock, ManualClock, SystemClock};
-use minoots_node::conformance::{START_MS, report, run_all};
 use minoots_node::keys::{ApiKeyRecord, KeyStore, hash_api_key};
 use minoots_node::store::Store;
 use minoots_node::{NodeConfig, driver::start_node_with};
 use minoots_store::{ClockSource, PostgresConfig, PostgresStore};
+use minoots_testkit::conformance::{START_MS, report, run_all};
 use pg::PgServer;
 
 fn config(server: &PgServer, schema: &str, clock: ClockSource) -> PostgresConfig {

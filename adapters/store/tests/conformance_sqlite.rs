@@ -10,10 +10,10 @@ use minoots_core::store::{AfterFire, CommitBatch, FireOp, StoreOp, StoreReply};
 use minoots_core::timer::{MisfirePolicy, Schedule, TimerRecord, TimerStatus};
 use minoots_core::{Now, StoreFailure, TenantId, TimerId};
 use minoots_node::clock::{Clock, ManualClock};
-use minoots_node::conformance::{START_MS, report, run_all};
 use minoots_node::keys::{ApiKeyRecord, KeyStore, hash_api_key};
 use minoots_node::store::Store;
 use minoots_store::{SqliteConfig, SqliteStore};
+use minoots_testkit::conformance::{START_MS, report, run_all};
 
 fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(Now::new(START_MS, 0)))

@@ -1,7 +1,7 @@
 //! The [`KeyStore`] half of [`PostgresStore`]: tenants and API keys (their
 //! SHA-256 hashes, never the secrets). Writes go through the writer pool in
 //! one transaction each; lookups through the read pool. Semantics mirror
-//! `minoots_node::model_store::ModelStore` (keys listed by id; inserting an
+//! `minoots_testkit::model_store::ModelStore` (keys listed by id; inserting an
 //! existing id replaces that key), as the SQLite store's do.
 
 use std::collections::BTreeSet;

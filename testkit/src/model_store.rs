@@ -13,9 +13,9 @@ use minoots_core::store::{StoreOp, StoreReply};
 use minoots_core::timer::TimerStatus;
 use minoots_core::{StoreFailure, TenantId, WallMs};
 
-use crate::clock::Clock;
-use crate::keys::{ApiKeyRecord, KeyStore};
-use crate::store::Store;
+use minoots_node::clock::Clock;
+use minoots_node::keys::{ApiKeyRecord, KeyStore};
+use minoots_node::store::Store;
 
 #[derive(Default)]
 struct State {

@@ -45,10 +45,10 @@ use minoots_core::store::{
 use minoots_core::timer::{FireRecord, MisfirePolicy, Schedule, TimerRecord, TimerStatus};
 use minoots_core::{Now, StoreReject, TenantId, TimerId, WallMs};
 
-use crate::clock::{Clock, ManualClock};
-use crate::keys::{ApiKeyRecord, KeyStore, hash_api_key};
 use crate::model_store::ModelStore;
-use crate::store::Store;
+use minoots_node::clock::{Clock, ManualClock};
+use minoots_node::keys::{ApiKeyRecord, KeyStore, hash_api_key};
+use minoots_node::store::Store;
 
 /// The store clock's reading when each scenario starts.
 pub const START_MS: WallMs = 1_700_000_000_000;
