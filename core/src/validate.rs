@@ -69,7 +69,7 @@ pub fn validate_all(
 /// - exactly one of `duration` / `fireAt` / `every` / `cron` (`schedule` if none or several).
 /// - `duration`: 1 ms ..= [`FUTURE_MAX_MS`]. `fireAt`: not before `now.wall_ms −
 ///   past_fire_tolerance_ms` (an instant within the tolerance in the past fires at once;
-///   see [`PAST_FIRE_TOLERANCE_DEFAULT_MS`]), at most [`FUTURE_MAX_MS`] ahead.
+///   see [`crate::limits::PAST_FIRE_TOLERANCE_DEFAULT_MS`]), at most [`FUTURE_MAX_MS`] ahead.
 ///   `every`: [`EVERY_MIN_MS`] ..= [`FUTURE_MAX_MS`]. `startAt` may lie anywhere in the
 ///   past (missed slots are not fired; the first slot is at or after now).
 /// - `cron`: parses (5 or 6 fields, nicknames), and has at least one slot after start;

@@ -213,7 +213,7 @@ impl<'s, S: Store + ?Sized> Check<'s, S> {
         }
     }
 
-    /// `AcquireLease` in the node's usual tenure ([`TENURE`]).
+    /// `AcquireLease` in the node's usual tenure (`TENURE`).
     pub async fn acquire(&mut self, shard: u32, node_id: &str, ttl_ms: u64) -> Result<LeaseReply, String> {
         self.acquire_in(shard, node_id, TENURE, ttl_ms).await
     }
@@ -428,7 +428,7 @@ impl<'s, S: Store + ?Sized> Check<'s, S> {
         }
     }
 
-    /// An empty batch from the current lease holder (or [`NODE`]), at its epoch.
+    /// An empty batch from the current lease holder (or `NODE`), at its epoch.
     pub fn batch(&self) -> CommitBatch {
         let node_id = self.model.leases().get(&LEASE_SHARD).map_or(NODE, |l| l.holder.node_id.as_str());
         CommitBatch { epoch: self.model.epoch(), node_id: node_id.into(), ..CommitBatch::default() }

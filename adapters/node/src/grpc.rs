@@ -1,6 +1,6 @@
 //! The `minoots.timer.v1.HorologyKernel` gRPC service: authenticates each
 //! call (`x-api-key`), authorizes it (role + tenant scope), turns wire
-//! messages into engine [`Command`]s and engine replies back into wire
+//! messages into engine [`minoots_core::Command`]s and engine replies back into wire
 //! messages, and relays committed events to `StreamTimerEvents` subscribers.
 //!
 //! It owns only translation and access control: every rule about timers is
