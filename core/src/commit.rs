@@ -3,9 +3,10 @@
 //! commit as the same three steps inside one transaction, and only the first
 //! and last touch storage:
 //! 1. **Read** the lease in force and the outbox counter; then, if
-//!    [`fencing`] lets the batch apply, the stored timers the batch names:
-//!    those holding one of [`CommitBatch::idempotency_keys`] and those with
-//!    one of [`CommitBatch::named_timer_ids`] (absent ids are simply absent).
+//!    [`CommitInput::fencing`] lets the batch apply, the stored timers the
+//!    batch names: those holding one of [`CommitBatch::idempotency_keys`] and
+//!    those with one of [`CommitBatch::named_timer_ids`] (absent ids are
+//!    simply absent).
 //! 2. **Decide** with [`decide`], a pure function of the batch, the store
 //!    clock, the lease, the counter and those timers: every per-item outcome
 //!    (idempotency, fencing, compare-and-set, never-early), every event with
@@ -44,15 +45,6 @@ pub enum Fencing {
         /// The epoch in force (0 before any grant).
         current_epoch: u64,
     },
-}
-
-/// The fencing rule for `batch` at store time `now` under `lease`.
-pub fn fencing(lease: Option<&Lease>, batch: &CommitBatch, now: WallMs) -> Fencing {
-    if lease.is_some_and(|l| l.fences(&batch.node_id, batch.epoch, now)) {
-        Fencing::Applies
-    } else {
-        Fencing::Stale { current_epoch: lease.map_or(0, |l| l.holder.epoch) }
-    }
 }
 
 impl CommitBatch {
@@ -169,13 +161,18 @@ impl<'b> CommitInput<'b> {
         Self { plant, ..self }
     }
 
-    /// The fencing rule for this input ([`fencing`]).
+    /// Whether the batch applies at all ([`Fencing`]).
     pub fn fencing(&self) -> Fencing {
         #[cfg(feature = "planted-bugs")]
         if self.plant.no_fencing {
             return Fencing::Applies;
         }
-        fencing(self.lease, self.batch, self.now)
+        let (lease, batch) = (self.lease, self.batch);
+        if lease.is_some_and(|l| l.fences(&batch.node_id, batch.epoch, self.now)) {
+            Fencing::Applies
+        } else {
+            Fencing::Stale { current_epoch: lease.map_or(0, |l| l.holder.epoch) }
+        }
     }
 
     fn due_check(&self) -> bool {

@@ -3,7 +3,7 @@
 //! `Open`), stepping down, and being deposed. How leadership is obtained is
 //! the keeper's business ([`super::lease_keeper`]).
 
-use super::lease_keeper::{LeadershipChange, LeaseAsk};
+use super::lease_keeper::{Heard, LeadershipChange, LeaseAsk};
 use super::{Engine, Inflight, Leadership};
 use crate::error::StoreFailure;
 use crate::lease::LeaseHolder;
@@ -74,12 +74,8 @@ impl Engine {
         result: Result<StoreReply, StoreFailure>,
     ) {
         let keeper = self.keeper.as_mut().expect("a lease reply in standalone mode");
-        if result.is_err() && tenure == keeper.tenure() {
-            self.stats.store_failures += 1;
-        }
-        if let Some(change) = keeper.on_acquired(now, sent_mono, tenure, result) {
-            self.on_leadership(change);
-        }
+        let heard = keeper.on_acquired(now, sent_mono, tenure, result);
+        self.on_heard(heard);
     }
 
     /// The reply to a lease renewal.
@@ -91,11 +87,27 @@ impl Engine {
         result: Result<StoreReply, StoreFailure>,
     ) {
         let keeper = self.keeper.as_mut().expect("a lease reply in standalone mode");
-        if result.is_err() && keeper.holds(epoch) {
-            self.stats.store_failures += 1;
+        let heard = keeper.on_renewed(now, sent_mono, epoch, result);
+        self.on_heard(heard);
+    }
+
+    fn on_heard(&mut self, heard: Heard) {
+        match heard {
+            Heard::Nothing => {}
+            Heard::Change(change) => self.on_leadership(change),
+            Heard::StoreFailed => self.stats.store_failures += 1,
         }
-        if let Some(change) = keeper.on_renewed(now, sent_mono, epoch, result) {
-            self.on_leadership(change);
+    }
+
+    /// A commit's outcome is unknown and may still apply later: in lease
+    /// mode, stop leading and leave the tenure, so that the store fences that
+    /// commit out (`LeaseKeeper::abandon_tenure`). Standalone has nothing to
+    /// leave.
+    pub(super) fn abandon_tenure(&mut self, now: Now) {
+        let Some(keeper) = &mut self.keeper else { return };
+        keeper.abandon_tenure(now);
+        if let Leadership::Leader { .. } = self.leadership {
+            self.stop_leading(None);
         }
     }
 

@@ -33,6 +33,18 @@ pub enum LeadershipChange {
     },
 }
 
+/// What a lease reply meant to the keeper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Heard {
+    /// Nothing the engine must act on (a renewal that extended the lease, a
+    /// grant too late to use, a reply of a tenure or epoch already over).
+    Nothing,
+    /// Leadership changed.
+    Change(LeadershipChange),
+    /// The store failed this tenure's request (the keeper retries on its own).
+    StoreFailed,
+}
+
 /// A lease operation the keeper wants sent, and what to remember about it.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum LeaseAsk {
@@ -90,16 +102,6 @@ impl LeaseKeeper {
         }
     }
 
-    /// The tenure it asks in.
-    pub(super) fn tenure(&self) -> u64 {
-        self.tenure
-    }
-
-    /// Whether it holds the lease at `epoch`.
-    pub(super) fn holds(&self, epoch: u64) -> bool {
-        self.held == Some(epoch)
-    }
-
     /// While leading: the monotonic time the lease ends at, by this node's clock.
     pub(super) fn valid_until_mono(&self) -> u64 {
         self.valid_until_mono
@@ -117,11 +119,12 @@ impl LeaseKeeper {
         self.next_acquire_mono = now.mono_ms + self.config.acquire_retry_ms;
     }
 
-    /// A commit's outcome is unknown: leave this tenure (also when the lease
-    /// already ran out locally: the next grant must not extend it) and ask at
-    /// once in a new one, whose new epoch the store grants only after that
-    /// commit applied, or makes it refuse it.
+    /// A commit's outcome is unknown: let go of the lease and leave this
+    /// tenure (also when the lease already ran out locally: the next grant
+    /// must not extend it), and ask at once in a new one, whose new epoch the
+    /// store grants only after that commit applied, or makes it refuse it.
     pub(super) fn abandon_tenure(&mut self, now: Now) {
+        self.held = None;
         self.tenure = self.tenure.saturating_add(1);
         self.next_acquire_mono = self.next_acquire_mono.min(now.mono_ms);
     }
@@ -158,32 +161,32 @@ impl LeaseKeeper {
         sent_mono: u64,
         tenure: u64,
         result: Result<StoreReply, StoreFailure>,
-    ) -> Option<LeadershipChange> {
+    ) -> Heard {
         self.acquire_inflight = false;
         if tenure != self.tenure {
             // Asked for in a tenure this engine has left since (a commit's
             // outcome became unknown meanwhile): a grant extends that tenure,
             // which must not be acted on. Ask again, in the current one, now.
             self.next_acquire_mono = now.mono_ms;
-            return None;
+            return Heard::Nothing;
         }
         self.next_acquire_mono = now.mono_ms + self.config.acquire_retry_ms;
         match result {
             Ok(StoreReply::Lease(LeaseReply::Granted { epoch })) => {
-                // A grant that came back too late to act on: try again.
-                (self.config.valid_until(sent_mono) > now.mono_ms).then(|| {
-                    self.held = Some(epoch);
-                    self.valid_until_mono = self.config.valid_until(sent_mono);
-                    self.next_renew_mono = sent_mono + self.config.renew_every_ms;
-                    self.renew_inflight = false; // one of an earlier tenure answers into the void
-                    LeadershipChange::Leading { epoch }
-                })
+                if self.config.valid_until(sent_mono) <= now.mono_ms {
+                    return Heard::Nothing; // came back too late to act on: try again
+                }
+                self.held = Some(epoch);
+                self.valid_until_mono = self.config.valid_until(sent_mono);
+                self.next_renew_mono = sent_mono + self.config.renew_every_ms;
+                self.renew_inflight = false; // one of an earlier tenure answers into the void
+                Heard::Change(LeadershipChange::Leading { epoch })
             }
             Ok(StoreReply::Lease(LeaseReply::Held { holder })) => {
-                Some(LeadershipChange::Following { leader: Some(holder) })
+                Heard::Change(LeadershipChange::Following { leader: Some(holder) })
             }
             Ok(other) => panic!("store replied {other:?} to AcquireLease"),
-            Err(_) => None,
+            Err(_) => Heard::StoreFailed,
         }
     }
 
@@ -194,31 +197,31 @@ impl LeaseKeeper {
         sent_mono: u64,
         epoch: u64,
         result: Result<StoreReply, StoreFailure>,
-    ) -> Option<LeadershipChange> {
+    ) -> Heard {
         if self.held != Some(epoch) {
             // A renewal of a tenure already over; the flag belongs to the
             // current tenure's renewal (cleared when the tenure began).
             if self.held.is_none() {
                 self.renew_inflight = false;
             }
-            return None;
+            return Heard::Nothing;
         }
         self.renew_inflight = false;
         match result {
             Ok(StoreReply::Lease(LeaseReply::Renewed)) => {
                 self.valid_until_mono = self.valid_until_mono.max(self.config.valid_until(sent_mono));
                 self.next_renew_mono = sent_mono + self.config.renew_every_ms;
-                None
+                Heard::Nothing
             }
             Ok(StoreReply::Lease(LeaseReply::Lost { holder })) => {
                 self.step_down(now);
-                Some(LeadershipChange::SteppedDown { leader: holder })
+                Heard::Change(LeadershipChange::SteppedDown { leader: holder })
             }
             Ok(other) => panic!("store replied {other:?} to RenewLease"),
             Err(_) => {
                 // Keep trying until the lease runs out locally.
                 self.next_renew_mono = now.mono_ms + (self.config.renew_every_ms / 4).max(1);
-                None
+                Heard::StoreFailed
             }
         }
     }
@@ -281,7 +284,10 @@ mod tests {
     fn leading(epoch: u64) -> LeaseKeeper {
         let mut k = keeper();
         assert_eq!(k.poll_ask(at(0), NODE, "a"), Some(acquire(7, 0)));
-        assert_eq!(k.on_acquired(at(10), 0, 7, granted(epoch)), Some(LeadershipChange::Leading { epoch }));
+        assert_eq!(
+            k.on_acquired(at(10), 0, 7, granted(epoch)),
+            Heard::Change(LeadershipChange::Leading { epoch })
+        );
         k
     }
 
@@ -291,9 +297,12 @@ mod tests {
         assert_eq!(k.deadlines(), [None, None, Some((crate::engine::Deadline::LeaseAcquire, 0))]);
         assert_eq!(k.poll_ask(at(0), NODE, "a"), Some(acquire(7, 0)));
         assert_eq!(k.poll_ask(at(1), NODE, "a"), None, "one ask in flight");
-        assert_eq!(k.on_acquired(at(10), 0, 7, granted(4)), Some(LeadershipChange::Leading { epoch: 4 }));
-        assert!(k.holds(4));
+        assert_eq!(
+            k.on_acquired(at(10), 0, 7, granted(4)),
+            Heard::Change(LeadershipChange::Leading { epoch: 4 })
+        );
         assert_eq!(k.valid_until_mono(), 1_800, "validity counts from the send, not the reply");
+        assert_eq!(k.deadlines()[0], Some((crate::engine::Deadline::LeaseEnds, 1_800)));
         assert!(!k.expired(at(1_799)) && k.expired(at(1_800)));
         assert_eq!(k.poll_ask(at(499), NODE, "a"), None);
         assert_eq!(k.poll_ask(at(500), NODE, "a"), Some(renew(4, 500)), "renewal every 500 ms from the send");
@@ -303,8 +312,8 @@ mod tests {
     fn a_grant_that_returns_too_late_is_not_acted_on_and_it_asks_again_after_the_retry() {
         let mut k = keeper();
         k.poll_ask(at(0), NODE, "a");
-        assert_eq!(k.on_acquired(at(1_800), 0, 7, granted(4)), None);
-        assert!(!k.holds(4));
+        assert_eq!(k.on_acquired(at(1_800), 0, 7, granted(4)), Heard::Nothing);
+        assert_eq!(k.deadlines()[0], None, "not leading");
         assert_eq!(k.poll_ask(at(2_049), NODE, "a"), None);
         assert_eq!(k.poll_ask(at(2_050), NODE, "a"), Some(acquire(7, 2_050)));
     }
@@ -316,10 +325,13 @@ mod tests {
         let held = Ok(StoreReply::Lease(LeaseReply::Held { holder: holder("node-b") }));
         assert_eq!(
             k.on_acquired(at(10), 0, 7, held),
-            Some(LeadershipChange::Following { leader: Some(holder("node-b")) })
+            Heard::Change(LeadershipChange::Following { leader: Some(holder("node-b")) })
         );
         assert_eq!(k.poll_ask(at(260), NODE, "a"), Some(acquire(7, 260)));
-        assert_eq!(k.on_acquired(at(270), 260, 7, Err(StoreFailure::Unknown("down".into()))), None);
+        assert_eq!(
+            k.on_acquired(at(270), 260, 7, Err(StoreFailure::Unknown("down".into()))),
+            Heard::StoreFailed
+        );
         assert_eq!(k.poll_ask(at(519), NODE, "a"), None);
         assert_eq!(k.poll_ask(at(520), NODE, "a"), Some(acquire(7, 520)));
     }
@@ -329,8 +341,8 @@ mod tests {
         let mut k = keeper();
         k.poll_ask(at(0), NODE, "a");
         k.abandon_tenure(at(5));
-        assert_eq!(k.tenure(), 8);
-        assert_eq!(k.on_acquired(at(10), 0, 7, granted(4)), None, "a grant to tenure 7 is not acted on");
+        let late = k.on_acquired(at(10), 0, 7, Err(StoreFailure::Unknown("down".into())));
+        assert_eq!(late, Heard::Nothing, "a reply to tenure 7, even a failure, is not this tenure's");
         assert_eq!(k.poll_ask(at(10), NODE, "a"), Some(acquire(8, 10)));
     }
 
@@ -339,19 +351,22 @@ mod tests {
         let mut k = leading(4);
         k.poll_ask(at(500), NODE, "a");
         let renewed = Ok(StoreReply::Lease(LeaseReply::Renewed));
-        assert_eq!(k.on_renewed(at(520), 500, 4, renewed), None);
+        assert_eq!(k.on_renewed(at(520), 500, 4, renewed), Heard::Nothing);
         assert_eq!(k.valid_until_mono(), 2_300);
         assert_eq!(k.poll_ask(at(1_000), NODE, "a"), Some(renew(4, 1_000)));
-        assert_eq!(k.on_renewed(at(1_010), 1_000, 4, Err(StoreFailure::Unknown("down".into()))), None);
+        assert_eq!(
+            k.on_renewed(at(1_010), 1_000, 4, Err(StoreFailure::Unknown("down".into()))),
+            Heard::StoreFailed
+        );
         assert_eq!(k.valid_until_mono(), 2_300, "a failed renewal extends nothing");
         assert_eq!(k.poll_ask(at(1_134), NODE, "a"), None);
         assert_eq!(k.poll_ask(at(1_135), NODE, "a"), Some(renew(4, 1_135)), "retried after 500 / 4 ms");
         let lost = Ok(StoreReply::Lease(LeaseReply::Lost { holder: Some(holder("node-b")) }));
         assert_eq!(
             k.on_renewed(at(1_140), 1_135, 4, lost),
-            Some(LeadershipChange::SteppedDown { leader: Some(holder("node-b")) })
+            Heard::Change(LeadershipChange::SteppedDown { leader: Some(holder("node-b")) })
         );
-        assert!(!k.holds(4));
+        assert_eq!(k.deadlines()[0], None, "not leading");
         assert_eq!(k.poll_ask(at(1_389), NODE, "a"), None);
         assert_eq!(k.poll_ask(at(1_390), NODE, "a"), Some(acquire(7, 1_390)));
     }
@@ -362,8 +377,7 @@ mod tests {
         k.poll_ask(at(500), NODE, "a");
         k.step_down(at(600));
         let renewed = Ok(StoreReply::Lease(LeaseReply::Renewed));
-        assert_eq!(k.on_renewed(at(610), 500, 4, renewed), None);
-        assert!(!k.holds(4));
+        assert_eq!(k.on_renewed(at(610), 500, 4, renewed), Heard::Nothing);
         assert_eq!(k.deadlines()[2], Some((crate::engine::Deadline::LeaseAcquire, 850)));
     }
 }

@@ -167,18 +167,10 @@ impl Engine {
         // store; fires retried from there are safe because the store
         // compare-and-sets every occurrence.
         self.resync();
-        if self.keeper.is_some() {
-            // The commit may still be on its way and apply *after* a reload has
-            // read the store — a timer it creates or advances would then never
-            // be armed. Fence it out instead: step down and leave this tenure
-            // (`LeaseKeeper::abandon_tenure`).
-            if let Leadership::Leader { .. } = self.leadership {
-                self.step_down(now, None);
-            }
-            if let Some(keeper) = &mut self.keeper {
-                keeper.abandon_tenure(now);
-            }
-        }
+        // The commit may still be on its way and apply *after* a reload has
+        // read the store — a timer it creates or advances would then never
+        // be armed. Fence it out instead.
+        self.abandon_tenure(now);
     }
 
     pub(super) fn pump(&mut self, now: Now) {
