@@ -8,14 +8,21 @@
 //! crate is empty under `--cfg madsim`, where the simulator uses the
 //! in-memory reference model instead.
 //!
-//! - [`sqlite`]: opening, pragmas, reads and the `Store` implementation.
-//! - `commit`: one `Commit` as one transaction, with the reference semantics.
-//! - `lease`: `Open`, `AcquireLease`, `RenewLease` and the fencing check.
-//! - `rows`: row encoding and the chunked multi-row inserts.
-//! - `keys`: tenants and API keys.
-//! - `checkpoint`: WAL checkpoints in the background, off the commit path.
-//! - [`postgres`]: the PostgreSQL store, with the same structure (`commit`,
-//!   `lease`, `rows`, `keys`, `sql` submodules).
+//! Shared by both stores, so each is written once:
+//! - `sql`: every SQL text the two databases run word for word (reads,
+//!   counters, outbox pruning, tenants and keys).
+//! - `rows`: decoding selected rows back into records, value conversions.
+//! - `keys`: the `KeyStore` implementation of both.
+//! - `outbox_retention`: which published outbox rows pruning deletes.
+//!
+//! Per database, where the dialects must differ (the write path, locking,
+//! JSON parameters; each module says why at its top):
+//! - [`sqlite`]: opening, pragmas and the `Store` implementation, with
+//!   `commit` (one `Commit` as one transaction: load, `decide`, write),
+//!   `lease`, `rows` (the multi-row inserts), `sql` and `checkpoint` (WAL
+//!   checkpoints in the background, off the commit path).
+//! - [`postgres`]: the same structure, plus the circuit breaker and pool
+//!   watch (`guard`).
 //!
 //! Migrations live in the workspace's `migrations/sqlite/` and
 //! `migrations/postgres/` and are embedded at compile time; [`migrate`] and
@@ -24,10 +31,8 @@
 #![cfg(not(madsim))]
 #![forbid(unsafe_code)]
 
-mod checkpoint;
-mod commit;
 mod keys;
-mod lease;
+mod outbox_retention;
 pub mod postgres;
 mod rows;
 mod sql;

@@ -1,138 +1,64 @@
-//! Every SQL text the SQLite store runs, built once when the store opens.
+//! The SQL texts both stores run word for word: reads, counters, outbox
+//! pruning, tenants and API keys. Parameters are numbered (`$1`), which
+//! PostgreSQL requires and SQLite accepts; values a dialect types differently
+//! are selected in a form both return alike (`CAST(… AS TEXT)`, see
+//! [`crate::rows`]), and ids are bound as UUIDs on both.
 //!
-//! Texts that depend on column lists or on the multi-row chunk sizes are
-//! built here from [`crate::rows`]; each is then prepared once per connection
-//! and reused (sqlx caches prepared statements by text).
+//! A statement has a per-dialect twin only where the databases must differ,
+//! each twin saying why at its top: the write path (SQLite's multi-row
+//! `VALUES` against PostgreSQL's `UNNEST` arrays), locking (PostgreSQL's row
+//! locks serialise commits and takeovers; SQLite has one writer), the JSON a
+//! filter or a batch of keys is passed as (`json_each` against arrays and
+//! `@>`), and where the outbox watermark lives (a row of its own on
+//! PostgreSQL, so that marking never waits behind a commit).
 
-use std::sync::Arc;
+use std::sync::LazyLock;
 
-use crate::rows::{
-    BulkInsert, FIRE_COLUMN_COUNT, FIRE_COLUMNS, OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, TIMER_COLUMNS,
-    timer_columns,
-};
+use crate::rows::{DUE_SELECT, FIRE_SELECT, KEY_SELECT, timer_select};
 
-/// The store's SQL.
-#[derive(Debug, Clone)]
-pub(crate) struct Sql {
-    /// Timers whose `(tenant, idempotency key)` is in the JSON array `?1` of `[tenant, key]` pairs.
-    pub timers_by_key: Arc<str>,
-    /// Timers whose id is in the JSON array `?1` of hex ids.
-    pub timers_by_id: Arc<str>,
-    /// New timers (a duplicate id fails the statement, and so the commit).
-    pub insert_timers: BulkInsert,
-    /// Changed timers: existing rows get their mutable columns overwritten.
-    pub update_timers: BulkInsert,
-    /// Recorded fires.
-    pub insert_fires: BulkInsert,
-    /// Outbox rows.
-    pub insert_outbox: BulkInsert,
-    /// One timer of a tenant: `?1` id, `?2` tenant.
-    pub get_timer: Arc<str>,
-    /// A page of a tenant's timers.
-    pub list_timers: Arc<str>,
-}
+/// One timer of a tenant: `$1` id, `$2` tenant.
+pub(crate) static GET_TIMER: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {} FROM timers WHERE id = $1 AND tenant_id = $2", timer_select("")));
 
-impl Sql {
-    pub(crate) fn new() -> Self {
-        let columns = timer_columns("");
-        let qualified = timer_columns("t");
-        let insert_timers = format!("INSERT INTO timers ({columns}) VALUES");
-        Self {
-            timers_by_key: Arc::from(format!(
-                "SELECT {qualified} FROM json_each(?1) AS k \
-                 JOIN timers AS t ON t.tenant_id = k.value ->> 0 AND t.idempotency_key = k.value ->> 1"
-            )),
-            timers_by_id: Arc::from(format!(
-                "SELECT {qualified} FROM json_each(?1) AS j JOIN timers AS t ON t.id = unhex(j.value)"
-            )),
-            insert_timers: BulkInsert::new(&insert_timers, TIMER_COLUMNS.len(), ""),
-            update_timers: BulkInsert::new(
-                &insert_timers,
-                TIMER_COLUMNS.len(),
-                "ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
-                 next_due_ms = excluded.next_due_ms, next_occurrence = excluded.next_occurrence, \
-                 last_fired_at_ms = excluded.last_fired_at_ms, cancelled_at_ms = excluded.cancelled_at_ms, \
-                 cancelled_by = excluded.cancelled_by, cancel_reason = excluded.cancel_reason",
-            ),
-            insert_fires: BulkInsert::new(
-                &format!("INSERT INTO timer_fires ({FIRE_COLUMNS}) VALUES"),
-                FIRE_COLUMN_COUNT,
-                "",
-            ),
-            insert_outbox: BulkInsert::new(
-                &format!("INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES"),
-                OUTBOX_COLUMN_COUNT,
-                "",
-            ),
-            get_timer: Arc::from(format!("SELECT {columns} FROM timers WHERE id = ?1 AND tenant_id = ?2")),
-            // ?1 tenant, ?2 exclusive id cursor (an empty blob = from the start), ?3 JSON array of
-            // statuses or NULL for all, ?4 JSON object of required labels or NULL, ?5 limit.
-            list_timers: Arc::from(format!(
-                "SELECT {columns} FROM timers \
-                 WHERE tenant_id = ?1 AND id > ?2 \
-                 AND (?3 IS NULL OR status IN (SELECT value FROM json_each(?3))) \
-                 AND (?4 IS NULL OR NOT EXISTS ( \
-                     SELECT 1 FROM json_each(?4) AS f WHERE NOT EXISTS ( \
-                         SELECT 1 FROM json_each(timers.labels) AS l \
-                         WHERE l.key = f.key AND l.value = f.value))) \
-                 ORDER BY id LIMIT ?5"
-            )),
-        }
-    }
-}
+/// Whether timer `$1` exists in tenant `$2`.
+pub(crate) const TIMER_EXISTS: &str = "SELECT 1 FROM timers WHERE id = $1 AND tenant_id = $2";
 
-/// The outbox sequence counter a commit reads.
-pub(crate) const READ_META: &str = "SELECT outbox_last_seq FROM meta WHERE id = 1";
+/// Fires of timer `$1` after occurrence `$2`, at most `$3`.
+pub(crate) static LIST_FIRES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {FIRE_SELECT} FROM timer_fires WHERE timer_id = $1 AND occurrence > $2 \
+         ORDER BY occurrence LIMIT $3"
+    )
+});
 
-/// A commit's counter changes: `?1` last outbox seq, `?2` change in pending timers.
+/// Pending timers due by `$1`, after `($2, $3)` in (due, id) order, at most
+/// `$4`: a range scan of the partial index `timers_due` on both databases
+/// (the predicate repeats the index's word for word).
+pub(crate) static LOAD_DUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {DUE_SELECT} FROM timers \
+         WHERE status = 'scheduled' AND next_due_ms <= $1 AND (next_due_ms, id) > ($2, $3) \
+         ORDER BY next_due_ms, id LIMIT $4"
+    )
+});
+
+/// Number of scheduled timers (the counter every commit maintains).
+pub(crate) const COUNT_PENDING: &str = "SELECT pending_count FROM meta WHERE id = 1";
+
+/// A commit's counter changes: `$1` last outbox seq, `$2` change in pending timers.
 pub(crate) const WRITE_META: &str =
-    "UPDATE meta SET outbox_last_seq = ?1, pending_count = pending_count + ?2 WHERE id = 1";
-
-/// Pending timers due by `?1`, after `(?2, ?3)` in (due, id) order, at most `?4`.
-pub(crate) const LOAD_DUE: &str = "SELECT id, next_occurrence, next_due_ms, schedule, misfire, tenant_id \
-     FROM timers WHERE status = 'scheduled' AND next_due_ms <= ?1 AND (next_due_ms, id) > (?2, ?3) \
-     ORDER BY next_due_ms, id LIMIT ?4";
-
-/// Whether timer `?1` exists in tenant `?2`.
-pub(crate) const TIMER_EXISTS: &str = "SELECT 1 FROM timers WHERE id = ?1 AND tenant_id = ?2";
-
-/// Fires of timer `?1` after occurrence `?2`, at most `?3`.
-pub(crate) const LIST_FIRES: &str = "SELECT timer_id, occurrence, due_ms, fired_at_ms, epoch, node_id \
-     FROM timer_fires WHERE timer_id = ?1 AND occurrence > ?2 ORDER BY occurrence LIMIT ?3";
-
-/// Unpublished outbox rows after `?1`, at most `?2`.
-macro_rules! unpublished {
-    () => {
-        "FROM outbox WHERE seq > max(?1, (SELECT outbox_published_through FROM meta WHERE id = 1)) \
-         ORDER BY seq LIMIT ?2"
-    };
-}
-
-/// The [`unpublished!`] rows' events.
-pub(crate) const OUTBOX_UNPUBLISHED: &str = concat!("SELECT event ", unpublished!());
-
-/// The [`unpublished!`] rows' sequence numbers only.
-pub(crate) const OUTBOX_UNPUBLISHED_SEQS: &str = concat!("SELECT seq ", unpublished!());
-
-/// Moves the published watermark up to `?1` (never down).
-pub(crate) const MARK_PUBLISHED: &str =
-    "UPDATE meta SET outbox_published_through = max(outbox_published_through, ?1) WHERE id = 1";
-
-/// The published watermark.
-pub(crate) const PUBLISHED_THROUGH: &str = "SELECT outbox_published_through FROM meta WHERE id = 1";
+    "UPDATE meta SET outbox_last_seq = $1, pending_count = pending_count + $2 WHERE id = 1";
 
 /// The oldest outbox row.
 pub(crate) const OUTBOX_FIRST_SEQ: &str = "SELECT min(seq) FROM outbox";
 
-/// The first outbox row written at or after `?1` (rows are written in seq order).
+/// The first outbox row written at or after `$1` ms, store clock (rows are
+/// written in seq order).
 pub(crate) const OUTBOX_FIRST_RECENT: &str =
-    "SELECT seq FROM outbox WHERE created_at_ms >= ?1 ORDER BY seq LIMIT 1";
+    "SELECT seq FROM outbox WHERE created_at_ms >= $1 ORDER BY seq LIMIT 1";
 
-/// Deletes outbox rows up to `?1`.
-pub(crate) const OUTBOX_PRUNE: &str = "DELETE FROM outbox WHERE seq <= ?1";
-
-/// Number of scheduled timers.
-pub(crate) const COUNT_PENDING: &str = "SELECT pending_count FROM meta WHERE id = 1";
+/// Deletes outbox rows up to `$1`.
+pub(crate) const OUTBOX_PRUNE: &str = "DELETE FROM outbox WHERE seq <= $1";
 
 /// A tenant's own quota limits (no row or NULL: the operator's default).
 pub(crate) const TENANT_QUOTA: &str =
@@ -146,7 +72,54 @@ pub(crate) const SET_TENANT_QUOTA: &str = "INSERT INTO tenants \
      quota_requests_per_second = excluded.quota_requests_per_second";
 
 /// One tenant's pending timers and timers created at or after `$2` (its
-/// quota usage). One text for SQLite and PostgreSQL; it reads the tenant's
-/// rows through `timers_tenant`, and runs only when a quota needs a count.
+/// quota usage). It reads the tenant's rows through `timers_tenant`, and
+/// runs only when a quota needs a count.
 pub(crate) const TENANT_USAGE: &str = "SELECT count(*) FILTER (WHERE status = 'scheduled'), \
      count(*) FILTER (WHERE created_at_ms >= $2) FROM timers WHERE tenant_id = $1";
+
+/// The live API key whose hash is `$1`.
+pub(crate) static FIND_KEY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {KEY_SELECT} FROM api_keys WHERE key_hash = $1 AND revoked_at_ms IS NULL ORDER BY id LIMIT 1"
+    )
+});
+
+/// Every API key of tenant `$1` (NULL: of every tenant), by id.
+pub(crate) static LIST_KEYS: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {KEY_SELECT} FROM api_keys WHERE CAST($1 AS TEXT) IS NULL OR tenant_id = $1 ORDER BY id")
+});
+
+/// Records tenant `$1` (created at `$2`) unless it exists.
+pub(crate) const INSERT_TENANT: &str =
+    "INSERT INTO tenants (id, created_at_ms) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING";
+
+/// Stores an API key (inserting an existing id replaces that key): `$1` id,
+/// `$2` tenant, `$3` hash, `$4` roles (JSON text, as `$roles` reads it), `$5`
+/// label, `$6` created, `$7` revoked.
+macro_rules! upsert_key {
+    ($roles:literal) => {
+        concat!(
+            "INSERT INTO api_keys (id, tenant_id, key_hash, roles, label, created_at_ms, revoked_at_ms) \
+             VALUES ($1, $2, $3, ",
+            $roles,
+            ", $5, $6, $7) \
+             ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id, key_hash = excluded.key_hash, \
+             roles = excluded.roles, label = excluded.label, created_at_ms = excluded.created_at_ms, \
+             revoked_at_ms = excluded.revoked_at_ms"
+        )
+    };
+}
+
+/// [`upsert_key!`] for SQLite, whose `roles` column is text.
+pub(crate) const UPSERT_KEY_SQLITE: &str = upsert_key!("$4");
+
+/// [`upsert_key!`] for PostgreSQL, whose `roles` column is `jsonb` (SQLite
+/// would read a cast to `jsonb` as one to a number).
+pub(crate) const UPSERT_KEY_POSTGRES: &str = upsert_key!("CAST($4 AS jsonb)");
+
+/// Revokes live key `$1` at `$2`.
+pub(crate) const REVOKE_KEY: &str =
+    "UPDATE api_keys SET revoked_at_ms = $2 WHERE id = $1 AND revoked_at_ms IS NULL";
+
+/// Number of API keys.
+pub(crate) const COUNT_KEYS: &str = "SELECT count(*) FROM api_keys";

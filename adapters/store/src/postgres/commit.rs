@@ -28,14 +28,12 @@ use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::postgres::lease::{self, Lock};
-use crate::postgres::rows::{
-    FireColumns, OutboxColumns, TimerChanges, TimerColumns, pg_failure, timer_from_row,
-};
+use crate::postgres::rows::{FireColumns, OutboxColumns, TimerChanges, TimerColumns, pg_failure};
 use crate::postgres::sql::{
     INSERT_FIRES, INSERT_OUTBOX, INSERT_TIMERS, LOCK_META, TIMERS_BY_ID, TIMERS_BY_KEY, UPDATE_TIMERS,
-    WRITE_META,
 };
-use crate::rows::{seq_from_sql, seq_to_sql};
+use crate::rows::{seq_from_sql, seq_to_sql, timer_from_row};
+use crate::sql::WRITE_META;
 
 /// Runs `batch` on `conn` (inside a transaction). `injected_now` is the
 /// store clock's reading in injected-clock mode, `None` for the database clock.

@@ -37,9 +37,8 @@
 
 mod commit;
 mod guard;
-mod keys;
 mod lease;
-mod rows;
+pub(crate) mod rows;
 mod sql;
 
 use std::str::FromStr;
@@ -50,21 +49,24 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use minoots_core::event::OutboxEvent;
 use minoots_core::quota::TenantUsage;
-use minoots_core::store::{DueKey, DueTimer, LEASE_SHARD, ListQuery, Recurrence, StoreOp, StoreReply};
+use minoots_core::store::{DueKey, LEASE_SHARD, ListQuery, StoreOp, StoreReply};
 use minoots_core::{StoreFailure, TenantId, TimerId, WallMs};
 use minoots_node::clock::Clock;
 use minoots_node::store::Store;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
 
-use crate::postgres::rows::{fire_from_row, pg_failure, timer_from_row, u32_from};
+use crate::outbox_retention::{OutboxExtent, OutboxRetention};
+use crate::postgres::rows::pg_failure;
 use crate::postgres::sql::{
-    COUNT_PENDING, GET_TIMER, LIST_FIRES, LIST_TIMERS, LOAD_DUE, MARK_PUBLISHED, OUTBOX_FIRST_RECENT,
-    OUTBOX_FIRST_SEQ, OUTBOX_PRUNE, OUTBOX_UNPUBLISHED, OUTBOX_UNPUBLISHED_SEQS, PUBLISHED_THROUGH,
-    TIMER_EXISTS,
+    LIST_TIMERS, MARK_PUBLISHED, OUTBOX_UNPUBLISHED, OUTBOX_UNPUBLISHED_SEQS, PUBLISHED_THROUGH,
 };
-use crate::rows::{misfire_from_text, schedule_from_text, seq_from_sql, tenant_from_text};
+use crate::rows::{due_from_row, event_from_text, fire_from_row, seq_from_sql, timer_from_row};
+use crate::sql::{
+    COUNT_PENDING, GET_TIMER, LIST_FIRES, LOAD_DUE, OUTBOX_FIRST_RECENT, OUTBOX_FIRST_SEQ, OUTBOX_PRUNE,
+    TENANT_USAGE, TIMER_EXISTS,
+};
 
 use guard::{Breaker, PoolWatch};
 pub use guard::{BreakerConfig, PoolWatchConfig};
@@ -324,8 +326,16 @@ impl PostgresStore {
         &self.readers
     }
 
-    pub(crate) fn writer(&self) -> &PgPool {
-        &self.writer
+    /// A write transaction on the writer pool.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreFailure> {
+        self.writer.begin().await.map_err(|e| pg_failure("starting a write transaction", e))
+    }
+
+    fn retention(&self) -> OutboxRetention {
+        OutboxRetention {
+            keep_published_rows: self.config.outbox_keep_published_rows,
+            max_rows: self.config.outbox_prune_max_rows,
+        }
     }
 
     async fn lease_op(&self, op: &StoreOp) -> Result<StoreReply, StoreFailure> {
@@ -364,7 +374,7 @@ impl PostgresStore {
             Some((due, id)) => (due, id.0),
             None => (WallMs::MIN, uuid::Uuid::nil()),
         };
-        let rows = sqlx::query(LOAD_DUE)
+        let rows = sqlx::query(AssertSqlSafe(LOAD_DUE.as_str()))
             .bind(until_ms)
             .bind(after_due)
             .bind(after_id)
@@ -382,7 +392,7 @@ impl PostgresStore {
     /// scan is a range scan of the partial index `timers_due`, whatever the
     /// number of pending timers beyond the horizon.
     pub async fn explain_load_due(&self, until_ms: WallMs, limit: u32) -> Result<String, StoreFailure> {
-        let rows = sqlx::query(AssertSqlSafe(format!("EXPLAIN {LOAD_DUE}")))
+        let rows = sqlx::query(AssertSqlSafe(format!("EXPLAIN {}", LOAD_DUE.as_str())))
             .bind(until_ms)
             .bind(WallMs::MIN)
             .bind(uuid::Uuid::nil())
@@ -476,27 +486,19 @@ impl PostgresStore {
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| pg_failure("reading the outbox watermark", e))?;
-        let first: Option<i64> = sqlx::query_scalar(OUTBOX_FIRST_SEQ)
+        let first_seq: Option<i64> = sqlx::query_scalar(OUTBOX_FIRST_SEQ)
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| pg_failure("reading the outbox start", e))?;
-        let Some(first) = first.filter(|f| *f <= published) else {
-            return Ok(0);
-        };
-        let first_recent: Option<i64> = sqlx::query_scalar(OUTBOX_FIRST_RECENT)
+        let first_recent_seq: Option<i64> = sqlx::query_scalar(OUTBOX_FIRST_RECENT)
             .bind(cutoff_ms)
             .fetch_optional(&mut *conn)
             .await
             .map_err(|e| pg_failure("reading the outbox age", e))?;
-        let keep_rows = i64::try_from(self.config.outbox_keep_published_rows).unwrap_or(i64::MAX);
-        let max_rows = i64::try_from(self.config.outbox_prune_max_rows).unwrap_or(i64::MAX);
-        let too_old_through = first_recent.map_or(published, |seq| seq - 1);
-        let too_many_through = published.saturating_sub(keep_rows);
-        let through =
-            too_old_through.max(too_many_through).min(published).min(first.saturating_add(max_rows - 1));
-        if through < first {
+        let extent = OutboxExtent { published_through: published, first_seq, first_recent_seq };
+        let Some(through) = self.retention().prune_through(extent) else {
             return Ok(0);
-        }
+        };
         let result = sqlx::query(OUTBOX_PRUNE)
             .bind(through)
             .execute(&mut *conn)
@@ -529,7 +531,7 @@ impl PostgresStore {
         rows.iter()
             .map(|row| {
                 let text: String = row.try_get(0).map_err(|e| pg_failure("reading an outbox row", e))?;
-                serde_json::from_str(&text).map_err(|e| crate::rows::corrupt("outbox event", e))
+                event_from_text(&text)
             })
             .collect()
     }
@@ -553,7 +555,7 @@ impl PostgresStore {
     }
 
     async fn usage(&self, tenant: &TenantId, day_start_ms: WallMs) -> Result<TenantUsage, StoreFailure> {
-        let (pending, today): (i64, i64) = sqlx::query_as(crate::sql::TENANT_USAGE)
+        let (pending, today): (i64, i64) = sqlx::query_as(TENANT_USAGE)
             .bind(tenant.as_str())
             .bind(day_start_ms)
             .fetch_one(&mut *self.reader_conn("acquiring a reader").await?)
@@ -597,29 +599,6 @@ impl PostgresStore {
     async fn reader_conn(&self, what: &str) -> Result<PoolConnection<Postgres>, StoreFailure> {
         self.pool_watch.acquire("readers", &self.readers).await.map_err(|e| pg_failure(what, e))
     }
-}
-
-fn due_from_row(row: &PgRow) -> Result<DueTimer, StoreFailure> {
-    let get_err = |e| pg_failure("reading a due timer", e);
-    let id: uuid::Uuid = row.try_get(0).map_err(get_err)?;
-    let occurrence: i64 = row.try_get(1).map_err(get_err)?;
-    let due_ms: i64 = row.try_get(2).map_err(get_err)?;
-    let schedule: String = row.try_get(3).map_err(get_err)?;
-    let misfire: String = row.try_get(4).map_err(get_err)?;
-    let tenant: String = row.try_get(5).map_err(get_err)?;
-    let schedule = schedule_from_text(&schedule)?;
-    let recurrence = if schedule.is_recurring() {
-        Some(Recurrence { schedule, misfire: misfire_from_text(&misfire)? })
-    } else {
-        None
-    };
-    Ok(DueTimer {
-        timer_id: TimerId(id),
-        tenant_id: tenant_from_text(tenant)?,
-        occurrence: u32_from(occurrence, "occurrence")?,
-        due_ms,
-        recurrence,
-    })
 }
 
 impl Store for PostgresStore {

@@ -1,7 +1,20 @@
-//! Every SQL text the PostgreSQL store runs. Each is a constant text with
-//! numbered parameters, so the server prepares it once per connection (sqlx
-//! caches prepared statements by text); batches are bound as arrays and
-//! expanded with `UNNEST`, so one statement writes any number of rows.
+//! The SQL texts only the PostgreSQL store runs; the rest are shared with
+//! SQLite ([`crate::sql`]). These differ because PostgreSQL must, or can do
+//! better:
+//!
+//! - **the write path**: batches are bound as arrays and expanded with
+//!   `UNNEST`, so one statement writes any number of rows;
+//! - **locking**: several nodes share the database, so a commit locks the
+//!   meta row (serialising commits) and reads the lease `FOR KEY SHARE`,
+//!   a takeover locks it `FOR UPDATE` (SQLite has one writer instead);
+//! - **the store clock** is the database's (`coalesce($n, clock_timestamp())`);
+//! - **batches of keys and filters** are arrays and `@>` (SQLite reads JSON
+//!   with `json_each`);
+//! - **the outbox watermark** is a row of its own, so that marking never
+//!   waits behind a commit holding the meta row.
+//!
+//! Each is a constant text with numbered parameters, so the server prepares
+//! it once per connection (sqlx caches prepared statements by text).
 //!
 //! **The store clock.** Every statement that needs the store's "now" takes it
 //! as `coalesce($n::bigint, <database clock>)`: the store binds NULL in
@@ -14,7 +27,7 @@
 
 use std::sync::LazyLock;
 
-use crate::postgres::rows::{FIRE_SELECT, timer_select};
+use crate::rows::timer_select;
 
 /// The database clock in milliseconds since the Unix epoch, rounded down.
 macro_rules! db_now {
@@ -35,10 +48,6 @@ pub(crate) const LOCK_META: &str = concat!(
     db_now!(),
     ")"
 );
-
-/// A commit's counter changes: `$1` last outbox seq, `$2` change in pending timers.
-pub(crate) const WRITE_META: &str =
-    "UPDATE meta SET outbox_last_seq = $1, pending_count = pending_count + $2 WHERE id = 1";
 
 /// The lease of shard `$1`, for a commit's fencing check. `FOR KEY SHARE`
 /// conflicts with the takeover's `FOR UPDATE` (so a takeover and a commit
@@ -122,10 +131,6 @@ pub(crate) static TIMERS_BY_KEY: LazyLock<String> = LazyLock::new(|| {
 pub(crate) static TIMERS_BY_ID: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {} FROM timers WHERE id = ANY($1::uuid[])", timer_select("")));
 
-/// One timer of a tenant: `$1` id, `$2` tenant.
-pub(crate) static GET_TIMER: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {} FROM timers WHERE id = $1 AND tenant_id = $2", timer_select("")));
-
 /// A page of a tenant's timers: `$1` tenant, `$2` exclusive id cursor (the
 /// nil UUID, which no timer has, from the start: a range condition on the
 /// `timers_tenant` index either way), `$3` statuses or NULL for all, `$4` required labels as a
@@ -138,23 +143,6 @@ pub(crate) static LIST_TIMERS: LazyLock<String> = LazyLock::new(|| {
          AND ($4::jsonb IS NULL OR labels @> $4::jsonb) \
          ORDER BY id LIMIT $5",
         timer_select("")
-    )
-});
-
-/// Pending timers due by `$1`, after `($2, $3)` in (due, id) order, at most
-/// `$4`: a range scan of the partial index `timers_due`.
-pub(crate) const LOAD_DUE: &str = "SELECT id, next_occurrence, next_due_ms, schedule::text, misfire, tenant_id \
-     FROM timers WHERE status = 'scheduled' AND next_due_ms <= $1 AND (next_due_ms, id) > ($2, $3) \
-     ORDER BY next_due_ms, id LIMIT $4";
-
-/// Whether timer `$1` exists in tenant `$2`.
-pub(crate) const TIMER_EXISTS: &str = "SELECT 1 FROM timers WHERE id = $1 AND tenant_id = $2";
-
-/// Fires of timer `$1` after occurrence `$2`, at most `$3`.
-pub(crate) static LIST_FIRES: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {FIRE_SELECT} FROM timer_fires WHERE timer_id = $1 AND occurrence > $2 \
-         ORDER BY occurrence LIMIT $3"
     )
 });
 
@@ -178,16 +166,3 @@ pub(crate) const MARK_PUBLISHED: &str =
 
 /// The published watermark.
 pub(crate) const PUBLISHED_THROUGH: &str = "SELECT through FROM outbox_published WHERE id = 1";
-
-/// The oldest outbox row.
-pub(crate) const OUTBOX_FIRST_SEQ: &str = "SELECT min(seq) FROM outbox";
-
-/// The first outbox row written at or after `$1` ms, store clock (rows are written in seq order).
-pub(crate) const OUTBOX_FIRST_RECENT: &str =
-    "SELECT seq FROM outbox WHERE created_at_ms >= $1 ORDER BY seq LIMIT 1";
-
-/// Deletes outbox rows up to `$1`.
-pub(crate) const OUTBOX_PRUNE: &str = "DELETE FROM outbox WHERE seq <= $1";
-
-/// Number of scheduled timers.
-pub(crate) const COUNT_PENDING: &str = "SELECT pending_count FROM meta WHERE id = 1";

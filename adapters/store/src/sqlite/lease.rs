@@ -1,10 +1,12 @@
 //! Leases: who may cancel and fire (the fencing token is the lease's epoch).
 //! `Open` takes the lease of `LEASE_SHARD` forever (standalone mode);
 //! `AcquireLease` / `RenewLease` grant and extend it for a time of the
-//! store's clock (lease mode). Every decision mirrors
-//! `minoots_core::model::StoreModel`; each operation runs in one write
-//! transaction, and a commit reads the lease in its own transaction, so a
-//! takeover and a commit serialise.
+//! store's clock (lease mode). The decisions are `minoots_core::lease::Lease`'s,
+//! as in every store; this module reads and writes the row. It is a twin of
+//! the PostgreSQL store's because locking differs: here each operation runs
+//! in one `BEGIN IMMEDIATE` transaction of the single writer, and so does a
+//! commit's read of the lease, so a takeover and a commit serialise without
+//! row locks.
 
 use minoots_core::StoreFailure;
 use minoots_core::WallMs;
@@ -13,7 +15,8 @@ use minoots_core::store::StoreReply;
 use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
 
-use crate::rows::{db_failure, epoch_from_sql, epoch_to_sql};
+use super::rows::db_failure;
+use crate::rows::{epoch_from_sql, epoch_to_sql};
 
 const READ_LEASE: &str = "SELECT node_id, address, epoch, expires_at_ms, tenure FROM leases WHERE shard = ?1";
 

@@ -22,11 +22,10 @@ use minoots_core::{StoreFailure, TenantId, TimerId, WallMs};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::rows::{
-    bind_event, bind_fire, bind_timer, db_failure, event_json, id_hex, seq_from_sql, seq_to_sql,
-    timer_from_row,
-};
-use crate::sql::{READ_META, Sql, WRITE_META};
+use super::rows::{bind_event, bind_fire, bind_timer, db_failure, id_hex};
+use super::sql::{READ_META, Sql};
+use crate::rows::{event_json, seq_from_sql, seq_to_sql, timer_from_row};
+use crate::sql::WRITE_META;
 
 /// Runs `batch` on `conn` (already inside a write transaction) at store time `now`.
 pub(crate) async fn commit(
@@ -38,7 +37,7 @@ pub(crate) async fn commit(
     let meta =
         sqlx::query(READ_META).fetch_one(&mut *conn).await.map_err(|e| db_failure("reading meta", e))?;
     let last_seq = seq_from_sql(meta.try_get(0).map_err(|e| db_failure("reading outbox seq", e))?)?;
-    let lease = crate::lease::read(conn, LEASE_SHARD).await?;
+    let lease = super::lease::read(conn, LEASE_SHARD).await?;
     let input = CommitInput::new(now, batch, lease.as_ref(), last_seq);
     let mut stored = BTreeMap::new();
     if input.fencing() == Fencing::Applies {

@@ -25,28 +25,30 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use minoots_core::event::OutboxEvent;
 use minoots_core::quota::TenantUsage;
-use minoots_core::store::{
-    CommitBatch, DueKey, DueTimer, LEASE_SHARD, ListQuery, Recurrence, StoreOp, StoreReply,
-};
+use minoots_core::store::{CommitBatch, DueKey, LEASE_SHARD, ListQuery, StoreOp, StoreReply};
 use minoots_core::{StoreFailure, TenantId, TimerId, WallMs};
 use minoots_node::clock::Clock;
 use minoots_node::store::Store;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::checkpoint::Checkpointer;
-use crate::commit;
-use crate::lease;
-use crate::rows::{
-    db_failure, event_from_text, fire_from_row, id_bytes, id_from_bytes, misfire_from_text, occurrence_from,
-    schedule_from_text, seq_from_sql, tenant_from_text, timer_from_row,
-};
+use crate::outbox_retention::{OutboxExtent, OutboxRetention};
+use crate::rows::{due_from_row, event_from_text, fire_from_row, seq_from_sql, timer_from_row};
 use crate::sql::{
-    COUNT_PENDING, LIST_FIRES, LOAD_DUE, MARK_PUBLISHED, OUTBOX_FIRST_RECENT, OUTBOX_FIRST_SEQ, OUTBOX_PRUNE,
-    OUTBOX_UNPUBLISHED, OUTBOX_UNPUBLISHED_SEQS, PUBLISHED_THROUGH, Sql, TENANT_USAGE, TIMER_EXISTS,
+    COUNT_PENDING, GET_TIMER, LIST_FIRES, LOAD_DUE, OUTBOX_FIRST_RECENT, OUTBOX_FIRST_SEQ, OUTBOX_PRUNE,
+    TENANT_USAGE, TIMER_EXISTS,
 };
+use checkpoint::Checkpointer;
+use rows::db_failure;
+use sql::{MARK_PUBLISHED, OUTBOX_UNPUBLISHED, OUTBOX_UNPUBLISHED_SEQS, PUBLISHED_THROUGH, Sql};
+
+mod checkpoint;
+mod commit;
+mod lease;
+pub(crate) mod rows;
+mod sql;
 
 /// The migrations, embedded at compile time.
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -296,6 +298,13 @@ impl SqliteStore {
         &self.readers
     }
 
+    fn retention(&self) -> OutboxRetention {
+        OutboxRetention {
+            keep_published_rows: self.config.outbox_keep_published_rows,
+            max_rows: self.config.outbox_prune_max_rows,
+        }
+    }
+
     async fn load_due(
         &self,
         after: Option<DueKey>,
@@ -303,10 +312,10 @@ impl SqliteStore {
         limit: u32,
     ) -> Result<StoreReply, StoreFailure> {
         let (after_due, after_id) = match after {
-            Some((due, id)) => (due, id_bytes(&id)),
-            None => (WallMs::MIN, Vec::new()),
+            Some((due, id)) => (due, id.0),
+            None => (WallMs::MIN, uuid::Uuid::nil()),
         };
-        let rows = sqlx::query(LOAD_DUE)
+        let rows = sqlx::query(AssertSqlSafe(LOAD_DUE.as_str()))
             .bind(until_ms)
             .bind(after_due)
             .bind(after_id)
@@ -320,8 +329,8 @@ impl SqliteStore {
     }
 
     async fn get(&self, tenant_id: &TenantId, timer_id: &TimerId) -> Result<StoreReply, StoreFailure> {
-        let row = sqlx::query(AssertSqlSafe(self.sql.get_timer.clone()))
-            .bind(id_bytes(timer_id))
+        let row = sqlx::query(AssertSqlSafe(GET_TIMER.as_str()))
+            .bind(timer_id.0)
             .bind(tenant_id.as_str().to_owned())
             .fetch_optional(&self.readers)
             .await
@@ -347,7 +356,7 @@ impl SqliteStore {
         let limit = query.limit as usize;
         let rows = sqlx::query(AssertSqlSafe(self.sql.list_timers.clone()))
             .bind(query.tenant_id.as_str().to_owned())
-            .bind(query.after.as_ref().map(id_bytes).unwrap_or_default())
+            .bind(query.after.map_or(uuid::Uuid::nil(), |after| after.0))
             .bind(statuses)
             .bind(labels)
             .bind(i64::from(query.limit) + 1)
@@ -368,7 +377,7 @@ impl SqliteStore {
     ) -> Result<StoreReply, StoreFailure> {
         let mut conn = self.readers.acquire().await.map_err(|e| db_failure("acquiring a reader", e))?;
         let exists = sqlx::query(TIMER_EXISTS)
-            .bind(id_bytes(timer_id))
+            .bind(timer_id.0)
             .bind(tenant_id.as_str().to_owned())
             .fetch_optional(&mut *conn)
             .await
@@ -376,8 +385,8 @@ impl SqliteStore {
         if exists.is_none() {
             return Ok(StoreReply::Fires(None));
         }
-        let rows = sqlx::query(LIST_FIRES)
-            .bind(id_bytes(timer_id))
+        let rows = sqlx::query(AssertSqlSafe(LIST_FIRES.as_str()))
+            .bind(timer_id.0)
             .bind(i64::from(after_occurrence))
             .bind(i64::from(limit))
             .fetch_all(&mut *conn)
@@ -403,27 +412,19 @@ impl SqliteStore {
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| db_failure("reading the outbox watermark", e))?;
-        let first: Option<i64> = sqlx::query_scalar(OUTBOX_FIRST_SEQ)
+        let first_seq: Option<i64> = sqlx::query_scalar(OUTBOX_FIRST_SEQ)
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| db_failure("reading the outbox start", e))?;
-        let Some(first) = first.filter(|f| *f <= published) else {
-            return Ok(0);
-        };
-        let first_recent: Option<i64> = sqlx::query_scalar(OUTBOX_FIRST_RECENT)
+        let first_recent_seq: Option<i64> = sqlx::query_scalar(OUTBOX_FIRST_RECENT)
             .bind(cutoff_ms)
             .fetch_optional(&mut *conn)
             .await
             .map_err(|e| db_failure("reading the outbox age", e))?;
-        let keep_rows = i64::try_from(self.config.outbox_keep_published_rows).unwrap_or(i64::MAX);
-        let max_rows = i64::try_from(self.config.outbox_prune_max_rows).unwrap_or(i64::MAX);
-        let too_old_through = first_recent.map_or(published, |seq| seq - 1);
-        let too_many_through = published.saturating_sub(keep_rows);
-        let through =
-            too_old_through.max(too_many_through).min(published).min(first.saturating_add(max_rows - 1));
-        if through < first {
+        let extent = OutboxExtent { published_through: published, first_seq, first_recent_seq };
+        let Some(through) = self.retention().prune_through(extent) else {
             return Ok(0);
-        }
+        };
         let result = sqlx::query(OUTBOX_PRUNE)
             .bind(through)
             .execute(&mut *conn)
@@ -489,29 +490,6 @@ impl SqliteStore {
             .map_err(|e| db_failure("counting a tenant's timers", e))?;
         Ok(TenantUsage { pending_timers: seq_from_sql(pending)?, created_today: seq_from_sql(today)? })
     }
-}
-
-fn due_from_row(row: &SqliteRow) -> Result<DueTimer, StoreFailure> {
-    let get_err = |e| db_failure("reading a due timer", e);
-    let id: Vec<u8> = row.try_get(0).map_err(get_err)?;
-    let occurrence: i64 = row.try_get(1).map_err(get_err)?;
-    let due_ms: i64 = row.try_get(2).map_err(get_err)?;
-    let schedule: String = row.try_get(3).map_err(get_err)?;
-    let misfire: String = row.try_get(4).map_err(get_err)?;
-    let tenant: String = row.try_get(5).map_err(get_err)?;
-    let schedule = schedule_from_text(&schedule)?;
-    let recurrence = if schedule.is_recurring() {
-        Some(Recurrence { schedule, misfire: misfire_from_text(&misfire)? })
-    } else {
-        None
-    };
-    Ok(DueTimer {
-        timer_id: id_from_bytes(&id)?,
-        tenant_id: tenant_from_text(tenant)?,
-        occurrence: occurrence_from(occurrence)?,
-        due_ms,
-        recurrence,
-    })
 }
 
 impl Store for SqliteStore {
