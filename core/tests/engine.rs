@@ -3,7 +3,10 @@
 //! fencing, early-fire refusal, store failures, restarts, horizon paging).
 
 use minoots_core::draft::TimerDraft;
-use minoots_core::engine::{Command, Deadline, Effect, Engine, EngineConfig, Input, Leadership, Response};
+use minoots_core::engine::{
+    Command, Deadline, Effect, Engine, EngineConfig, Input, Leadership, LeadershipChange, LeadershipMode,
+    Response,
+};
 use minoots_core::error::ApiError;
 use minoots_core::event::EventKind;
 use minoots_core::harness::{CommitFailure, Harness};
@@ -298,6 +301,7 @@ fn a_failed_fire_commit_is_retried_without_a_duplicate() {
 #[test]
 fn a_create_whose_commit_applied_but_lost_its_reply_is_armed_by_the_reload_and_fires_once() {
     let mut h = harness();
+    let resyncs = h.engine.stats().resyncs;
     h.fail_next_commit = Some(CommitFailure::LostReply);
     let req = h.request(Command::Schedule(after(500)));
     match h.take_reply(req) {
@@ -307,7 +311,7 @@ fn a_create_whose_commit_applied_but_lost_its_reply_is_armed_by_the_reload_and_f
         other => panic!("expected an unknown outcome, got {other:?}"),
     }
     assert_eq!(h.store.timers().len(), 1, "the create applied");
-    assert_eq!(h.engine.stats().resyncs, 1, "the index was thrown away after the unknown outcome");
+    assert_eq!(h.engine.stats().resyncs, resyncs + 1, "the index was thrown away after the unknown outcome");
     h.advance(600);
     assert_eq!(h.store.fires().len(), 1, "the reload armed it: it fired");
     h.advance(5_000);
@@ -490,4 +494,86 @@ fn the_deadline_table_names_why_the_engine_wakes_and_holds_fires_during_a_backof
     );
     let backoff_ends = h.engine.deadlines().into_iter().flatten().find(|(d, _)| *d == Deadline::BackoffEnds);
     assert_eq!(h.engine.poll_timeout(), backoff_ends.map(|(_, at)| at));
+}
+
+// ---- leadership from outside (external mode) -----------------------------
+
+fn external_harness() -> Harness {
+    Harness::new(EngineConfig { mode: LeadershipMode::External, ..config() }, Now::new(T0, 0))
+}
+
+fn report(h: &mut Harness, change: LeadershipChange) {
+    h.engine.handle_input(h.now, Input::Leadership(change));
+    h.run_effects();
+}
+
+fn deadline(h: &Harness, which: Deadline) -> Option<u64> {
+    h.engine.deadlines().into_iter().flatten().find(|(d, _)| *d == which).map(|(_, at)| at)
+}
+
+#[test]
+fn an_external_engine_follows_until_told_it_leads_then_leads_until_its_bound() {
+    let mut h = external_harness();
+    assert_eq!(
+        h.engine.leadership(),
+        &Leadership::Follower { leader: None },
+        "no Open, no lease: it follows"
+    );
+    assert_eq!(h.store.epoch(), 0, "the engine asked the store for nothing");
+    let req = h.request(Command::Schedule(after(100)));
+    assert!(
+        matches!(h.take_reply(req), Some(Err(ApiError::Unavailable { .. }))),
+        "writes wait for leadership"
+    );
+
+    // The outside source (a Raft election, say) made epoch 1 current in the store.
+    h.store.apply(T0, &StoreOp::Open { node_id: "node-a".into() }).expect("opened");
+    let until = h.now.mono_ms + 1_000;
+    report(&mut h, LeadershipChange::Leading { epoch: 1, until_mono: Some(until) });
+    assert_eq!(h.engine.leadership(), &Leadership::Leader { epoch: 1 });
+    assert_eq!(deadline(&h, Deadline::LeadershipEnds), Some(until));
+    let id = created_id({
+        let req = h.request(Command::Schedule(after(100)));
+        h.take_reply(req)
+    });
+    h.advance(100);
+    assert_eq!(h.store.fires().keys().collect::<Vec<_>>(), vec![&(id, 1)], "it fires while it leads");
+    assert_eq!(h.store.fires()[&(id, 1)].epoch, 1, "with the epoch it was given");
+
+    // The same epoch again only moves the bound: no new tenure, no reload.
+    let later = h.now.mono_ms + 5_000;
+    report(&mut h, LeadershipChange::Leading { epoch: 1, until_mono: Some(later) });
+    assert_eq!(h.engine.stats().leaderships, 1, "a renewal is not a new leadership");
+    assert_eq!(deadline(&h, Deadline::LeadershipEnds), Some(later));
+
+    // The bound passes by the local clock: it steps down on its own.
+    let req = h.request(Command::Schedule(after(60_000)));
+    created_id(h.take_reply(req));
+    h.advance(later - h.now.mono_ms);
+    assert_eq!(h.engine.leadership(), &Leadership::Follower { leader: None });
+    assert_eq!(h.engine.stats().step_downs, 1);
+    assert_eq!(deadline(&h, Deadline::LeadershipEnds), None);
+    let req = h.request(Command::Schedule(after(100)));
+    assert!(matches!(h.take_reply(req), Some(Err(ApiError::Unavailable { .. }))));
+}
+
+#[test]
+fn an_external_bound_already_past_ends_the_leadership_at_once() {
+    let mut h = external_harness();
+    h.store.apply(T0, &StoreOp::Open { node_id: "node-a".into() }).expect("opened");
+    h.advance(50);
+    let now_mono = h.now.mono_ms;
+    report(&mut h, LeadershipChange::Leading { epoch: 1, until_mono: Some(now_mono) });
+    assert_eq!(h.engine.leadership(), &Leadership::Follower { leader: None });
+    let changes = h.store.outbox().len();
+    let req = h.request(Command::Schedule(after(10)));
+    assert!(matches!(h.take_reply(req), Some(Err(ApiError::Unavailable { .. }))));
+    assert_eq!(h.store.outbox().len(), changes, "nothing was committed");
+}
+
+#[test]
+#[should_panic(expected = "leadership is reported in external mode only")]
+fn reporting_leadership_to_an_engine_that_obtains_its_own_is_a_driver_bug() {
+    let mut h = harness();
+    report(&mut h, LeadershipChange::Leading { epoch: 9, until_mono: None });
 }

@@ -14,8 +14,9 @@ use crate::time::{Now, WallMs};
 pub enum Deadline {
     /// Nothing else pending: the idle tick.
     Idle,
-    /// Leading in lease mode: the lease ends locally (step down at it).
-    LeaseEnds,
+    /// Leading with a bound (lease mode, external mode): it passes by the
+    /// local clock (step down at it).
+    LeadershipEnds,
     /// Leading in lease mode: send the next renewal.
     LeaseRenewal,
     /// Not leading in lease mode: ask for the lease again.
@@ -43,8 +44,8 @@ impl Engine {
         let now = self.last_now;
         let leading = matches!(self.leadership, Leadership::Leader { .. });
         let backing_off = now.mono_ms < self.backoff_until_mono;
-        let [lease_ends, lease_renewal, lease_acquire] =
-            self.keeper.as_ref().map_or([None; 3], |keeper| keeper.deadlines());
+        let [lease_renewal, lease_acquire] =
+            self.keeper.as_ref().map_or([None; 2], |keeper| keeper.deadlines());
         let next_fire = || {
             let due = self.due.first_due()?;
             let at = now.mono_ms.saturating_add(wall_wait_ms(now, due));
@@ -53,7 +54,7 @@ impl Engine {
         let next_load = || Some(now.mono_ms.saturating_add(wall_wait_ms(now, self.next_load_wall()?)));
         [
             Some((Deadline::Idle, now.mono_ms + self.config.idle_tick_ms)),
-            lease_ends,
+            self.lead_until_mono.filter(|_| leading).map(|at| (Deadline::LeadershipEnds, at)),
             lease_renewal,
             lease_acquire,
             backing_off.then_some((Deadline::BackoffEnds, self.backoff_until_mono)),

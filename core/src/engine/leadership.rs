@@ -1,10 +1,12 @@
 //! Leadership as the engine sees it: one entry for every change
-//! ([`Engine::on_leadership`], fed by the lease keeper or, standalone, by
-//! `Open`), stepping down, and being deposed. How leadership is obtained is
-//! the keeper's business ([`super::lease_keeper`]).
+//! ([`Engine::on_leadership`]: "leading with epoch E until T", "following
+//! (leader hint)", "stepped down"), fed by standalone's `Open`, by the lease
+//! keeper ([`super::lease_keeper`]) or, in external mode, by the driver
+//! ([`super::Input::Leadership`]); the bound T (stepping down at it), being
+//! deposed. How leadership is obtained is not the engine's business.
 
 use super::lease_keeper::{Heard, LeadershipChange, LeaseAsk};
-use super::{Engine, Inflight, Leadership};
+use super::{Engine, Inflight, Leadership, LeadershipMode};
 use crate::error::StoreFailure;
 use crate::lease::LeaseHolder;
 use crate::store::StoreReply;
@@ -14,8 +16,14 @@ impl Engine {
     /// Applies a change of leadership.
     pub(super) fn on_leadership(&mut self, change: LeadershipChange) {
         match change {
-            LeadershipChange::Leading { epoch } => {
+            LeadershipChange::Leading { epoch, until_mono }
+                if self.leadership == (Leadership::Leader { epoch }) =>
+            {
+                self.lead_until_mono = until_mono; // the same tenure, a new bound
+            }
+            LeadershipChange::Leading { epoch, until_mono } => {
                 self.leadership = Leadership::Leader { epoch };
+                self.lead_until_mono = until_mono;
                 self.stats.leaderships += 1;
                 self.resync();
             }
@@ -30,6 +38,7 @@ impl Engine {
             self.stats.step_downs += 1;
         }
         self.leadership = Leadership::Follower { leader };
+        self.lead_until_mono = None;
         self.resync();
         self.refuse_queued();
     }
@@ -44,7 +53,7 @@ impl Engine {
 
     /// The store refused our epoch: someone else writes now.
     pub(super) fn depose(&mut self, now: Now, current_epoch: u64) {
-        if self.keeper.is_some() {
+        if self.config.mode != LeadershipMode::Standalone {
             self.step_down(now, None);
         } else if let Leadership::Leader { .. } = self.leadership {
             // Standalone: another process opened the store after this one.
@@ -54,13 +63,13 @@ impl Engine {
         }
     }
 
-    /// Steps down once the lease has ended by the local clock.
-    pub(super) fn expire_lease(&mut self, now: Now) {
+    /// Steps down once the leadership's bound has passed by the local clock.
+    pub(super) fn expire_leadership(&mut self, now: Now) {
         #[cfg(feature = "planted-bugs")]
         if self.config.plant.early_stepdown_off {
             return;
         }
-        if self.keeper.as_ref().is_some_and(|k| k.expired(now)) {
+        if self.lead_until_mono.is_some_and(|until| now.mono_ms >= until) {
             self.step_down(now, None);
         }
     }

@@ -4,8 +4,8 @@
 //! what leadership it holds through one type, [`LeadershipChange`], and the
 //! engine tells it when it must let go (a store refusing its epoch, a commit
 //! whose outcome is unknown). Standalone mode has no keeper: `Open` makes
-//! the engine leader for good. A Raft mode feeds the same changes from its
-//! own election.
+//! the engine leader for good. In external mode the driver feeds the same
+//! changes ([`super::Input::Leadership`]), from a Raft election for instance.
 
 use crate::error::StoreFailure;
 use crate::lease::{LeaseConfig, LeaseHolder};
@@ -15,10 +15,16 @@ use crate::time::Now;
 /// What the engine learns about its right to fire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeadershipChange {
-    /// Leading at `epoch` (a new tenure: the due index must be reloaded).
+    /// Leading at `epoch` until `until_mono`. For an epoch not held yet it
+    /// is a new tenure (the due index is reloaded); for the epoch held it
+    /// only moves the bound (a renewal).
     Leading {
         /// The fencing epoch.
         epoch: u64,
+        /// Act only before this monotonic time of this node's clock: every
+        /// commit must be sent before it, and the engine steps down at it.
+        /// `None`: until told otherwise (standalone's `Open`).
+        until_mono: Option<u64>,
     },
     /// Not leading; someone else holds it (a hint for clients), or nobody
     /// known. Not a step down: the engine was not leading.
@@ -36,8 +42,8 @@ pub enum LeadershipChange {
 /// What a lease reply meant to the keeper.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Heard {
-    /// Nothing the engine must act on (a renewal that extended the lease, a
-    /// grant too late to use, a reply of a tenure or epoch already over).
+    /// Nothing the engine must act on (a grant too late to use, a reply of
+    /// a tenure or epoch already over).
     Nothing,
     /// Leadership changed.
     Change(LeadershipChange),
@@ -102,18 +108,8 @@ impl LeaseKeeper {
         }
     }
 
-    /// While leading: the monotonic time the lease ends at, by this node's clock.
-    pub(super) fn valid_until_mono(&self) -> u64 {
-        self.valid_until_mono
-    }
-
-    /// Whether the lease has ended by this node's clock while it leads.
-    pub(super) fn expired(&self, now: Now) -> bool {
-        self.held.is_some() && now.mono_ms >= self.valid_until_mono
-    }
-
-    /// The engine stops leading (the lease ran out, or the store refused the
-    /// epoch): ask again after the retry delay.
+    /// The engine stops leading (the lease ran out by its clock, or the store
+    /// refused the epoch): ask again after the retry delay.
     pub(super) fn step_down(&mut self, now: Now) {
         self.held = None;
         self.next_acquire_mono = now.mono_ms + self.config.acquire_retry_ms;
@@ -180,7 +176,7 @@ impl LeaseKeeper {
                 self.valid_until_mono = self.config.valid_until(sent_mono);
                 self.next_renew_mono = sent_mono + self.config.renew_every_ms;
                 self.renew_inflight = false; // one of an earlier tenure answers into the void
-                Heard::Change(LeadershipChange::Leading { epoch })
+                Heard::Change(LeadershipChange::Leading { epoch, until_mono: Some(self.valid_until_mono) })
             }
             Ok(StoreReply::Lease(LeaseReply::Held { holder })) => {
                 Heard::Change(LeadershipChange::Following { leader: Some(holder) })
@@ -211,7 +207,7 @@ impl LeaseKeeper {
             Ok(StoreReply::Lease(LeaseReply::Renewed)) => {
                 self.valid_until_mono = self.valid_until_mono.max(self.config.valid_until(sent_mono));
                 self.next_renew_mono = sent_mono + self.config.renew_every_ms;
-                Heard::Nothing
+                Heard::Change(LeadershipChange::Leading { epoch, until_mono: Some(self.valid_until_mono) })
             }
             Ok(StoreReply::Lease(LeaseReply::Lost { holder })) => {
                 self.step_down(now);
@@ -226,13 +222,13 @@ impl LeaseKeeper {
         }
     }
 
-    /// The keeper's deadlines: the lease's local end and the next renewal
-    /// while leading, the next ask while not.
-    pub(super) fn deadlines(&self) -> [Option<(super::Deadline, u64)>; 3] {
+    /// The keeper's deadlines: the next renewal while leading, the next ask
+    /// while not. (The lease's local end is the engine's: it is the bound of
+    /// the leadership the keeper reported.)
+    pub(super) fn deadlines(&self) -> [Option<(super::Deadline, u64)>; 2] {
         use super::Deadline;
         let leading = self.held.is_some();
         [
-            leading.then_some((Deadline::LeaseEnds, self.valid_until_mono)),
             (leading && !self.renew_inflight).then_some((Deadline::LeaseRenewal, self.next_renew_mono)),
             (!leading && !self.acquire_inflight).then_some((Deadline::LeaseAcquire, self.next_acquire_mono)),
         ]
@@ -286,7 +282,7 @@ mod tests {
         assert_eq!(k.poll_ask(at(0), NODE, "a"), Some(acquire(7, 0)));
         assert_eq!(
             k.on_acquired(at(10), 0, 7, granted(epoch)),
-            Heard::Change(LeadershipChange::Leading { epoch })
+            Heard::Change(LeadershipChange::Leading { epoch, until_mono: Some(1_800) })
         );
         k
     }
@@ -294,16 +290,15 @@ mod tests {
     #[test]
     fn it_asks_once_at_a_time_and_a_grant_in_time_leads_until_the_local_validity() {
         let mut k = keeper();
-        assert_eq!(k.deadlines(), [None, None, Some((crate::engine::Deadline::LeaseAcquire, 0))]);
+        assert_eq!(k.deadlines(), [None, Some((crate::engine::Deadline::LeaseAcquire, 0))]);
         assert_eq!(k.poll_ask(at(0), NODE, "a"), Some(acquire(7, 0)));
         assert_eq!(k.poll_ask(at(1), NODE, "a"), None, "one ask in flight");
         assert_eq!(
             k.on_acquired(at(10), 0, 7, granted(4)),
-            Heard::Change(LeadershipChange::Leading { epoch: 4 })
+            Heard::Change(LeadershipChange::Leading { epoch: 4, until_mono: Some(1_800) }),
+            "validity counts from the send, not the reply"
         );
-        assert_eq!(k.valid_until_mono(), 1_800, "validity counts from the send, not the reply");
-        assert_eq!(k.deadlines()[0], Some((crate::engine::Deadline::LeaseEnds, 1_800)));
-        assert!(!k.expired(at(1_799)) && k.expired(at(1_800)));
+        assert_eq!(k.deadlines()[0], Some((crate::engine::Deadline::LeaseRenewal, 500)));
         assert_eq!(k.poll_ask(at(499), NODE, "a"), None);
         assert_eq!(k.poll_ask(at(500), NODE, "a"), Some(renew(4, 500)), "renewal every 500 ms from the send");
     }
@@ -313,7 +308,7 @@ mod tests {
         let mut k = keeper();
         k.poll_ask(at(0), NODE, "a");
         assert_eq!(k.on_acquired(at(1_800), 0, 7, granted(4)), Heard::Nothing);
-        assert_eq!(k.deadlines()[0], None, "not leading");
+        assert_eq!(k.deadlines()[0], None, "not leading: no renewal");
         assert_eq!(k.poll_ask(at(2_049), NODE, "a"), None);
         assert_eq!(k.poll_ask(at(2_050), NODE, "a"), Some(acquire(7, 2_050)));
     }
@@ -351,14 +346,17 @@ mod tests {
         let mut k = leading(4);
         k.poll_ask(at(500), NODE, "a");
         let renewed = Ok(StoreReply::Lease(LeaseReply::Renewed));
-        assert_eq!(k.on_renewed(at(520), 500, 4, renewed), Heard::Nothing);
-        assert_eq!(k.valid_until_mono(), 2_300);
+        assert_eq!(
+            k.on_renewed(at(520), 500, 4, renewed),
+            Heard::Change(LeadershipChange::Leading { epoch: 4, until_mono: Some(2_300) }),
+            "the same epoch, a later bound"
+        );
         assert_eq!(k.poll_ask(at(1_000), NODE, "a"), Some(renew(4, 1_000)));
         assert_eq!(
             k.on_renewed(at(1_010), 1_000, 4, Err(StoreFailure::Unknown("down".into()))),
-            Heard::StoreFailed
+            Heard::StoreFailed,
+            "a failed renewal extends nothing"
         );
-        assert_eq!(k.valid_until_mono(), 2_300, "a failed renewal extends nothing");
         assert_eq!(k.poll_ask(at(1_134), NODE, "a"), None);
         assert_eq!(k.poll_ask(at(1_135), NODE, "a"), Some(renew(4, 1_135)), "retried after 500 / 4 ms");
         let lost = Ok(StoreReply::Lease(LeaseReply::Lost { holder: Some(holder("node-b")) }));
@@ -366,7 +364,7 @@ mod tests {
             k.on_renewed(at(1_140), 1_135, 4, lost),
             Heard::Change(LeadershipChange::SteppedDown { leader: Some(holder("node-b")) })
         );
-        assert_eq!(k.deadlines()[0], None, "not leading");
+        assert_eq!(k.deadlines()[0], None, "not leading: no renewal");
         assert_eq!(k.poll_ask(at(1_389), NODE, "a"), None);
         assert_eq!(k.poll_ask(at(1_390), NODE, "a"), Some(acquire(7, 1_390)));
     }
@@ -378,6 +376,6 @@ mod tests {
         k.step_down(at(600));
         let renewed = Ok(StoreReply::Lease(LeaseReply::Renewed));
         assert_eq!(k.on_renewed(at(610), 500, 4, renewed), Heard::Nothing);
-        assert_eq!(k.deadlines()[2], Some((crate::engine::Deadline::LeaseAcquire, 850)));
+        assert_eq!(k.deadlines()[1], Some((crate::engine::Deadline::LeaseAcquire, 850)));
     }
 }

@@ -6,10 +6,17 @@
 //!
 //! ```text
 //!   Request(req, Command) ─┐                      ┌─▶ Store { io, op }     run it, report StoreDone(io)
-//!   StoreDone(io, result) ─┼─▶ handle_input(now) ─┼─▶ Reply { req, result } answer the caller
-//!   Tick                  ─┘                      └─▶ Publish { events }    relay committed outbox rows
+//!   StoreDone(io, result) ─┤                      │
+//!   Tick                  ─┼─▶ handle_input(now) ─┼─▶ Reply { req, result } answer the caller
+//!   Leadership(change)    ─┘  (external mode)     └─▶ Publish { events }    relay committed outbox rows
 //!                              poll_timeout() ──▶ monotonic ms at which to Tick next
 //! ```
+//!
+//! Leadership reaches the engine as one input, [`LeadershipChange`]
+//! ("leading with epoch E until T", "following, leader hint", "stepped
+//! down"), whatever obtains it: standalone's `Open` (leading, no bound),
+//! the lease keeper in lease mode (a sub-machine whose store operations the
+//! engine sends), or the driver in external mode (`Input::Leadership`).
 //!
 //! # Call order
 //! 1. `Engine::new(config, now)` (it emits `Store(Open)` at once).
@@ -45,6 +52,7 @@
 //! - At most one `Commit` and one `LoadDue` in flight (whether one is, is
 //!   read from `inflight`, never kept beside it).
 //! - One due entry per timer.
+//! - A leadership bound only while leading.
 //! - Queued creates are accounted to their requests.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -85,6 +93,11 @@ pub enum LeadershipMode {
     /// One of several nodes sharing a store: leads while it holds the store's
     /// lease (acquire, renew, step down before it can expire anywhere).
     Lease(LeaseConfig),
+    /// Leadership comes from the driver ([`Input::Leadership`]), which
+    /// obtains it elsewhere (a Raft election, say). The engine follows until
+    /// told it leads, and leads at the epoch and until the bound it is given;
+    /// the store must fence commits by that epoch as by any other.
+    External,
 }
 
 /// Tunables. Defaults suit a single node.
@@ -240,6 +253,8 @@ pub enum Input {
     },
     /// Time passed (the deadline from `poll_timeout`, or any wake-up).
     Tick,
+    /// External mode only: leadership changed ([`LeadershipMode::External`]).
+    Leadership(LeadershipChange),
 }
 
 /// An effect for the driver to carry out.
@@ -390,8 +405,12 @@ pub struct Engine {
     fire_hold_until_mono: u64,
     /// The `until_ms` of the load in flight.
     pending_load_until: Option<WallMs>,
-    /// Lease mode: the lease keeper (standalone has none: `Open` leads for good).
+    /// Lease mode: the lease keeper (standalone has none: `Open` leads for
+    /// good; external mode neither: the driver reports leadership).
     keeper: Option<LeaseKeeper>,
+    /// While leading: act only before this monotonic time (the bound of the
+    /// last [`LeadershipChange::Leading`]; `None`: no bound).
+    lead_until_mono: Option<u64>,
     /// Bumped whenever the index is thrown away; loads carry it.
     index_generation: u64,
     stats: EngineStats,
@@ -428,8 +447,9 @@ impl Engine {
                 LeadershipMode::Lease(lease) => {
                     Some(LeaseKeeper::new(lease, crate::lease::first_tenure(now.wall_ms, config_seed)))
                 }
-                LeadershipMode::Standalone => None,
+                LeadershipMode::Standalone | LeadershipMode::External => None,
             },
+            lead_until_mono: None,
             index_generation: 0,
             stats: EngineStats::default(),
         };
@@ -439,6 +459,7 @@ impl Engine {
                 engine.emit_store(Inflight::Open, StoreOp::Open { node_id });
             }
             LeadershipMode::Lease(_) => engine.pump(now),
+            LeadershipMode::External => engine.leadership = Leadership::Follower { leader: None },
         }
         engine
     }
@@ -477,11 +498,20 @@ impl Engine {
             self.last_now.mono_ms
         );
         self.last_now = now;
-        self.expire_lease(now);
+        self.expire_leadership(now);
         match input {
             Input::Request { req, command } => self.on_request(now, req, command),
             Input::StoreDone { io, result } => self.on_store_done(now, io, result),
             Input::Tick => {}
+            Input::Leadership(change) => {
+                assert_eq!(
+                    self.config.mode,
+                    LeadershipMode::External,
+                    "leadership is reported in external mode only"
+                );
+                self.on_leadership(change);
+                self.expire_leadership(now); // a bound already past ends it at once
+            }
         }
         self.pump(now);
         #[cfg(debug_assertions)]
@@ -501,7 +531,7 @@ impl Engine {
         };
         match (what, result) {
             (Inflight::Open, Ok(StoreReply::Opened { epoch })) => {
-                self.leadership = Leadership::Leader { epoch };
+                self.on_leadership(LeadershipChange::Leading { epoch, until_mono: None });
                 self.reset_backoff();
             }
             (Inflight::Open, Err(_)) => {
@@ -573,6 +603,10 @@ impl Engine {
         assert!(commits <= 1, "at most one commit in flight");
         assert!(loads <= 1, "at most one load in flight");
         assert!(self.due.one_entry_per_timer(), "one due entry per timer");
+        assert!(
+            self.lead_until_mono.is_none() || matches!(self.leadership, Leadership::Leader { .. }),
+            "a leadership bound only while leading"
+        );
         assert_eq!(
             self.queue.creates.len(),
             self.queue.create_groups.iter().map(|g| g.count).sum::<usize>(),

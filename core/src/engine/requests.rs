@@ -2,7 +2,8 @@
 //! cancels for the next commit, reads, and the errors clients get.
 
 use super::{
-    Command, CreateGroup, Engine, Inflight, Leadership, RETRY_AFTER_MS, ReadKind, RequestId, Response,
+    Command, CreateGroup, Engine, Inflight, Leadership, LeadershipMode, RETRY_AFTER_MS, ReadKind, RequestId,
+    Response,
 };
 use crate::draft::TimerDraft;
 use crate::error::{ApiError, StoreFailure, StoreReject};
@@ -96,9 +97,9 @@ impl Engine {
 
     pub(super) fn admit_writes(&self, count: usize) -> Result<(), ApiError> {
         let leads = matches!(self.leadership, Leadership::Leader { .. });
-        // A node that obtains leadership from a keeper refuses writes until
+        // A node that obtains leadership from elsewhere refuses writes until
         // it leads; standalone queues them until its `Open` completes.
-        if self.keeper.is_some() && !leads {
+        if self.config.mode != LeadershipMode::Standalone && !leads {
             return Err(self.not_leader());
         }
         if let Leadership::Deposed { .. } = self.leadership {

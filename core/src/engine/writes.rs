@@ -195,9 +195,7 @@ impl Engine {
                 self.take_due(now, &mut batch, &mut plan);
             }
             if !batch.is_empty() {
-                if let Some(keeper) = &self.keeper {
-                    batch.send_before_mono = Some(keeper.valid_until_mono());
-                }
+                batch.send_before_mono = self.lead_until_mono;
                 #[cfg(feature = "planted-bugs")]
                 if self.config.plant.early_stepdown_off {
                     batch.send_before_mono = None; // the whole local-expiry rule is off
