@@ -2,7 +2,8 @@
 //! [`StoreModel`] with virtual time, synchronously. Store ops complete in the
 //! order the engines emit them (the driver's contract), optionally with a
 //! store clock skewed from the engine's. Tests and property tests use it to
-//! check the engine's exact behaviour without tokio or I/O.
+//! check the engine's exact behaviour without tokio or I/O. Behind the
+//! `harness` feature: test support, never in a server build.
 
 use std::collections::BTreeMap;
 

@@ -37,6 +37,18 @@ impl TimerId {
 /// persisted with every timer.
 pub const VIRTUAL_SHARDS: u32 = 1024;
 
+/// SplitMix64's increment (2^64 / φ), the step between the inputs it mixes.
+pub const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// SplitMix64's finaliser: nearby inputs give unrelated bits. Derives
+/// seeds from seeds (a lease tenure from an incarnation's seed, the
+/// simulator's per-node seeds).
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 impl fmt::Display for TimerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.hyphenated().fmt(f)

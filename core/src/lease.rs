@@ -110,15 +110,8 @@ pub struct LeaseAsker<'a> {
 /// any other node, instead of taking it over at once.
 pub fn first_tenure(start_wall_ms: crate::time::WallMs, seed: u64) -> u64 {
     let start = u64::try_from(start_wall_ms).unwrap_or(0) & ((1 << 43) - 1);
-    (start << 20) | ((mix64(seed) & 0xff) << 12)
-}
-
-/// SplitMix64's finaliser: nearby seeds give unrelated bits.
-fn mix64(seed: u64) -> u64 {
-    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    let mixed = crate::ids::mix64(seed.wrapping_add(crate::ids::GOLDEN_GAMMA));
+    (start << 20) | ((mixed & 0xff) << 12)
 }
 
 /// A store's answer to a lease operation.

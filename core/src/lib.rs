@@ -19,6 +19,7 @@ pub mod due_index;
 pub mod engine;
 pub mod error;
 pub mod event;
+#[cfg(feature = "harness")]
 pub mod harness;
 pub mod ids;
 pub mod lease;

@@ -88,12 +88,9 @@ pub fn node_index(id: &str) -> Option<usize> {
     id.strip_prefix('n')?.parse::<usize>().ok()?.checked_sub(1)
 }
 
-/// A 64-bit mix (SplitMix64 finaliser) for deriving sub-seeds.
+/// A sub-seed of `a` for `b` (node, incarnation).
 pub fn mix(a: u64, b: u64) -> u64 {
-    let mut z = a ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    minoots_core::ids::mix64(a ^ b.wrapping_mul(minoots_core::ids::GOLDEN_GAMMA))
 }
 
 /// The engine configuration of node `i`'s `incarnation`-th process.

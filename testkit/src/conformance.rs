@@ -46,6 +46,7 @@ use minoots_core::timer::{FireRecord, MisfirePolicy, Schedule, TimerRecord, Time
 use minoots_core::{Now, StoreReject, TenantId, TimerId, WallMs};
 
 use crate::model_store::ModelStore;
+use crate::rng::SeededRng;
 use minoots_node::clock::{Clock, ManualClock};
 use minoots_node::keys::{ApiKeyRecord, KeyStore, hash_api_key};
 use minoots_node::store::Store;
@@ -1455,37 +1456,8 @@ async fn outbox<S: Store + ?Sized>(mut c: Check<'_, S>) -> Outcome {
     Ok(())
 }
 
-/// A small seeded PRNG (splitmix64): the randomized scenario is reproducible from its seed.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
-        if items.is_empty() { None } else { items.get(self.below(items.len() as u64) as usize) }
-    }
-
-    fn signed(&mut self, spread: u64) -> i64 {
-        self.below(2 * spread + 1) as i64 - spread as i64
-    }
-}
-
 async fn randomized<S: Store + ?Sized>(mut c: Check<'_, S>, seed: u64, steps: usize) -> Outcome {
-    let mut rng = SplitMix(seed);
+    let mut rng = SeededRng::new(seed, 0);
     let tenants = [tenant("tenant-a"), tenant("tenant-b"), tenant("tenant-c")];
     let mut known: Vec<(TimerId, TenantId)> = Vec::new();
     c.open().await?;
@@ -1516,9 +1488,11 @@ async fn randomized<S: Store + ?Sized>(mut c: Check<'_, S>, seed: u64, steps: us
                     c.list(q).await?;
                 }
                 68..=75 => {
-                    let until_ms = c.now() + rng.signed(2_000);
-                    let after = match rng.pick(&known) {
-                        Some((id, _)) if rng.chance(30) => Some((c.now() + rng.signed(2_000), *id)),
+                    let until_ms = c.now() + rng.range_i64(-2_000, 2_000 + 1);
+                    let after = match rng.choose(&known) {
+                        Some((id, _)) if rng.chance(30) => {
+                            Some((c.now() + rng.range_i64(-2_000, 2_000 + 1), *id))
+                        }
                         _ => None,
                     };
                     let limit = rng.below(6) as u32;
@@ -1567,7 +1541,7 @@ async fn randomized<S: Store + ?Sized>(mut c: Check<'_, S>, seed: u64, steps: us
 
 /// An `AcquireLease` or `RenewLease` by either node, mostly on [`LEASE_SHARD`],
 /// mostly at the epoch the store holds.
-async fn random_lease_op<S: Store + ?Sized>(c: &mut Check<'_, S>, rng: &mut SplitMix) -> Outcome {
+async fn random_lease_op<S: Store + ?Sized>(c: &mut Check<'_, S>, rng: &mut SeededRng) -> Outcome {
     let shard = if rng.chance(80) { LEASE_SHARD } else { 3 };
     let node = if rng.chance(50) { NODE } else { OTHER };
     let ttl_ms = 500 + rng.below(5_000);
@@ -1585,18 +1559,18 @@ async fn random_lease_op<S: Store + ?Sized>(c: &mut Check<'_, S>, rng: &mut Spli
 /// A known timer (or now and then an unknown one), in its tenant most of the time.
 fn random_target<S: Store + ?Sized>(
     c: &mut Check<'_, S>,
-    rng: &mut SplitMix,
+    rng: &mut SeededRng,
     tenants: &[TenantId],
     known: &[(TimerId, TenantId)],
 ) -> (TimerId, TenantId) {
-    let any_tenant = rng.pick(tenants).cloned().unwrap_or_else(|| tenant("tenant-a"));
-    match rng.pick(known) {
+    let any_tenant = rng.choose(tenants).cloned().unwrap_or_else(|| tenant("tenant-a"));
+    match rng.choose(known) {
         Some((id, owner)) if rng.chance(90) => (*id, if rng.chance(80) { owner.clone() } else { any_tenant }),
         _ => (c.timer(&any_tenant, 0).id, any_tenant),
     }
 }
 
-fn random_labels(rng: &mut SplitMix) -> BTreeMap<String, String> {
+fn random_labels(rng: &mut SeededRng) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if rng.chance(60) {
         out.insert("team".to_owned(), if rng.chance(50) { "a" } else { "b" }.to_owned());
@@ -1607,20 +1581,20 @@ fn random_labels(rng: &mut SplitMix) -> BTreeMap<String, String> {
     out
 }
 
-fn random_query(rng: &mut SplitMix, tenants: &[TenantId], known: &[(TimerId, TenantId)]) -> ListQuery {
-    let tenant_id = rng.pick(tenants).cloned().unwrap_or_else(|| tenant("tenant-a"));
+fn random_query(rng: &mut SeededRng, tenants: &[TenantId], known: &[(TimerId, TenantId)]) -> ListQuery {
+    let tenant_id = rng.choose(tenants).cloned().unwrap_or_else(|| tenant("tenant-a"));
     let statuses: Vec<TimerStatus> = [TimerStatus::Scheduled, TimerStatus::Fired, TimerStatus::Cancelled]
         .into_iter()
         .filter(|_| rng.chance(30))
         .collect();
     let labels = if rng.chance(40) { random_labels(rng) } else { BTreeMap::new() };
-    let after = if rng.chance(30) { rng.pick(known).map(|(id, _)| *id) } else { None };
+    let after = if rng.chance(30) { rng.choose(known).map(|(id, _)| *id) } else { None };
     ListQuery { tenant_id, statuses, labels, after, limit: 1 + rng.below(6) as u32 }
 }
 
 fn random_batch<S: Store + ?Sized>(
     c: &mut Check<'_, S>,
-    rng: &mut SplitMix,
+    rng: &mut SeededRng,
     tenants: &[TenantId],
     known: &mut Vec<(TimerId, TenantId)>,
 ) -> CommitBatch {
@@ -1632,12 +1606,10 @@ fn random_batch<S: Store + ?Sized>(
         batch.node_id = if batch.node_id == NODE { OTHER } else { NODE }.into();
     }
     for _ in 0..rng.below(5) {
-        let owner = rng.pick(tenants).cloned().unwrap_or_else(|| tenant("tenant-a"));
-        let due = c.now() + rng.signed(3_000);
+        let owner = rng.choose(tenants).cloned().unwrap_or_else(|| tenant("tenant-a"));
+        let due = c.now() + rng.range_i64(-3_000, 3_000 + 1);
         let mut record = if rng.chance(40) {
-            let misfire = *rng
-                .pick(&[MisfirePolicy::FireOnce, MisfirePolicy::FireAll, MisfirePolicy::Skip])
-                .unwrap_or(&MisfirePolicy::FireOnce);
+            let misfire = *rng.pick(&[MisfirePolicy::FireOnce, MisfirePolicy::FireAll, MisfirePolicy::Skip]);
             c.interval(&owner, due, 100 + rng.below(2_000), misfire)
         } else {
             c.timer(&owner, due)
@@ -1665,7 +1637,7 @@ fn random_batch<S: Store + ?Sized>(
     // Fires follow each timer's state as projected through the batch, so that chains happen.
     let mut projected: BTreeMap<TimerId, (u32, WallMs)> = BTreeMap::new();
     for _ in 0..rng.below(5) {
-        let Some((timer_id, _)) = rng.pick(known).cloned() else { break };
+        let Some((timer_id, _)) = rng.choose(known).cloned() else { break };
         let Some(record) = c.model().timers().get(&timer_id).cloned() else {
             batch.fires.push(fire_at(timer_id, 1, c.now(), AfterFire::Finished));
             continue;
