@@ -517,30 +517,58 @@ fn fnv1a_64(bytes: &[u8]) -> u64 {
     hash.0
 }
 
-/// Parses a duration: a JSON number of milliseconds, or a string
-/// `"<n>ms|s|m|h|d"` (also humantime forms such as `"1h 30m"`). Names `field`.
-pub fn parse_duration_text(field: &str, text: &str) -> Result<u64, ValidationError> {
-    const FORMS: &str =
-        "must be a duration like 250ms, 90s, 5m, 2h, 1d or 1h 30m (a bare number is milliseconds)";
-    const TOO_LARGE: &str = "is too large";
-    const ZERO: &str = "must be ≥ 1 ms";
+/// Why a duration text is not one ([`duration_text_ms`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurationTextError {
+    /// It starts with `-`.
+    Negative,
+    /// More milliseconds than a `u64` holds.
+    TooLarge,
+    /// Neither a bare number nor a humantime duration.
+    Malformed,
+}
+
+impl DurationTextError {
+    /// The rule it broke, as the API words it (after the field name).
+    pub fn rule(self) -> &'static str {
+        match self {
+            Self::Negative => "must not be negative",
+            Self::TooLarge => "is too large",
+            Self::Malformed => {
+                "must be a duration like 250ms, 90s, 5m, 2h, 1d or 1h 30m (a bare number is milliseconds)"
+            }
+        }
+    }
+}
+
+/// A duration text in milliseconds: a bare number is milliseconds, anything
+/// else a humantime duration (`250ms`, `90s`, `5m`, `1h 30m`, `2d`). Zero is
+/// a duration here; whether it is allowed is the caller's rule (the API's is
+/// [`parse_duration_text`]'s). The API and the command line both parse
+/// durations with this.
+pub fn duration_text_ms(text: &str) -> Result<u64, DurationTextError> {
     let text = text.trim();
     if text.starts_with('-') {
-        return Err(ValidationError::new(field, "must not be negative"));
+        return Err(DurationTextError::Negative);
     }
-    let millis = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        text.parse::<u64>().map_err(|_| ValidationError::new(field, TOO_LARGE))?
-    } else {
-        let duration = humantime::parse_duration(text).map_err(|error| match error {
-            humantime::DurationError::NumberOverflow => ValidationError::new(field, TOO_LARGE),
-            _ => ValidationError::new(field, FORMS),
-        })?;
-        u64::try_from(duration.as_millis()).map_err(|_| ValidationError::new(field, TOO_LARGE))?
-    };
-    if millis == 0 {
-        return Err(ValidationError::new(field, ZERO));
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse::<u64>().map_err(|_| DurationTextError::TooLarge);
     }
-    Ok(millis)
+    let duration = humantime::parse_duration(text).map_err(|error| match error {
+        humantime::DurationError::NumberOverflow => DurationTextError::TooLarge,
+        _ => DurationTextError::Malformed,
+    })?;
+    u64::try_from(duration.as_millis()).map_err(|_| DurationTextError::TooLarge)
+}
+
+/// Parses an API duration given as text ([`duration_text_ms`]), at least
+/// 1 ms. Names `field`.
+pub fn parse_duration_text(field: &str, text: &str) -> Result<u64, ValidationError> {
+    match duration_text_ms(text) {
+        Ok(0) => Err(ValidationError::new(field, "must be ≥ 1 ms")),
+        Ok(millis) => Ok(millis),
+        Err(error) => Err(ValidationError::new(field, error.rule())),
+    }
 }
 
 /// Parses an ISO-8601 / RFC 3339 instant (`2026-01-02T03:04:05Z`, offsets allowed) to wall ms.

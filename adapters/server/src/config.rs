@@ -135,8 +135,7 @@ impl ClusterArgs {
 pub fn parse_seconds_ms(text: &str) -> Result<u64, String> {
     let text = text.trim();
     if text.ends_with(|c: char| c.is_ascii_alphabetic()) {
-        let duration = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
-        return u64::try_from(duration.as_millis()).map_err(|_| format!("{text:?} is too long"));
+        return minoots_core::validate::duration_text_ms(text).map_err(|e| format!("{text:?} {}", e.rule()));
     }
     let seconds: f64 =
         text.parse().map_err(|_| format!("{text:?}: seconds (`1`, `0.5`) or a duration (`500ms`)"))?;

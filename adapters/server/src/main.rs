@@ -4,8 +4,8 @@
 
 mod actions_setup;
 mod bench;
-mod bench_receiver;
 mod cli;
+mod client;
 mod config;
 mod dlq_cmd;
 mod grpc_server;

@@ -3,7 +3,7 @@
 //! load (batches or single requests, over gRPC or REST — `--api` — at a
 //! bounded concurrency and an optional target rate), watching the fires come
 //! back on `StreamTimerEvents`, with `--webhook` receiving every timer's
-//! webhook on a receiver of its own (`crate::bench_receiver`: due → receipt,
+//! webhook on a receiver of its own (`receiver`: due → receipt,
 //! what a user of webhooks feels), and reading the server's memory (RSS from
 //! `/proc/<pid>/status`, gauges from `/metrics`). Numbers only: it asserts
 //! nothing unless `--strict` is given.
@@ -48,12 +48,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::error::Error;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use minoots_core::time::format_wall_ms;
-use minoots_node::Clock as _;
 use minoots_proto::timer_v1::{
     TimerBatchScheduleRequest, TimerEvent, TimerEventStreamRequest, TimerScheduleRequest, timer_batch_result,
     timer_event, timer_schedule_request,
@@ -62,19 +61,17 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::bench_receiver::{Receiver, WebhookReport};
-use crate::timers_cmd::{
+mod measure;
+mod receiver;
+
+use crate::client::{
     ConnectArgs, KernelClient, code_name, error_chain, parse_duration_ms, parse_instant_ms, status_text,
 };
+use measure::{MODE_LABEL, Percentiles, RUN_LABEL, WallClock, lock, new_histogram, summarize_us};
+use receiver::{Receiver, WebhookReport};
 
-/// Label carrying the run id on every timer the bench creates.
-pub(crate) const RUN_LABEL: &str = "bench-run";
-/// Label carrying the phase (`batch`, `single`, `preload`).
-pub(crate) const MODE_LABEL: &str = "bench-mode";
 /// Re-subscriptions of the event stream before the bench gives up on it.
 const STREAM_RESTARTS_MAX: u32 = 20;
-/// Largest value the histograms hold (one day, in microseconds).
-const HISTOGRAM_MAX_US: u64 = 86_400 * 1_000_000;
 /// Missing timer ids listed in the report.
 const MISSING_SAMPLE_LEN: usize = 10;
 /// Upper bounds of the options (keeps memory and run time bounded).
@@ -192,44 +189,6 @@ fn due_at_ms(start_wall_ms: i64, lead_ms: u64, index: u64, count: u64, window_ms
     start_wall_ms.saturating_add(i64::try_from(after_ms).unwrap_or(i64::MAX))
 }
 
-/// A histogram of microseconds.
-pub(crate) fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3).expect("constant histogram bounds are valid")
-}
-
-/// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Percentiles {
-    /// Values recorded.
-    pub count: u64,
-    /// Median.
-    pub p50: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    pub p99_9: f64,
-    /// Largest.
-    pub max: f64,
-    /// Mean.
-    pub mean: f64,
-}
-
-/// Summarises a histogram of microseconds in milliseconds; `None` when empty.
-pub(crate) fn summarize_us(histogram: &Histogram<u64>) -> Option<Percentiles> {
-    if histogram.is_empty() {
-        return None;
-    }
-    let ms = |us: u64| us as f64 / 1000.0;
-    Some(Percentiles {
-        count: histogram.len(),
-        p50: ms(histogram.value_at_quantile(0.5)),
-        p99: ms(histogram.value_at_quantile(0.99)),
-        p99_9: ms(histogram.value_at_quantile(0.999)),
-        max: ms(histogram.max()),
-        mean: histogram.mean() / 1000.0,
-    })
-}
-
 /// `(VmRSS, VmHWM)` in kB from the text of `/proc/<pid>/status`.
 fn parse_proc_status(text: &str) -> (Option<u64>, Option<u64>) {
     let field = |name: &str| {
@@ -263,53 +222,6 @@ fn parse_metric(text: &str, name: &str) -> Option<f64> {
         }
     }
     total
-}
-
-/// Locks a mutex, also after a panic elsewhere (the data are plain counters).
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-// ---------------------------------------------------------------------------
-// Clock
-// ---------------------------------------------------------------------------
-
-/// The local wall clock in microseconds: one reading of the system clock
-/// (taken right as its millisecond ticks, so the anchor is not up to 1 ms
-/// behind), advanced by the monotonic clock.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct WallClock {
-    anchor_wall_us: i64,
-    anchor: Instant,
-}
-
-impl WallClock {
-    pub(crate) fn new() -> Self {
-        let clock = minoots_node::SystemClock::new();
-        let started = Instant::now();
-        let first_ms = clock.now().wall_ms;
-        let mut wall_ms = first_ms;
-        let mut anchor = Instant::now();
-        // Bounded: the millisecond ticks within 1 ms; give up after 5 ms.
-        while started.elapsed() < Duration::from_millis(5) {
-            let now_ms = clock.now().wall_ms;
-            anchor = Instant::now();
-            if now_ms != first_ms {
-                wall_ms = now_ms;
-                break;
-            }
-        }
-        Self { anchor_wall_us: wall_ms.saturating_mul(1000), anchor }
-    }
-
-    pub(crate) fn now_us(&self) -> i64 {
-        let elapsed_us = i64::try_from(self.anchor.elapsed().as_micros()).unwrap_or(i64::MAX);
-        self.anchor_wall_us.saturating_add(elapsed_us)
-    }
-
-    fn now_ms(&self) -> i64 {
-        self.now_us().div_euclid(1000)
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -953,7 +865,7 @@ impl Probe {
 }
 
 async fn fetch_text(client: &reqwest::Client, url: &str) -> Result<String, String> {
-    let response = client.get(url).send().await.map_err(|e| crate::timers_cmd::error_chain(&e))?;
+    let response = client.get(url).send().await.map_err(|e| crate::client::error_chain(&e))?;
     if !response.status().is_success() {
         return Err(format!("HTTP {}", response.status()));
     }

@@ -23,8 +23,8 @@ use axum::serve::ListenerExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::bench::{MODE_LABEL, Percentiles, RUN_LABEL, WallClock, lock, new_histogram, summarize_us};
-use crate::timers_cmd::parse_instant_ms;
+use super::measure::{MODE_LABEL, Percentiles, RUN_LABEL, WallClock, lock, new_histogram, summarize_us};
+use crate::client::parse_instant_ms;
 
 /// Deliveries of one phase.
 struct PhaseDeliveries {
