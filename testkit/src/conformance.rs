@@ -95,25 +95,7 @@ pub fn report(failures: &[Failure]) -> String {
 /// What a scenario returns: `Err` describes the first violation.
 pub type Outcome = Result<(), String>;
 
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+));
-        }
-    };
-}
-
-macro_rules! ensure_eq {
-    ($actual:expr, $expected:expr, $what:expr) => {{
-        let actual = $actual;
-        let expected = $expected;
-        if actual != expected {
-            return Err(format!("{}: expected {:?}, got {:?}", $what, expected, actual));
-        }
-    }};
-}
-
-fn tenant(name: &str) -> TenantId {
+pub(crate) fn tenant(name: &str) -> TenantId {
     TenantId::parse("tenantId", name).expect("the suite's tenant ids are valid")
 }
 
@@ -449,7 +431,7 @@ impl<'s, S: Store + ?Sized> Check<'s, S> {
 }
 
 /// A cancel of `timer` by `who`.
-fn cancel(timer: &TimerRecord, who: &str) -> CancelOp {
+pub(crate) fn cancel(timer: &TimerRecord, who: &str) -> CancelOp {
     CancelOp {
         tenant_id: timer.tenant_id.clone(),
         timer_id: timer.id,
@@ -459,7 +441,7 @@ fn cancel(timer: &TimerRecord, who: &str) -> CancelOp {
 }
 
 /// The fire of `timer`'s next occurrence.
-fn fire(timer: &TimerRecord, then: AfterFire) -> FireOp {
+pub(crate) fn fire(timer: &TimerRecord, then: AfterFire) -> FireOp {
     FireOp {
         timer_id: timer.id,
         occurrence: timer.next_occurrence,

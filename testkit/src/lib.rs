@@ -9,6 +9,27 @@
 //! simulator. Used only as a dev-dependency, and by the simulator.
 #![forbid(unsafe_code)]
 
+/// Fails the scenario with a message unless `$cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+/// Fails the scenario unless `$actual == $expected`, showing both.
+macro_rules! ensure_eq {
+    ($actual:expr, $expected:expr, $what:expr) => {{
+        let actual = $actual;
+        let expected = $expected;
+        if actual != expected {
+            return Err(format!("{}: expected {:?}, got {:?}", $what, expected, actual));
+        }
+    }};
+}
+
 pub mod conformance;
+pub mod durability;
 pub mod model_store;
 pub mod rng;

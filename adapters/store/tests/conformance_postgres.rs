@@ -7,7 +7,8 @@
 //! - the locking: a takeover waits for a commit's lease check, a renewal
 //!   does not, and a stalled transaction cannot block a takeover for longer
 //!   than `idle_in_transaction_session_timeout`;
-//! - durability across reopening, atomic commits, outbox pruning;
+//! - durability across reopening and outbox pruning (the suite of
+//!   `minoots_testkit::durability`);
 //! - the due scan: an index range scan that finds nothing among 200,000
 //!   timers due beyond the horizon, and a node on that store keeps none of
 //!   them in memory.
@@ -27,13 +28,13 @@ use minoots_core::store::{
     AfterFire, CancelOp, CommitBatch, FireOp, LEASE_SHARD, LeaseReply, StoreOp, StoreReply,
 };
 use minoots_core::timer::{MisfirePolicy, Schedule, TimerRecord, TimerStatus};
-use minoots_core::{Now, StoreReject, TenantId, TimerId};
+use minoots_core::{StoreReject, TenantId, TimerId};
 use minoots_node::clock::{Clock, ManualClock, SystemClock};
-use minoots_node::keys::{ApiKeyRecord, KeyStore, hash_api_key};
 use minoots_node::store::Store;
 use minoots_node::{NodeConfig, driver::start_node_with};
 use minoots_store::{ClockSource, PostgresConfig, PostgresStore};
-use minoots_testkit::conformance::{START_MS, report, run_all};
+use minoots_testkit::conformance::{report, run_all};
+use minoots_testkit::durability::{RETENTION, run_durability_suite};
 use pg::PgServer;
 
 fn config(server: &PgServer, schema: &str, clock: ClockSource) -> PostgresConfig {
@@ -317,129 +318,24 @@ async fn a_stalled_commit_blocks_a_takeover_only_briefly_and_never_a_renewal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn committed_state_survives_reopening_and_failed_commits_apply_nothing() {
+async fn postgres_store_is_durable() {
     let server = PgServer::start();
-    let clock = Arc::new(ManualClock::new(Now::new(START_MS, 0)));
-    let injected = || ClockSource::Injected(clock.clone() as Arc<dyn Clock>);
-    let a = tenant("tenant-a");
-    let (t1, t2) = (timer(1, &a, START_MS, START_MS - 10), timer(2, &a, START_MS, START_MS + 60_000));
-    let fired_timer = {
-        let store = open(&server, "durable", injected()).await;
-        let StoreReply::Opened { epoch } = execute(&store, StoreOp::Open { node_id: "n1".into() }).await
-        else {
-            panic!("open");
-        };
-        assert_eq!(epoch, 1);
-        let batch = CommitBatch {
-            epoch: 1,
-            node_id: "n1".into(),
-            creates: vec![t1.clone(), t2.clone()],
-            fires: vec![FireOp {
-                timer_id: t1.id,
-                occurrence: 1,
-                due_ms: t1.next_due_ms,
-                then: AfterFire::Finished,
-                skipped: false,
-            }],
-            ..Default::default()
-        };
-        let (outcome, events) = commit(&store, batch).await;
-        assert_eq!(events, 3);
-        store.outbox_mark_published(1).await.expect("mark");
-        let key = ApiKeyRecord {
-            id: "key_1".into(),
-            tenant_id: a.clone(),
-            roles: Default::default(),
-            label: "dev".into(),
-            created_at_ms: START_MS,
-            revoked_at_ms: None,
-        };
-        store.insert_key(key, hash_api_key("secret")).await.expect("insert key");
-        // Dropped without close.
-        outcome.fires[0].clone().expect("fired").timer
-    };
-    let store = open(&server, "durable", injected()).await;
-    let get = |id| StoreOp::Get { tenant_id: a.clone(), timer_id: id };
-    assert_eq!(execute(&store, get(t1.id)).await, StoreReply::Timer(Some(fired_timer)));
-    assert_eq!(
-        execute(&store, get(t2.id)).await,
-        StoreReply::Timer(Some(t2.clone())),
-        "JSON comes back exactly"
-    );
-    assert_eq!(store.outbox_unpublished(0, 100).await.expect("outbox").len(), 2);
-    assert_eq!(store.count_pending().await.expect("pending"), 1);
-    assert!(store.find_key(&hash_api_key("secret")).await.expect("find").is_some());
-
-    // A failed commit (a duplicate id) applies nothing, and numbering continues.
-    let fresh = timer(3, &a, START_MS, START_MS + 1_000);
-    let duplicate = TimerRecord { idempotency_key: None, ..t2.clone() };
-    let batch = CommitBatch {
-        epoch: 1,
-        node_id: "n1".into(),
-        creates: vec![fresh.clone(), duplicate],
-        cancels: vec![CancelOp {
-            tenant_id: a.clone(),
-            timer_id: t2.id,
-            cancelled_by: "x".into(),
-            reason: None,
-        }],
-        ..Default::default()
-    };
-    assert!(store.execute(StoreOp::Commit(batch)).await.is_err());
-    assert_eq!(execute(&store, get(fresh.id)).await, StoreReply::Timer(None));
-    assert_eq!(execute(&store, get(t2.id)).await, StoreReply::Timer(Some(t2.clone())));
-    assert_eq!(store.count_pending().await.expect("pending"), 1);
-    let batch = CommitBatch { epoch: 1, node_id: "n1".into(), creates: vec![fresh], ..Default::default() };
-    let StoreReply::Committed { events, .. } = execute(&store, StoreOp::Commit(batch)).await else {
-        panic!("commit");
-    };
-    assert_eq!(events[0].seq, 4);
-
-    // A create holding U+0000 in a text column is refused alone, naming the
-    // field (as every store does: the conformance suite); the rest applies.
-    let mut bad = timer(5, &a, START_MS, START_MS + 1_000);
-    bad.name = Some("nul\u{0}name".into());
-    let good = timer(6, &a, START_MS, START_MS + 1_000);
-    let batch = CommitBatch {
-        epoch: 1,
-        node_id: "n1".into(),
-        creates: vec![bad, good.clone()],
-        ..Default::default()
-    };
-    let (outcome, events) = commit(&store, batch).await;
-    assert!(
-        matches!(&outcome.creates[0], Err(StoreReject::Invalid(e)) if e.field == "name")
-            && outcome.creates[1].is_ok(),
-        "{outcome:?}"
-    );
-    assert_eq!(events, 1);
-    store.close().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn published_outbox_rows_are_pruned() {
-    let server = PgServer::start();
-    let clock = Arc::new(ManualClock::new(Now::new(START_MS, 0)));
-    let config = PostgresConfig {
-        outbox_keep_published_rows: 5,
-        outbox_keep_ms: 60_000,
-        outbox_prune_every: 1_000,
-        ..config(&server, "prune", ClockSource::Injected(clock.clone() as Arc<dyn Clock>))
-    };
-    let store = PostgresStore::open(config).await.expect("open");
-    let a = tenant("tenant-a");
-    execute(&store, StoreOp::Open { node_id: "n1".into() }).await;
-    let creates: Vec<TimerRecord> = (1..=20).map(|n| timer(n, &a, START_MS, START_MS + 1_000_000)).collect();
-    commit(&store, CommitBatch { epoch: 1, node_id: "n1".into(), creates, ..Default::default() }).await;
-    store.outbox_mark_published(12).await.expect("mark");
-    assert_eq!(store.prune_outbox().await.expect("prune"), 7);
-    assert_eq!(store.prune_outbox().await.expect("prune"), 0);
-    clock.advance(3_600_000);
-    store.outbox_mark_published(15).await.expect("mark");
-    assert_eq!(store.prune_outbox().await.expect("prune"), 8);
-    let backlog = store.outbox_unpublished(0, 100).await.expect("outbox");
-    assert_eq!(backlog.iter().map(|e| e.seq).collect::<Vec<_>>(), (16..=20).collect::<Vec<_>>());
-    store.close().await;
+    let result = run_durability_suite(
+        |place: String, clock: Arc<ManualClock>| {
+            let config = PostgresConfig {
+                outbox_keep_published_rows: RETENTION.keep_published_rows,
+                outbox_keep_ms: RETENTION.keep_ms,
+                outbox_prune_every: RETENTION.prune_every,
+                ..config(&server, &place, ClockSource::Injected(clock as Arc<dyn Clock>))
+            };
+            async move { PostgresStore::open(config).await.expect("open the PostgreSQL store") }
+        },
+        |store: &PostgresStore| Box::pin(store.prune_outbox()),
+    )
+    .await;
+    if let Err(failures) = result {
+        panic!("{}", report(&failures));
+    }
 }
 
 /// Horizon loading on PostgreSQL: 200,000 timers due an hour or more from
