@@ -16,6 +16,7 @@
 pub mod circuits;
 pub mod claims;
 pub mod destinations;
+mod dialect;
 pub mod execute;
 mod fair_slots;
 pub mod files;

@@ -21,7 +21,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::claims::Placeholders;
+use crate::dialect::Placeholders;
 
 /// The SQLite migrations (PostgreSQL's live with the timer store's).
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite-actions");
@@ -207,7 +207,7 @@ pub(crate) enum Pool {
 }
 
 /// Runs `$body` with `$p` bound to whichever pool the store has (and, in
-/// the second form, `$sql` to its [`crate::claims::Dialect`]).
+/// the second form, `$sql` to its [`crate::dialect::Dialect`]).
 macro_rules! on_pool {
     ($pool:expr, $p:ident => $body:expr) => {
         match $pool {
@@ -218,11 +218,11 @@ macro_rules! on_pool {
     ($pool:expr, $p:ident, $sql:ident => $body:expr) => {
         match $pool {
             Pool::Sqlite($p) => {
-                let $sql = &crate::claims::SQLITE;
+                let $sql = &crate::dialect::SQLITE;
                 $body
             }
             Pool::Postgres($p) => {
-                let $sql = &crate::claims::PG;
+                let $sql = &crate::dialect::PG;
                 $body
             }
         }
