@@ -381,10 +381,14 @@ impl Driver {
         let due_index = self.engine.due_len();
         let queued_writes = self.engine.queued_writes();
         self.metrics.due_index.set(due_index as i64);
-        self.metrics
-            .fires_rejected
-            .inner()
-            .store(self.engine.stats().fires_rejected, std::sync::atomic::Ordering::Relaxed);
+        let stats = self.engine.stats();
+        for (counter, value) in [
+            (&self.metrics.fires_rejected, stats.fires_rejected),
+            (&self.metrics.resyncs, stats.resyncs),
+            (&self.metrics.commits_refused, stats.commits_refused),
+        ] {
+            counter.inner().store(value, std::sync::atomic::Ordering::Relaxed);
+        }
         let store_ok = self.store_ok;
         self.status.send_if_modified(|s| {
             let next = NodeStatus {

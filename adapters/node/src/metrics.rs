@@ -12,6 +12,8 @@
 //! | `minoots_store_commit_batch_size` | histogram | items (creates + cancels + fires) per commit |
 //! | `minoots_store_failures_total` | counter | store operations that failed |
 //! | `minoots_fires_rejected_total` | counter | fire ops the store refused (stale, early, changed) |
+//! | `minoots_engine_resyncs_total` | counter | times the engine threw its due index away and paged it in again (a new leadership, a commit whose outcome is unknown) |
+//! | `minoots_commits_refused_total` | counter | commits the store refused as a whole, nothing applied (an engine bug: alert on any) |
 //! | `minoots_auth_failures_total` | counter | requests with a missing, unknown or revoked API key |
 //! | `minoots_store_circuit_open` | gauge | 1 while the store's circuit breaker is open (PostgreSQL) |
 //! | `minoots_store_circuit_opens_total` | counter | times the circuit breaker opened |
@@ -57,6 +59,10 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Items per commit.
     pub commit_batch: Histogram,
+    /// Times the engine resynced its due index.
+    pub resyncs: Counter,
+    /// Commits refused as a whole.
+    pub commits_refused: Counter,
     /// Failed store operations.
     pub store_failures: Counter,
     /// Refused fire ops.
@@ -130,6 +136,8 @@ impl Metrics {
         let commit_batch = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0]);
         let store_failures = Counter::default();
         let fires_rejected = Counter::default();
+        let resyncs = Counter::default();
+        let commits_refused = Counter::default();
         let auth_failures = Counter::default();
         let circuit_open = Gauge::default();
         let circuit_opens = Counter::default();
@@ -167,6 +175,16 @@ impl Metrics {
             "minoots_fires_rejected",
             "Fire operations the store refused (stale epoch, early, changed)",
             fires_rejected.clone(),
+        );
+        registry.register(
+            "minoots_engine_resyncs",
+            "Times the engine threw its due index away and paged it in again",
+            resyncs.clone(),
+        );
+        registry.register(
+            "minoots_commits_refused",
+            "Commits the store refused as a whole, nothing applied (an engine bug)",
+            commits_refused.clone(),
         );
         registry.register(
             "minoots_auth_failures",
@@ -277,6 +295,8 @@ impl Metrics {
             commit_batch,
             store_failures,
             fires_rejected,
+            resyncs,
+            commits_refused,
             auth_failures,
             circuit_open,
             circuit_opens,

@@ -58,7 +58,10 @@ async fn a_scheduled_timer_fires_once_and_its_events_reach_subscribers() {
 
     let got = handle.call(Command::Get { tenant_id: tenant(), timer_id: timer.id }).await;
     assert!(matches!(got, Ok(Response::Timer(t)) if t.status == TimerStatus::Fired));
-    assert!(handle.metrics().encode().contains("minoots_timers_fired_total 1"));
+    let metrics = handle.metrics().encode();
+    assert!(metrics.contains("minoots_timers_fired_total 1"), "{metrics}");
+    assert!(metrics.contains("minoots_engine_resyncs_total 1"), "one, for the leadership: {metrics}");
+    assert!(metrics.contains("minoots_commits_refused_total 0"), "{metrics}");
     handle.shutdown();
     task.await.unwrap();
 }
