@@ -4,7 +4,8 @@
 //! the last `keep_published_rows` published; an unpublished row is never
 //! deleted; one pruning deletes at most `max_rows` (a bounded transaction).
 
-/// What a store read of its outbox, in sequence numbers.
+/// What a store read of its outbox, in sequence numbers (one row of
+/// `crate::sql`'s outbox extent statement).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OutboxExtent {
     /// Every row with `seq <=` this is published.
@@ -22,6 +23,15 @@ pub(crate) struct OutboxRetention {
     pub keep_published_rows: u64,
     /// At most this many rows are deleted per pruning.
     pub max_rows: u64,
+}
+
+impl OutboxExtent {
+    /// The extent from the statement's columns: watermark, oldest row, first recent row.
+    pub(crate) fn from_columns(
+        (published_through, first_seq, first_recent_seq): (i64, Option<i64>, Option<i64>),
+    ) -> Self {
+        Self { published_through, first_seq, first_recent_seq }
+    }
 }
 
 impl OutboxRetention {

@@ -98,14 +98,44 @@ pub(crate) fn tenant_from_text(text: String) -> Result<TenantId, StoreFailure> {
         .map_err(|e| corrupt("tenant id", e))
 }
 
-/// Column `index` of `row`, decoded as `T`.
-fn get<'r, R, T>(row: &'r R, index: usize, what: &str) -> Result<T, StoreFailure>
+/// A selected row of either database, read by column index: the column
+/// types the decoders need, with the database's bounds stated once.
+pub(crate) trait StoreRow {
+    /// A text column.
+    fn text(&self, index: usize, what: &str) -> Result<String, StoreFailure>;
+    /// A nullable text column.
+    fn text_or_null(&self, index: usize, what: &str) -> Result<Option<String>, StoreFailure>;
+    /// An integer column.
+    fn int(&self, index: usize, what: &str) -> Result<i64, StoreFailure>;
+    /// A nullable integer column.
+    fn int_or_null(&self, index: usize, what: &str) -> Result<Option<i64>, StoreFailure>;
+    /// A timer id column.
+    fn uuid(&self, index: usize, what: &str) -> Result<uuid::Uuid, StoreFailure>;
+}
+
+impl<R> StoreRow for R
 where
     R: Row,
     usize: ColumnIndex<R>,
-    T: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> uuid::Uuid: Decode<'r, R::Database> + Type<R::Database>,
 {
-    row.try_get(index).map_err(|e| corrupt(what, e))
+    fn text(&self, index: usize, what: &str) -> Result<String, StoreFailure> {
+        self.try_get(index).map_err(|e| corrupt(what, e))
+    }
+    fn text_or_null(&self, index: usize, what: &str) -> Result<Option<String>, StoreFailure> {
+        self.try_get(index).map_err(|e| corrupt(what, e))
+    }
+    fn int(&self, index: usize, what: &str) -> Result<i64, StoreFailure> {
+        self.try_get(index).map_err(|e| corrupt(what, e))
+    }
+    fn int_or_null(&self, index: usize, what: &str) -> Result<Option<i64>, StoreFailure> {
+        self.try_get(index).map_err(|e| corrupt(what, e))
+    }
+    fn uuid(&self, index: usize, what: &str) -> Result<uuid::Uuid, StoreFailure> {
+        self.try_get(index).map_err(|e| corrupt(what, e))
+    }
 }
 
 /// A `u32` read back from a `bigint` column.
@@ -114,109 +144,79 @@ pub(crate) fn u32_from(value: i64, what: &str) -> Result<u32, StoreFailure> {
 }
 
 /// Reads a timer from a row selected with [`timer_select`].
-pub(crate) fn timer_from_row<R>(row: &R) -> Result<TimerRecord, StoreFailure>
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> uuid::Uuid: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let status: String = get(row, 4, "timer status")?;
-    let misfire: String = get(row, 7, "misfire policy")?;
-    let schedule: String = get(row, 6, "schedule")?;
-    let labels: String = get(row, 14, "labels")?;
+pub(crate) fn timer_from_row(row: &impl StoreRow) -> Result<TimerRecord, StoreFailure> {
+    let status = row.text(4, "timer status")?;
+    let misfire = row.text(7, "misfire policy")?;
+    let schedule = row.text(6, "schedule")?;
+    let labels = row.text(14, "labels")?;
     let optional = |index: usize, what: &str| -> Result<Option<serde_json::Value>, StoreFailure> {
-        let text: Option<String> = get(row, index, what)?;
+        let text = row.text_or_null(index, what)?;
         text.map(|t| from_json(what, &t)).transpose()
     };
     Ok(TimerRecord {
-        id: TimerId(get::<_, uuid::Uuid>(row, 0, "timer id")?),
-        tenant_id: tenant_from_text(get(row, 1, "tenant id")?)?,
-        requested_by: get(row, 2, "requested_by")?,
-        name: get(row, 3, "name")?,
+        id: TimerId(row.uuid(0, "timer id")?),
+        tenant_id: tenant_from_text(row.text(1, "tenant id")?)?,
+        requested_by: row.text(2, "requested_by")?,
+        name: row.text_or_null(3, "name")?,
         status: TimerStatus::parse(&status).ok_or_else(|| corrupt("timer status", &status))?,
-        created_at_ms: get(row, 5, "created_at_ms")?,
+        created_at_ms: row.int(5, "created_at_ms")?,
         schedule: schedule_from_text(&schedule)?,
         misfire: misfire_from_text(&misfire)?,
-        next_due_ms: get(row, 8, "next_due_ms")?,
-        next_occurrence: u32_from(get(row, 9, "next_occurrence")?, "next_occurrence")?,
-        last_fired_at_ms: get(row, 10, "last_fired_at_ms")?,
-        cancelled_at_ms: get(row, 11, "cancelled_at_ms")?,
-        cancelled_by: get(row, 12, "cancelled_by")?,
-        cancel_reason: get(row, 13, "cancel_reason")?,
+        next_due_ms: row.int(8, "next_due_ms")?,
+        next_occurrence: u32_from(row.int(9, "next_occurrence")?, "next_occurrence")?,
+        last_fired_at_ms: row.int_or_null(10, "last_fired_at_ms")?,
+        cancelled_at_ms: row.int_or_null(11, "cancelled_at_ms")?,
+        cancelled_by: row.text_or_null(12, "cancelled_by")?,
+        cancel_reason: row.text_or_null(13, "cancel_reason")?,
         labels: from_json::<BTreeMap<String, String>>("labels", &labels)?,
         metadata: optional(15, "metadata")?,
         action_bundle: optional(16, "action bundle")?,
         agent_binding: optional(17, "agent binding")?,
-        idempotency_key: get(row, 18, "idempotency key")?,
-        request_fingerprint: get::<_, i64>(row, 19, "request fingerprint")? as u64,
-        shard: u32_from(get(row, 20, "shard")?, "shard")?,
+        idempotency_key: row.text_or_null(18, "idempotency key")?,
+        request_fingerprint: row.int(19, "request fingerprint")? as u64,
+        shard: u32_from(row.int(20, "shard")?, "shard")?,
     })
 }
 
 /// Reads a fire from a row selected with [`FIRE_SELECT`].
-pub(crate) fn fire_from_row<R>(row: &R) -> Result<FireRecord, StoreFailure>
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> uuid::Uuid: Decode<'r, R::Database> + Type<R::Database>,
-{
+pub(crate) fn fire_from_row(row: &impl StoreRow) -> Result<FireRecord, StoreFailure> {
     Ok(FireRecord {
-        timer_id: TimerId(get::<_, uuid::Uuid>(row, 0, "fire timer id")?),
-        occurrence: u32_from(get(row, 1, "fire occurrence")?, "fire occurrence")?,
-        due_ms: get(row, 2, "fire due_ms")?,
-        fired_at_ms: get(row, 3, "fire fired_at_ms")?,
-        epoch: epoch_from_sql(get(row, 4, "fire epoch")?)?,
-        node_id: get(row, 5, "fire node id")?,
+        timer_id: TimerId(row.uuid(0, "fire timer id")?),
+        occurrence: u32_from(row.int(1, "fire occurrence")?, "fire occurrence")?,
+        due_ms: row.int(2, "fire due_ms")?,
+        fired_at_ms: row.int(3, "fire fired_at_ms")?,
+        epoch: epoch_from_sql(row.int(4, "fire epoch")?)?,
+        node_id: row.text(5, "fire node id")?,
     })
 }
 
 /// Reads a due timer from a row selected with [`DUE_SELECT`].
-pub(crate) fn due_from_row<R>(row: &R) -> Result<DueTimer, StoreFailure>
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> uuid::Uuid: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let schedule = schedule_from_text(&get::<_, String>(row, 3, "schedule")?)?;
+pub(crate) fn due_from_row(row: &impl StoreRow) -> Result<DueTimer, StoreFailure> {
+    let schedule = schedule_from_text(&row.text(3, "schedule")?)?;
     let recurrence = if schedule.is_recurring() {
-        Some(Recurrence {
-            schedule,
-            misfire: misfire_from_text(&get::<_, String>(row, 4, "misfire policy")?)?,
-        })
+        Some(Recurrence { schedule, misfire: misfire_from_text(&row.text(4, "misfire policy")?)? })
     } else {
         None
     };
     Ok(DueTimer {
-        timer_id: TimerId(get::<_, uuid::Uuid>(row, 0, "timer id")?),
-        tenant_id: tenant_from_text(get(row, 5, "tenant id")?)?,
-        occurrence: u32_from(get(row, 1, "next_occurrence")?, "next_occurrence")?,
-        due_ms: get(row, 2, "next_due_ms")?,
+        timer_id: TimerId(row.uuid(0, "timer id")?),
+        tenant_id: tenant_from_text(row.text(5, "tenant id")?)?,
+        occurrence: u32_from(row.int(1, "next_occurrence")?, "next_occurrence")?,
+        due_ms: row.int(2, "next_due_ms")?,
         recurrence,
     })
 }
 
 /// Reads an API key from a row selected with [`KEY_SELECT`].
-pub(crate) fn key_from_row<R>(row: &R) -> Result<ApiKeyRecord, StoreFailure>
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let roles: String = get(row, 2, "API key roles")?;
+pub(crate) fn key_from_row(row: &impl StoreRow) -> Result<ApiKeyRecord, StoreFailure> {
+    let roles = row.text(2, "API key roles")?;
     Ok(ApiKeyRecord {
-        id: get(row, 0, "API key id")?,
-        tenant_id: tenant_from_text(get(row, 1, "API key tenant")?)?,
+        id: row.text(0, "API key id")?,
+        tenant_id: tenant_from_text(row.text(1, "API key tenant")?)?,
         roles: from_json::<BTreeSet<Role>>("API key roles", &roles)?,
-        label: get(row, 3, "API key label")?,
-        created_at_ms: get(row, 4, "API key created_at_ms")?,
-        revoked_at_ms: get(row, 5, "API key revoked_at_ms")?,
+        label: row.text(3, "API key label")?,
+        created_at_ms: row.int(4, "API key created_at_ms")?,
+        revoked_at_ms: row.int_or_null(5, "API key revoked_at_ms")?,
     })
 }
 

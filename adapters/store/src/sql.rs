@@ -49,13 +49,28 @@ pub(crate) const COUNT_PENDING: &str = "SELECT pending_count FROM meta WHERE id 
 pub(crate) const WRITE_META: &str =
     "UPDATE meta SET outbox_last_seq = $1, pending_count = pending_count + $2 WHERE id = 1";
 
-/// The oldest outbox row.
-pub(crate) const OUTBOX_FIRST_SEQ: &str = "SELECT min(seq) FROM outbox";
+/// What pruning reads of the outbox, in one round trip: the published
+/// watermark (`$watermark`: where the dialect keeps it), the oldest row, and
+/// the first row written at or after `$1` ms of the store clock (rows are
+/// written in seq order) — an [`crate::outbox_retention::OutboxExtent`].
+macro_rules! outbox_extent {
+    ($watermark:literal) => {
+        concat!(
+            "SELECT (",
+            $watermark,
+            "), (SELECT min(seq) FROM outbox), \
+             (SELECT seq FROM outbox WHERE created_at_ms >= $1 ORDER BY seq LIMIT 1)"
+        )
+    };
+}
 
-/// The first outbox row written at or after `$1` ms, store clock (rows are
-/// written in seq order).
-pub(crate) const OUTBOX_FIRST_RECENT: &str =
-    "SELECT seq FROM outbox WHERE created_at_ms >= $1 ORDER BY seq LIMIT 1";
+/// [`outbox_extent!`] for SQLite, whose watermark is a column of `meta`.
+pub(crate) const OUTBOX_EXTENT_SQLITE: &str =
+    outbox_extent!("SELECT outbox_published_through FROM meta WHERE id = 1");
+
+/// [`outbox_extent!`] for PostgreSQL, whose watermark has a row of its own.
+pub(crate) const OUTBOX_EXTENT_POSTGRES: &str =
+    outbox_extent!("SELECT through FROM outbox_published WHERE id = 1");
 
 /// Deletes outbox rows up to `$1`.
 pub(crate) const OUTBOX_PRUNE: &str = "DELETE FROM outbox WHERE seq <= $1";

@@ -163,6 +163,3 @@ pub(crate) const OUTBOX_UNPUBLISHED_SEQS: &str = concat!("SELECT seq ", unpublis
 /// Moves the published watermark up to `$1` (never down).
 pub(crate) const MARK_PUBLISHED: &str =
     "UPDATE outbox_published SET through = greatest(through, $1) WHERE id = 1";
-
-/// The published watermark.
-pub(crate) const PUBLISHED_THROUGH: &str = "SELECT through FROM outbox_published WHERE id = 1";

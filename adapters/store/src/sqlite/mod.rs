@@ -37,12 +37,12 @@ use sqlx::{AssertSqlSafe, Row};
 use crate::outbox_retention::{OutboxExtent, OutboxRetention};
 use crate::rows::{due_from_row, event_from_text, fire_from_row, seq_from_sql, timer_from_row};
 use crate::sql::{
-    COUNT_PENDING, GET_TIMER, LIST_FIRES, LOAD_DUE, OUTBOX_FIRST_RECENT, OUTBOX_FIRST_SEQ, OUTBOX_PRUNE,
-    TENANT_USAGE, TIMER_EXISTS,
+    COUNT_PENDING, GET_TIMER, LIST_FIRES, LOAD_DUE, OUTBOX_EXTENT_SQLITE, OUTBOX_PRUNE, TENANT_USAGE,
+    TIMER_EXISTS,
 };
 use checkpoint::Checkpointer;
 use rows::db_failure;
-use sql::{MARK_PUBLISHED, OUTBOX_UNPUBLISHED, OUTBOX_UNPUBLISHED_SEQS, PUBLISHED_THROUGH, Sql};
+use sql::{MARK_PUBLISHED, OUTBOX_UNPUBLISHED, OUTBOX_UNPUBLISHED_SEQS, Sql};
 
 mod checkpoint;
 mod commit;
@@ -408,20 +408,12 @@ impl SqliteStore {
 
     async fn prune_in(&self, conn: &mut sqlx::SqliteConnection) -> Result<u64, StoreFailure> {
         let cutoff_ms = self.now_ms().saturating_sub(self.config.outbox_keep_ms);
-        let published: i64 = sqlx::query_scalar(PUBLISHED_THROUGH)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| db_failure("reading the outbox watermark", e))?;
-        let first_seq: Option<i64> = sqlx::query_scalar(OUTBOX_FIRST_SEQ)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| db_failure("reading the outbox start", e))?;
-        let first_recent_seq: Option<i64> = sqlx::query_scalar(OUTBOX_FIRST_RECENT)
+        let columns = sqlx::query_as(OUTBOX_EXTENT_SQLITE)
             .bind(cutoff_ms)
-            .fetch_optional(&mut *conn)
+            .fetch_one(&mut *conn)
             .await
-            .map_err(|e| db_failure("reading the outbox age", e))?;
-        let extent = OutboxExtent { published_through: published, first_seq, first_recent_seq };
+            .map_err(|e| db_failure("reading the outbox extent", e))?;
+        let extent = OutboxExtent::from_columns(columns);
         let Some(through) = self.retention().prune_through(extent) else {
             return Ok(0);
         };

@@ -106,6 +106,3 @@ pub(crate) const OUTBOX_UNPUBLISHED_SEQS: &str = concat!("SELECT seq ", unpublis
 /// Moves the published watermark up to `?1` (never down).
 pub(crate) const MARK_PUBLISHED: &str =
     "UPDATE meta SET outbox_published_through = max(outbox_published_through, ?1) WHERE id = 1";
-
-/// The published watermark.
-pub(crate) const PUBLISHED_THROUGH: &str = "SELECT outbox_published_through FROM meta WHERE id = 1";
