@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use minoots_core::auth::Principal;
 use minoots_core::event::OutboxEvent;
 use minoots_core::{ApiError, Command, Response, TenantId};
@@ -14,7 +15,10 @@ use crate::auth_throttle::AuthThrottle;
 use crate::keys::{KeyStore, hash_api_key};
 use crate::metrics::Metrics;
 use crate::quotas::Quotas;
-use crate::subscription::{OpenStreams, StreamLimits};
+pub use crate::status::{NodeRole, NodeStatus};
+use crate::subscription::{
+    EventFeed, NodeWatch, OpenStreams, StreamFilter, StreamLimits, StreamRefused, spawn_feed,
+};
 
 /// How often an open event stream re-checks its API key: a revoked key's
 /// streams end within this long.
@@ -22,25 +26,6 @@ pub const STREAM_KEY_RECHECK_MS: u64 = 2_000;
 
 /// A command on its way to the driver, with where to send the reply.
 pub(crate) type Call = (Command, oneshot::Sender<Result<Response, ApiError>>);
-
-/// The node's state, for `/health` and gRPC health.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeStatus {
-    /// This node.
-    pub node_id: String,
-    /// What the node is doing now.
-    pub role: NodeRole,
-    /// Current fencing epoch, once known.
-    pub epoch: Option<u64>,
-    /// The leader's address, when this node follows one.
-    pub leader: Option<String>,
-    /// Whether the last store operation succeeded.
-    pub store_ok: bool,
-    /// Occurrences in memory.
-    pub due_index: usize,
-    /// Writes waiting for a commit.
-    pub queued_writes: usize,
-}
 
 /// The endpoint of `api` (`"rest"` or `"grpc"`) in a leader hint.
 ///
@@ -139,46 +124,6 @@ pub struct NodeHandle {
     pub(crate) quotas: Arc<Quotas>,
     pub(crate) tokens: Option<Arc<dyn TokenVerifier>>,
     pub(crate) clock: Arc<dyn crate::clock::Clock>,
-}
-
-/// What a node is doing: the engine's leadership, or stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeRole {
-    /// Opening the store (standalone) or not yet asked for the lease.
-    Opening,
-    /// Leading: it fires and takes writes.
-    Leader,
-    /// Standalone, and another writer opened the store after it.
-    Deposed,
-    /// Following a leader (or none known yet).
-    Follower,
-    /// Shut down.
-    Stopped,
-}
-
-impl NodeRole {
-    /// The name `/health`, logs and metrics use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Opening => "opening",
-            Self::Leader => "leader",
-            Self::Deposed => "deposed",
-            Self::Follower => "follower",
-            Self::Stopped => "stopped",
-        }
-    }
-}
-
-impl From<&minoots_core::Leadership> for NodeRole {
-    fn from(leadership: &minoots_core::Leadership) -> Self {
-        use minoots_core::Leadership;
-        match leadership {
-            Leadership::Opening => Self::Opening,
-            Leadership::Leader { .. } => Self::Leader,
-            Leadership::Deposed { .. } => Self::Deposed,
-            Leadership::Follower { .. } => Self::Follower,
-        }
-    }
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -337,8 +282,26 @@ impl NodeHandle {
         &self.keys
     }
 
+    /// Opens an event stream for a caller of tenant `caller`, charged to its
+    /// request rate. It is subscribed before this returns: every event
+    /// committed afterwards is on it (or the stream ends saying why).
+    /// `revoked` resolves when the subscriber's credentials stop being valid.
+    pub async fn open_event_stream(
+        &self,
+        caller: &TenantId,
+        filter: StreamFilter,
+        revoked: BoxFuture<'static, ()>,
+    ) -> Result<EventFeed, StreamRefused> {
+        let limits = self.stream_limits;
+        let slot = self.open_streams.take(filter.tenant.clone(), limits.per_tenant)?;
+        self.charge_request(caller).await.map_err(StreamRefused::Quota)?;
+        let events = self.events.subscribe();
+        let node = NodeWatch { status: self.status.clone(), metrics: self.metrics.clone() };
+        Ok(spawn_feed(events, filter, revoked, node, limits, slot))
+    }
+
     /// Whether an event is visible to a subscriber scoped to `tenant` (`None` = every tenant).
     pub fn event_visible(event: &OutboxEvent, tenant: Option<&TenantId>) -> bool {
-        tenant.is_none_or(|t| &event.tenant_id == t)
+        crate::subscription::event_visible(event, tenant)
     }
 }

@@ -12,6 +12,7 @@
 //! - [`requests`]: the typed requests API adapters make (one method per command).
 //! - [`quotas`]: per-tenant quotas, charged where requests enter ([`requests`]).
 //! - [`subscription`]: client event streams (per-subscriber bounds, how they end).
+//! - [`status`]: what a node reports about itself (role, epoch, leader).
 //! - [`coordinator`]: leadership metrics and spans (cluster mode).
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod quotas;
 pub mod relay;
 pub mod requests;
+pub mod status;
 pub mod store;
 pub mod subscription;
 pub mod views;

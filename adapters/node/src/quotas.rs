@@ -17,12 +17,12 @@ use minoots_core::draft::TimerDraft;
 use minoots_core::quota::{
     DAY_MS, LimitType, OverQuota, QuotaLimits, RECOUNT_INTERVAL_MS, RateBucket, UsageLedger, utc_day_start_ms,
 };
-use minoots_core::{ApiError, Command, EngineConfig, Response, TenantId};
+use minoots_core::{ApiError, EngineConfig, Response, TenantId};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::handle::{NodeHandle, NodeStatus};
 use crate::keys::KeyStore;
+use crate::status::NodeStatus;
 use crate::store::Store;
 
 /// How long a tenant's limits read from the key store are used before they are read again.
@@ -272,27 +272,4 @@ fn quota_exceeded(limit_type: LimitType, reason: String, retry_after_ms: u64) ->
 
 fn unavailable(reason: String) -> ApiError {
     ApiError::Unavailable { reason, retry_after_ms: minoots_core::engine::RETRY_AFTER_MS, leader: None }
-}
-
-impl NodeHandle {
-    /// Runs `command` for the caller's `tenant`, charged to its quotas: refused
-    /// with `QuotaExceeded` (after validation; nothing charged) when a limit
-    /// would be passed, settled from the engine's reply otherwise.
-    pub(crate) async fn call_as(&self, tenant: &TenantId, command: Command) -> Result<Response, ApiError> {
-        let drafts = match &command {
-            Command::Schedule(draft) => std::slice::from_ref(draft),
-            Command::ScheduleBatch(drafts) => drafts.as_slice(),
-            _ => &[],
-        };
-        let admission = self.quotas.admit(tenant, drafts).await?;
-        let reply = self.call(command).await;
-        admission.settle(&reply);
-        reply
-    }
-
-    /// Charges one request that is not an engine command (opening an event
-    /// stream) to the tenant's request rate.
-    pub(crate) async fn charge_request(&self, tenant: &TenantId) -> Result<(), ApiError> {
-        self.quotas.admit(tenant, &[]).await.map(drop)
-    }
 }

@@ -108,3 +108,27 @@ fn mismatched(asked: &str, reply: &Response) -> ApiError {
         leader: None,
     }
 }
+
+/// Quota admission around every command ([`crate::quotas`]).
+impl NodeHandle {
+    /// Runs `command` for the caller's `tenant`, charged to its quotas: refused
+    /// with `QuotaExceeded` (after validation; nothing charged) when a limit
+    /// would be passed, settled from the engine's reply otherwise.
+    pub(crate) async fn call_as(&self, tenant: &TenantId, command: Command) -> Result<Response, ApiError> {
+        let drafts = match &command {
+            Command::Schedule(draft) => std::slice::from_ref(draft),
+            Command::ScheduleBatch(drafts) => drafts.as_slice(),
+            _ => &[],
+        };
+        let admission = self.quotas.admit(tenant, drafts).await?;
+        let reply = self.call(command).await;
+        admission.settle(&reply);
+        reply
+    }
+
+    /// Charges one request that is not an engine command (opening an event
+    /// stream) to the tenant's request rate.
+    pub(crate) async fn charge_request(&self, tenant: &TenantId) -> Result<(), ApiError> {
+        self.quotas.admit(tenant, &[]).await.map(drop)
+    }
+}

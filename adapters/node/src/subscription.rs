@@ -21,7 +21,8 @@ use minoots_core::{ApiError, TenantId};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
-use crate::handle::NodeHandle;
+use crate::metrics::Metrics;
+use crate::status::NodeRole;
 
 /// Bounds on event streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,9 +100,14 @@ pub struct StreamFilter {
 
 impl StreamFilter {
     fn admits(&self, event: &OutboxEvent) -> bool {
-        NodeHandle::event_visible(event, self.tenant.as_ref())
+        event_visible(event, self.tenant.as_ref())
             && self.kinds.as_ref().is_none_or(|kinds| kinds.contains(&event.kind))
     }
+}
+
+/// Whether an event is visible to a subscriber scoped to `tenant` (`None` = every tenant).
+pub fn event_visible(event: &OutboxEvent, tenant: Option<&TenantId>) -> bool {
+    tenant.is_none_or(|t| &event.tenant_id == t)
 }
 
 /// A tenant already holds its limit of open streams.
@@ -130,7 +136,11 @@ pub(crate) struct OpenStreams {
 }
 
 impl OpenStreams {
-    fn take(self: &Arc<Self>, tenant: Option<TenantId>, limit: usize) -> Result<StreamSlot, TooManyStreams> {
+    pub(crate) fn take(
+        self: &Arc<Self>,
+        tenant: Option<TenantId>,
+        limit: usize,
+    ) -> Result<StreamSlot, TooManyStreams> {
         let mut open = self.by_tenant.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(tenant.clone()).or_default();
         if *count >= limit {
@@ -142,7 +152,7 @@ impl OpenStreams {
 }
 
 /// One open stream's place in its tenant's count, given back on drop.
-struct StreamSlot {
+pub(crate) struct StreamSlot {
     streams: Arc<OpenStreams>,
     tenant: Option<TenantId>,
 }
@@ -188,29 +198,30 @@ impl EventFeed {
     }
 }
 
-impl NodeHandle {
-    /// Opens an event stream for a caller of tenant `caller`, charged to its
-    /// request rate. It is subscribed before this returns: every event
-    /// committed afterwards is on it (or the stream ends saying why).
-    /// `revoked` resolves when the subscriber's credentials stop being valid.
-    pub async fn open_event_stream(
-        &self,
-        caller: &TenantId,
-        filter: StreamFilter,
-        revoked: BoxFuture<'static, ()>,
-    ) -> Result<EventFeed, StreamRefused> {
-        let limits = self.stream_limits;
-        let slot = self.open_streams.take(filter.tenant.clone(), limits.per_tenant)?;
-        self.charge_request(caller).await.map_err(StreamRefused::Quota)?;
-        let events = self.events.subscribe();
-        // One slot more than the bound: the terminal StreamEnd always fits.
-        let (queue_tx, queue) = mpsc::channel(limits.buffer_events.max(1) + 1);
-        let node = self.clone();
-        let cut = Arc::new(AtomicBool::new(false));
-        let ends = Ends { revoked, cut: cut.clone() };
-        tokio::spawn(forward(events, queue_tx, filter, ends, node, limits.buffer_events.max(1), slot));
-        Ok(EventFeed { queue, revoked: cut })
-    }
+/// What a stream's task watches of its node: its status (it ends when the
+/// node stops) and the metrics it counts its end in.
+pub(crate) struct NodeWatch {
+    pub(crate) status: tokio::sync::watch::Receiver<crate::status::NodeStatus>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// Starts a subscriber's stream: a task moving admitted `events` into the
+/// feed it returns, bounded by `limits`, holding `slot` until it ends.
+/// `revoked` resolves when the subscriber's credentials stop being valid.
+pub(crate) fn spawn_feed(
+    events: tokio::sync::broadcast::Receiver<Arc<OutboxEvent>>,
+    filter: StreamFilter,
+    revoked: BoxFuture<'static, ()>,
+    node: NodeWatch,
+    limits: StreamLimits,
+    slot: StreamSlot,
+) -> EventFeed {
+    // One slot more than the bound: the terminal StreamEnd always fits.
+    let (queue_tx, queue) = mpsc::channel(limits.buffer_events.max(1) + 1);
+    let cut = Arc::new(AtomicBool::new(false));
+    let ends = Ends { revoked, cut: cut.clone() };
+    tokio::spawn(forward(events, queue_tx, filter, ends, node, limits.buffer_events.max(1), slot));
+    EventFeed { queue, revoked: cut }
 }
 
 /// How a stream learns its credential ended, and how it tells its reader.
@@ -226,12 +237,13 @@ async fn forward(
     queue: mpsc::Sender<Result<Arc<OutboxEvent>, StreamEnd>>,
     filter: StreamFilter,
     ends: Ends,
-    node: NodeHandle,
+    node: NodeWatch,
     buffer_events: usize,
     _slot: StreamSlot,
 ) {
     let Ends { mut revoked, cut } = ends;
-    let stopped = node.wait_for_role(crate::handle::NodeRole::Stopped);
+    let mut status = node.status;
+    let stopped = status.wait_for(|s| s.role == NodeRole::Stopped);
     tokio::pin!(stopped);
     let end = loop {
         let received = tokio::select! {
@@ -258,7 +270,7 @@ async fn forward(
         }
     };
     tracing::warn!(code = end.code(), tenant = ?filter.tenant, "event stream closed: {}", end.message());
-    node.metrics().event_streams_closed.get_or_create(&[("reason", end.code())]).inc();
+    node.metrics.event_streams_closed.get_or_create(&[("reason", end.code())]).inc();
     if end == StreamEnd::Revoked {
         cut.store(true, Ordering::Release);
     }

@@ -1,0 +1,63 @@
+//! What a node reports about itself ([`NodeStatus`], [`NodeRole`]): for
+//! `/health`, gRPC health, metrics and logs. Its own module so that the
+//! parts of the node that watch the status (quotas, streams) need nothing
+//! else of the handle.
+
+/// The node's state, for `/health` and gRPC health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// This node.
+    pub node_id: String,
+    /// What the node is doing now.
+    pub role: NodeRole,
+    /// Current fencing epoch, once known.
+    pub epoch: Option<u64>,
+    /// The leader's address, when this node follows one.
+    pub leader: Option<String>,
+    /// Whether the last store operation succeeded.
+    pub store_ok: bool,
+    /// Occurrences in memory.
+    pub due_index: usize,
+    /// Writes waiting for a commit.
+    pub queued_writes: usize,
+}
+
+/// What a node is doing: the engine's leadership, or stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRole {
+    /// Opening the store (standalone) or not yet asked for the lease.
+    Opening,
+    /// Leading: it fires and takes writes.
+    Leader,
+    /// Standalone, and another writer opened the store after it.
+    Deposed,
+    /// Following a leader (or none known yet).
+    Follower,
+    /// Shut down.
+    Stopped,
+}
+
+impl NodeRole {
+    /// The name `/health`, logs and metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Opening => "opening",
+            Self::Leader => "leader",
+            Self::Deposed => "deposed",
+            Self::Follower => "follower",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+impl From<&minoots_core::Leadership> for NodeRole {
+    fn from(leadership: &minoots_core::Leadership) -> Self {
+        use minoots_core::Leadership;
+        match leadership {
+            Leadership::Opening => Self::Opening,
+            Leadership::Leader { .. } => Self::Leader,
+            Leadership::Deposed { .. } => Self::Deposed,
+            Leadership::Follower { .. } => Self::Follower,
+        }
+    }
+}
