@@ -572,6 +572,24 @@ fn an_external_bound_already_past_ends_the_leadership_at_once() {
 }
 
 #[test]
+fn an_external_leader_whose_commit_outcome_is_unknown_follows_until_told_again() {
+    let mut h = external_harness();
+    h.store.apply(T0, &StoreOp::Open { node_id: "node-a".into() }).expect("opened");
+    report(&mut h, LeadershipChange::Leading { epoch: 1, until_mono: None });
+    h.fail_next_commit = Some(CommitFailure::LostReply);
+    let req = h.request(Command::Schedule(after(100)));
+    assert!(matches!(h.take_reply(req), Some(Err(ApiError::Unavailable { .. }))), "outcome unknown");
+    assert_eq!(h.engine.leadership(), &Leadership::Follower { leader: None }, "it stops leading");
+    assert_eq!(h.engine.stats().step_downs, 1);
+    // The source reports leadership again (after fencing what was in flight): a new tenure.
+    report(&mut h, LeadershipChange::Leading { epoch: 1, until_mono: None });
+    assert_eq!(h.engine.leadership(), &Leadership::Leader { epoch: 1 });
+    assert_eq!(h.engine.stats().leaderships, 2);
+    h.advance(200);
+    assert_eq!(h.store.fires().len(), 1, "the create applied; the reload armed it and it fired once");
+}
+
+#[test]
 #[should_panic(expected = "leadership is reported in external mode only")]
 fn reporting_leadership_to_an_engine_that_obtains_its_own_is_a_driver_bug() {
     let mut h = harness();

@@ -110,11 +110,16 @@ impl Engine {
 
     /// A commit's outcome is unknown and may still apply later: in lease
     /// mode, stop leading and leave the tenure, so that the store fences that
-    /// commit out (`LeaseKeeper::abandon_tenure`). Standalone has nothing to
-    /// leave.
+    /// commit out (`LeaseKeeper::abandon_tenure`); in external mode, stop
+    /// leading until the outside source reports leadership again (it must
+    /// first make the store fence what is still in flight, e.g. a Raft
+    /// barrier entry). Standalone has nothing to leave: it is the only writer.
     pub(super) fn abandon_tenure(&mut self, now: Now) {
-        let Some(keeper) = &mut self.keeper else { return };
-        keeper.abandon_tenure(now);
+        match (&mut self.keeper, self.config.mode) {
+            (Some(keeper), _) => keeper.abandon_tenure(now),
+            (None, LeadershipMode::External) => {}
+            (None, _) => return,
+        }
         if let Leadership::Leader { .. } = self.leadership {
             self.stop_leading(None);
         }

@@ -96,7 +96,10 @@ pub enum LeadershipMode {
     /// Leadership comes from the driver ([`Input::Leadership`]), which
     /// obtains it elsewhere (a Raft election, say). The engine follows until
     /// told it leads, and leads at the epoch and until the bound it is given;
-    /// the store must fence commits by that epoch as by any other.
+    /// the store must fence commits by that epoch as by any other. After a
+    /// commit whose outcome is unknown it stops leading until told again:
+    /// the source must first make the store fence what may still be in
+    /// flight.
     External,
 }
 
