@@ -12,6 +12,8 @@
 //! - `sql`: every SQL text the two databases run word for word (reads,
 //!   counters, outbox pruning, tenants and keys).
 //! - `rows`: decoding selected rows back into records, value conversions.
+//! - `reads`: the reads both make (get, fires, the due scan, the outbox
+//!   backlog, counters), one body each.
 //! - `keys`: the `KeyStore` implementation of both.
 //! - `outbox_retention`: which published outbox rows pruning deletes.
 //!
@@ -34,6 +36,7 @@
 mod keys;
 mod outbox_retention;
 pub mod postgres;
+mod reads;
 mod rows;
 mod sql;
 pub mod sqlite;

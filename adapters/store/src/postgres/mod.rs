@@ -49,8 +49,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use minoots_core::event::OutboxEvent;
 use minoots_core::quota::TenantUsage;
-use minoots_core::store::{DueKey, LEASE_SHARD, ListQuery, StoreOp, StoreReply};
-use minoots_core::{StoreFailure, TenantId, TimerId, WallMs};
+use minoots_core::store::{LEASE_SHARD, ListQuery, StoreOp, StoreReply};
+use minoots_core::{StoreFailure, TenantId, WallMs};
 use minoots_node::clock::Clock;
 use minoots_node::store::Store;
 use sqlx::pool::PoolConnection;
@@ -60,13 +60,12 @@ use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
 use crate::outbox_retention::{OutboxExtent, OutboxRetention};
 use crate::postgres::rows::pg_failure;
 use crate::postgres::sql::{LIST_TIMERS, MARK_PUBLISHED, OUTBOX_UNPUBLISHED, OUTBOX_UNPUBLISHED_SEQS};
-use crate::rows::{due_from_row, event_from_text, fire_from_row, seq_from_sql, timer_from_row};
-use crate::sql::{
-    COUNT_PENDING, GET_TIMER, LIST_FIRES, LOAD_DUE, OUTBOX_EXTENT_POSTGRES, OUTBOX_PRUNE, TENANT_USAGE,
-    TIMER_EXISTS,
-};
+use crate::rows::timer_from_row;
+use crate::sql::{LOAD_DUE, OUTBOX_EXTENT_POSTGRES, OUTBOX_PRUNE};
 
 use guard::{Breaker, PoolWatch};
+
+crate::reads::shared_reads!(PostgresStore, pg_failure, OUTBOX_UNPUBLISHED, OUTBOX_UNPUBLISHED_SEQS);
 pub use guard::{BreakerConfig, PoolWatchConfig};
 
 /// The migrations, embedded at compile time.
@@ -316,7 +315,7 @@ impl PostgresStore {
 
     /// The store clock now (a round trip in database-clock mode).
     pub async fn store_now(&self) -> Result<WallMs, StoreFailure> {
-        let mut conn = self.reader_conn("acquiring a reader").await?;
+        let mut conn = self.reader("acquiring a reader").await?;
         lease::store_now(&mut conn, self.injected_now()).await
     }
 
@@ -362,29 +361,6 @@ impl PostgresStore {
         Ok(reply)
     }
 
-    async fn load_due(
-        &self,
-        after: Option<DueKey>,
-        until_ms: WallMs,
-        limit: u32,
-    ) -> Result<StoreReply, StoreFailure> {
-        let (after_due, after_id) = match after {
-            Some((due, id)) => (due, id.0),
-            None => (WallMs::MIN, uuid::Uuid::nil()),
-        };
-        let rows = sqlx::query(AssertSqlSafe(LOAD_DUE.as_str()))
-            .bind(until_ms)
-            .bind(after_due)
-            .bind(after_id)
-            .bind(i64::from(limit) + 1)
-            .fetch_all(&mut *self.writer_conn("acquiring a writer to load due timers").await?)
-            .await
-            .map_err(|e| pg_failure("loading due timers", e))?;
-        let more = rows.len() > limit as usize;
-        let timers = rows.iter().take(limit as usize).map(due_from_row).collect::<Result<_, _>>()?;
-        Ok(StoreReply::Loaded { timers, more })
-    }
-
     /// The server's query plan (`EXPLAIN`, text) of the `LoadDue` statement
     /// for a first page due by `until_ms`: a diagnostic showing that the due
     /// scan is a range scan of the partial index `timers_due`, whatever the
@@ -404,16 +380,6 @@ impl PostgresStore {
             .collect::<Result<_, _>>()
             .map_err(|e| pg_failure("reading a query plan", e))?;
         Ok(lines.join("\n"))
-    }
-
-    async fn get(&self, tenant_id: &TenantId, timer_id: &TimerId) -> Result<StoreReply, StoreFailure> {
-        let row = sqlx::query(AssertSqlSafe(GET_TIMER.as_str()))
-            .bind(timer_id.0)
-            .bind(tenant_id.as_str())
-            .fetch_optional(&mut *self.reader_conn("acquiring a reader").await?)
-            .await
-            .map_err(|e| pg_failure("reading a timer", e))?;
-        Ok(StoreReply::Timer(row.as_ref().map(timer_from_row).transpose()?))
     }
 
     async fn list(&self, query: &ListQuery) -> Result<StoreReply, StoreFailure> {
@@ -438,40 +404,12 @@ impl PostgresStore {
             .bind(statuses)
             .bind(labels)
             .bind(i64::from(query.limit) + 1)
-            .fetch_all(&mut *self.reader_conn("acquiring a reader").await?)
+            .fetch_all(&mut *self.reader("acquiring a reader").await?)
             .await
             .map_err(|e| pg_failure("listing timers", e))?;
         let more = rows.len() > limit;
         let timers = rows.iter().take(limit).map(timer_from_row).collect::<Result<_, _>>()?;
         Ok(StoreReply::Timers { timers, more })
-    }
-
-    async fn list_fires(
-        &self,
-        tenant_id: &TenantId,
-        timer_id: &TimerId,
-        after_occurrence: u32,
-        limit: u32,
-    ) -> Result<StoreReply, StoreFailure> {
-        let mut conn = self.reader_conn("acquiring a reader").await?;
-        let exists = sqlx::query(TIMER_EXISTS)
-            .bind(timer_id.0)
-            .bind(tenant_id.as_str())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| pg_failure("reading a timer", e))?;
-        if exists.is_none() {
-            return Ok(StoreReply::Fires(None));
-        }
-        let rows = sqlx::query(AssertSqlSafe(LIST_FIRES.as_str()))
-            .bind(timer_id.0)
-            .bind(i64::from(after_occurrence))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|e| pg_failure("listing fires", e))?;
-        let fires = rows.iter().map(fire_from_row).collect::<Result<_, _>>()?;
-        Ok(StoreReply::Fires(Some(fires)))
     }
 
     /// Deletes published outbox rows beyond the retention bounds, at most
@@ -511,49 +449,6 @@ impl PostgresStore {
         Ok(())
     }
 
-    async fn unpublished(&self, after_seq: u64, limit: u32) -> Result<Vec<OutboxEvent>, StoreFailure> {
-        let rows = sqlx::query(OUTBOX_UNPUBLISHED)
-            .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *self.reader_conn("acquiring a reader").await?)
-            .await
-            .map_err(|e| pg_failure("reading the outbox", e))?;
-        rows.iter()
-            .map(|row| {
-                let text: String = row.try_get(0).map_err(|e| pg_failure("reading an outbox row", e))?;
-                event_from_text(&text)
-            })
-            .collect()
-    }
-
-    async fn unpublished_seqs(&self, after_seq: u64, limit: u32) -> Result<Vec<u64>, StoreFailure> {
-        let seqs: Vec<i64> = sqlx::query_scalar(OUTBOX_UNPUBLISHED_SEQS)
-            .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *self.reader_conn("acquiring a reader").await?)
-            .await
-            .map_err(|e| pg_failure("reading the outbox", e))?;
-        seqs.into_iter().map(seq_from_sql).collect()
-    }
-
-    async fn pending(&self) -> Result<u64, StoreFailure> {
-        let count: i64 = sqlx::query_scalar(COUNT_PENDING)
-            .fetch_one(&mut *self.reader_conn("acquiring a reader").await?)
-            .await
-            .map_err(|e| pg_failure("counting pending timers", e))?;
-        seq_from_sql(count)
-    }
-
-    async fn usage(&self, tenant: &TenantId, day_start_ms: WallMs) -> Result<TenantUsage, StoreFailure> {
-        let (pending, today): (i64, i64) = sqlx::query_as(TENANT_USAGE)
-            .bind(tenant.as_str())
-            .bind(day_start_ms)
-            .fetch_one(&mut *self.reader_conn("acquiring a reader").await?)
-            .await
-            .map_err(|e| pg_failure("counting a tenant's timers", e))?;
-        Ok(TenantUsage { pending_timers: seq_from_sql(pending)?, created_today: seq_from_sql(today)? })
-    }
-
     /// Runs `work` with the client-side deadline, behind the circuit breaker
     /// unless it is a lease operation (`bypass`: it always runs), and records its outcome.
     async fn deadline<T>(
@@ -580,13 +475,18 @@ impl PostgresStore {
         self.breaker.is_open()
     }
 
+    /// The due scan's connection: a writer's, so that it sees the last commit.
+    async fn due_reader(&self, what: &str) -> Result<PoolConnection<Postgres>, StoreFailure> {
+        self.writer_conn(what).await
+    }
+
     /// A writer connection, its wait timed by the pool watch.
     async fn writer_conn(&self, what: &str) -> Result<PoolConnection<Postgres>, StoreFailure> {
         self.pool_watch.acquire("writer", &self.writer).await.map_err(|e| pg_failure(what, e))
     }
 
     /// A reader connection, its wait timed by the pool watch.
-    async fn reader_conn(&self, what: &str) -> Result<PoolConnection<Postgres>, StoreFailure> {
+    async fn reader(&self, what: &str) -> Result<PoolConnection<Postgres>, StoreFailure> {
         self.pool_watch.acquire("readers", &self.readers).await.map_err(|e| pg_failure(what, e))
     }
 }

@@ -25,24 +25,24 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use minoots_core::event::OutboxEvent;
 use minoots_core::quota::TenantUsage;
-use minoots_core::store::{CommitBatch, DueKey, LEASE_SHARD, ListQuery, StoreOp, StoreReply};
-use minoots_core::{StoreFailure, TenantId, TimerId, WallMs};
+use minoots_core::store::{CommitBatch, LEASE_SHARD, ListQuery, StoreOp, StoreReply};
+use minoots_core::{StoreFailure, TenantId, WallMs};
 use minoots_node::clock::Clock;
 use minoots_node::store::Store;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, Sqlite};
 
 use crate::outbox_retention::{OutboxExtent, OutboxRetention};
-use crate::rows::{due_from_row, event_from_text, fire_from_row, seq_from_sql, timer_from_row};
-use crate::sql::{
-    COUNT_PENDING, GET_TIMER, LIST_FIRES, LOAD_DUE, OUTBOX_EXTENT_SQLITE, OUTBOX_PRUNE, TENANT_USAGE,
-    TIMER_EXISTS,
-};
+use crate::rows::timer_from_row;
+use crate::sql::{OUTBOX_EXTENT_SQLITE, OUTBOX_PRUNE};
 use checkpoint::Checkpointer;
 use rows::db_failure;
 use sql::{MARK_PUBLISHED, OUTBOX_UNPUBLISHED, OUTBOX_UNPUBLISHED_SEQS, Sql};
+
+crate::reads::shared_reads!(SqliteStore, db_failure, OUTBOX_UNPUBLISHED, OUTBOX_UNPUBLISHED_SEQS);
 
 mod checkpoint;
 mod commit;
@@ -298,44 +298,21 @@ impl SqliteStore {
         &self.readers
     }
 
+    /// A read connection (the query-only pool), for [`crate::reads`].
+    async fn reader(&self, doing: &str) -> Result<PoolConnection<Sqlite>, StoreFailure> {
+        self.readers.acquire().await.map_err(|e| db_failure(doing, e))
+    }
+
+    /// The due scan's connection: the writer, so that it sees the last commit.
+    async fn due_reader(&self, doing: &str) -> Result<PoolConnection<Sqlite>, StoreFailure> {
+        self.writer.acquire().await.map_err(|e| db_failure(doing, e))
+    }
+
     fn retention(&self) -> OutboxRetention {
         OutboxRetention {
             keep_published_rows: self.config.outbox_keep_published_rows,
             max_rows: self.config.outbox_prune_max_rows,
         }
-    }
-
-    async fn load_due(
-        &self,
-        after: Option<DueKey>,
-        until_ms: WallMs,
-        limit: u32,
-    ) -> Result<StoreReply, StoreFailure> {
-        let (after_due, after_id) = match after {
-            Some((due, id)) => (due, id.0),
-            None => (WallMs::MIN, uuid::Uuid::nil()),
-        };
-        let rows = sqlx::query(AssertSqlSafe(LOAD_DUE.as_str()))
-            .bind(until_ms)
-            .bind(after_due)
-            .bind(after_id)
-            .bind(i64::from(limit) + 1)
-            .fetch_all(&self.writer)
-            .await
-            .map_err(|e| db_failure("loading due timers", e))?;
-        let more = rows.len() > limit as usize;
-        let timers = rows.iter().take(limit as usize).map(due_from_row).collect::<Result<_, _>>()?;
-        Ok(StoreReply::Loaded { timers, more })
-    }
-
-    async fn get(&self, tenant_id: &TenantId, timer_id: &TimerId) -> Result<StoreReply, StoreFailure> {
-        let row = sqlx::query(AssertSqlSafe(GET_TIMER.as_str()))
-            .bind(timer_id.0)
-            .bind(tenant_id.as_str().to_owned())
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(|e| db_failure("reading a timer", e))?;
-        Ok(StoreReply::Timer(row.as_ref().map(timer_from_row).transpose()?))
     }
 
     async fn list(&self, query: &ListQuery) -> Result<StoreReply, StoreFailure> {
@@ -366,34 +343,6 @@ impl SqliteStore {
         let more = rows.len() > limit;
         let timers = rows.iter().take(limit).map(timer_from_row).collect::<Result<_, _>>()?;
         Ok(StoreReply::Timers { timers, more })
-    }
-
-    async fn list_fires(
-        &self,
-        tenant_id: &TenantId,
-        timer_id: &TimerId,
-        after_occurrence: u32,
-        limit: u32,
-    ) -> Result<StoreReply, StoreFailure> {
-        let mut conn = self.readers.acquire().await.map_err(|e| db_failure("acquiring a reader", e))?;
-        let exists = sqlx::query(TIMER_EXISTS)
-            .bind(timer_id.0)
-            .bind(tenant_id.as_str().to_owned())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| db_failure("reading a timer", e))?;
-        if exists.is_none() {
-            return Ok(StoreReply::Fires(None));
-        }
-        let rows = sqlx::query(AssertSqlSafe(LIST_FIRES.as_str()))
-            .bind(timer_id.0)
-            .bind(i64::from(after_occurrence))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|e| db_failure("listing fires", e))?;
-        let fires = rows.iter().map(fire_from_row).collect::<Result<_, _>>()?;
-        Ok(StoreReply::Fires(Some(fires)))
     }
 
     /// Deletes published outbox rows beyond the retention bounds (older than
@@ -438,49 +387,6 @@ impl SqliteStore {
             self.prune_in(&mut tx).await?;
         }
         tx.commit().await.map_err(|e| db_failure("committing the outbox watermark", e))
-    }
-
-    async fn unpublished(&self, after_seq: u64, limit: u32) -> Result<Vec<OutboxEvent>, StoreFailure> {
-        let rows = sqlx::query(OUTBOX_UNPUBLISHED)
-            .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
-            .bind(i64::from(limit))
-            .fetch_all(&self.readers)
-            .await
-            .map_err(|e| db_failure("reading the outbox", e))?;
-        rows.iter()
-            .map(|row| {
-                let text: String = row.try_get(0).map_err(|e| db_failure("reading an outbox row", e))?;
-                event_from_text(&text)
-            })
-            .collect()
-    }
-
-    async fn unpublished_seqs(&self, after_seq: u64, limit: u32) -> Result<Vec<u64>, StoreFailure> {
-        let seqs: Vec<i64> = sqlx::query_scalar(OUTBOX_UNPUBLISHED_SEQS)
-            .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
-            .bind(i64::from(limit))
-            .fetch_all(&self.readers)
-            .await
-            .map_err(|e| db_failure("reading the outbox", e))?;
-        seqs.into_iter().map(seq_from_sql).collect()
-    }
-
-    async fn pending(&self) -> Result<u64, StoreFailure> {
-        let count: i64 = sqlx::query_scalar(COUNT_PENDING)
-            .fetch_one(&self.readers)
-            .await
-            .map_err(|e| db_failure("counting pending timers", e))?;
-        seq_from_sql(count)
-    }
-
-    async fn usage(&self, tenant: &TenantId, day_start_ms: WallMs) -> Result<TenantUsage, StoreFailure> {
-        let (pending, today): (i64, i64) = sqlx::query_as(TENANT_USAGE)
-            .bind(tenant.as_str())
-            .bind(day_start_ms)
-            .fetch_one(&self.readers)
-            .await
-            .map_err(|e| db_failure("counting a tenant's timers", e))?;
-        Ok(TenantUsage { pending_timers: seq_from_sql(pending)?, created_today: seq_from_sql(today)? })
     }
 }
 
