@@ -179,7 +179,7 @@ pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, String> {
 /// An ISO-8601 instant (`2026-01-02T03:04:05Z`, offsets allowed) as UTC
 /// milliseconds, as the API reads one ([`minoots_core::validate::parse_instant`]).
 pub(crate) fn parse_instant_ms(text: &str) -> Result<i64, String> {
-    minoots_core::validate::parse_instant("instant", text).map_err(|e| format!("`{text}`: {e}"))
+    minoots_core::validate::parse_instant("instant", text).map_err(|e| format!("`{text}` {}", e.message))
 }
 
 /// One `key=value` label. The value may contain `=`; the key may not be empty.

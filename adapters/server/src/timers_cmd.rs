@@ -715,7 +715,11 @@ mod tests {
             parse_instant_arg("2023-11-14T23:13:20.5+01:00"),
             Ok("2023-11-14T22:13:20.500Z".to_owned())
         );
-        assert!(parse_instant_ms("yesterday").is_err());
+        assert_eq!(
+            parse_instant_ms("yesterday"),
+            Err("`yesterday` must be an ISO-8601 instant like 2026-01-02T03:04:05Z".to_owned()),
+            "the API's rule, worded for the command line"
+        );
     }
 
     #[test]
