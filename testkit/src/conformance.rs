@@ -361,35 +361,21 @@ impl<'s, S: Store + ?Sized> Check<'s, S> {
         Ok(())
     }
 
-    /// A new once timer of `tenant_id`, due at `due_ms`, with labels, metadata and an action bundle.
+    /// A new once timer of `tenant_id`, due at `due_ms`, with a name, metadata and an action bundle.
     pub fn timer(&mut self, tenant_id: &TenantId, due_ms: WallMs) -> TimerRecord {
         self.serial += 1;
         let n = self.serial;
         let id = self.ids.next_id(self.now());
         TimerRecord {
-            id,
-            tenant_id: tenant_id.clone(),
             requested_by: "conformance".into(),
             name: Some(format!("timer-{n}")),
-            status: TimerStatus::Scheduled,
-            created_at_ms: self.now(),
             schedule: Schedule::Once { fire_at_ms: due_ms, duration_ms: Some(n * 10) },
-            misfire: MisfirePolicy::FireOnce,
-            next_due_ms: due_ms,
-            next_occurrence: 1,
-            last_fired_at_ms: None,
-            cancelled_at_ms: None,
-            cancelled_by: None,
-            cancel_reason: None,
-            labels: BTreeMap::new(),
             metadata: Some(serde_json::json!({ "n": n, "ratio": 0.1 * n as f64, "tags": ["x", "ü"] })),
             action_bundle: Some(
                 serde_json::json!({ "actions": [{ "kind": "webhook", "url": "https://hook.invalid/" }] }),
             ),
-            agent_binding: None,
-            idempotency_key: None,
             request_fingerprint: n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            shard: id.shard(),
+            ..once_timer(id, tenant_id, self.now(), due_ms)
         }
     }
 
@@ -427,6 +413,35 @@ impl<'s, S: Store + ?Sized> Check<'s, S> {
         );
         ensure_eq!(events.len(), count, "events of the creates");
         Ok(())
+    }
+}
+
+/// The plainest stored timer: `id` of `tenant_id`, created at `created_ms`,
+/// once, due at `due_ms`, nothing optional set. Tests build the record they
+/// need from it (`TimerRecord { labels, ..once_timer(…) }`).
+pub fn once_timer(id: TimerId, tenant_id: &TenantId, created_ms: WallMs, due_ms: WallMs) -> TimerRecord {
+    TimerRecord {
+        id,
+        tenant_id: tenant_id.clone(),
+        requested_by: "test".into(),
+        name: None,
+        status: TimerStatus::Scheduled,
+        created_at_ms: created_ms,
+        schedule: Schedule::Once { fire_at_ms: due_ms, duration_ms: None },
+        misfire: MisfirePolicy::FireOnce,
+        next_due_ms: due_ms,
+        next_occurrence: 1,
+        last_fired_at_ms: None,
+        cancelled_at_ms: None,
+        cancelled_by: None,
+        cancel_reason: None,
+        labels: BTreeMap::new(),
+        metadata: None,
+        action_bundle: None,
+        agent_binding: None,
+        idempotency_key: None,
+        request_fingerprint: 0,
+        shard: id.shard(),
     }
 }
 

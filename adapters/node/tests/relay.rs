@@ -13,11 +13,12 @@ use futures::future::BoxFuture;
 use minoots_core::event::OutboxEvent;
 use minoots_core::ids::IdGenerator;
 use minoots_core::store::{CommitBatch, StoreOp, StoreReply};
-use minoots_core::timer::{Schedule, TimerRecord, TimerStatus};
+use minoots_core::timer::TimerRecord;
 use minoots_core::{StoreFailure, TenantId};
 use minoots_node::metrics::Metrics;
 use minoots_node::relay::{self, RelayOutputs, RelaySignals, SCAN_EVERY_MS, SINK_RETRY_MIN_MS};
 use minoots_node::{EventSink, Store, SystemClock};
+use minoots_testkit::conformance::once_timer;
 use minoots_testkit::model_store::ModelStore;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio::time::Instant;
@@ -215,29 +216,7 @@ fn tenant() -> TenantId {
 }
 
 fn timer(id: minoots_core::ids::TimerId) -> TimerRecord {
-    TimerRecord {
-        id,
-        tenant_id: tenant(),
-        requested_by: String::new(),
-        name: None,
-        status: TimerStatus::Scheduled,
-        created_at_ms: 0,
-        schedule: Schedule::Once { fire_at_ms: i64::MAX / 2, duration_ms: None },
-        misfire: Default::default(),
-        next_due_ms: i64::MAX / 2,
-        next_occurrence: 1,
-        last_fired_at_ms: None,
-        cancelled_at_ms: None,
-        cancelled_by: None,
-        cancel_reason: None,
-        labels: Default::default(),
-        metadata: None,
-        action_bundle: None,
-        agent_binding: None,
-        idempotency_key: None,
-        request_fingerprint: 0,
-        shard: id.shard(),
-    }
+    TimerRecord { requested_by: String::new(), ..once_timer(id, &tenant(), 0, i64::MAX / 2) }
 }
 
 #[tokio::test(start_paused = true)]

@@ -27,13 +27,13 @@ use minoots_core::lease::{LeaseConfig, LeaseHolder};
 use minoots_core::store::{
     AfterFire, CancelOp, CommitBatch, FireOp, LEASE_SHARD, LeaseReply, StoreOp, StoreReply,
 };
-use minoots_core::timer::{MisfirePolicy, Schedule, TimerRecord, TimerStatus};
+use minoots_core::timer::TimerRecord;
 use minoots_core::{StoreReject, TenantId, TimerId};
 use minoots_node::clock::{Clock, ManualClock, SystemClock};
 use minoots_node::store::Store;
 use minoots_node::{NodeConfig, driver::start_node_with};
 use minoots_store::{ClockSource, PostgresConfig, PostgresStore};
-use minoots_testkit::conformance::{report, run_all};
+use minoots_testkit::conformance::{once_timer, report, run_all};
 use minoots_testkit::durability::{RETENTION, run_durability_suite};
 use pg::PgServer;
 
@@ -52,29 +52,13 @@ fn tenant(name: &str) -> TenantId {
 fn timer(n: u128, tenant_id: &TenantId, created_ms: i64, due_ms: i64) -> TimerRecord {
     let id = TimerId(uuid::Uuid::from_u128((u128::from(created_ms as u64) << 80) | n));
     TimerRecord {
-        id,
-        tenant_id: tenant_id.clone(),
-        requested_by: "test".into(),
-        name: None,
-        status: TimerStatus::Scheduled,
-        created_at_ms: created_ms,
-        schedule: Schedule::Once { fire_at_ms: due_ms, duration_ms: None },
-        misfire: MisfirePolicy::FireOnce,
-        next_due_ms: due_ms,
-        next_occurrence: 1,
-        last_fired_at_ms: None,
-        cancelled_at_ms: None,
-        cancelled_by: None,
-        cancel_reason: None,
         labels: [("k".to_owned(), "v".to_owned())].into(),
         metadata: Some(
             serde_json::json!({ "pi": std::f64::consts::PI, "big": 1e16, "tiny": 1e-300, "nul": "a\u{0}b" }),
         ),
-        action_bundle: None,
-        agent_binding: None,
         idempotency_key: Some(format!("idem-{n}")),
         request_fingerprint: u64::MAX - n as u64,
-        shard: id.shard(),
+        ..once_timer(id, tenant_id, created_ms, due_ms)
     }
 }
 
