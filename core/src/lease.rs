@@ -208,6 +208,22 @@ impl Lease {
         Lease { holder, expires_at_ms: crate::time::WallMs::MAX }
     }
 
+    /// Raft mode: the row a committed `Lead` entry of `term` writes, if any.
+    /// The Raft term is the fencing epoch: a leader records its term in the
+    /// replicated state before it acts, and every commit stamped with an
+    /// older term applies nothing from then on, on every node. The row never
+    /// expires by the clock (a Raft leader is deposed by a newer term, not by
+    /// time); an entry of a term not newer than the one in force (a replay, or
+    /// a deposed leader's late barrier) changes nothing.
+    pub fn raft_term(current: Option<&Lease>, node_id: &str, address: &str, term: u64) -> Option<Lease> {
+        if current.is_some_and(|l| l.holder.epoch >= term) {
+            return None;
+        }
+        let holder =
+            LeaseHolder { node_id: node_id.to_owned(), address: address.to_owned(), epoch: term, tenure: 0 };
+        Some(Lease { holder, expires_at_ms: crate::time::WallMs::MAX })
+    }
+
     /// `RenewLease` at store time `now` against the `current` row: the row to
     /// write (only when its expiry moves; a renewal never shortens a lease)
     /// and the reply. Only the holder, at its epoch, before expiry, renews.

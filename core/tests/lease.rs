@@ -252,3 +252,16 @@ mod props {
         }
     }
 }
+
+#[test]
+fn a_raft_term_fences_older_terms_and_never_goes_back() {
+    use minoots_core::lease::Lease;
+    let first = Lease::raft_term(None, "n1", "a1", 3).expect("a first term is recorded");
+    assert_eq!(first.holder.epoch, 3);
+    assert!(first.fences("n1", 3, i64::MAX - 1), "a Raft term does not expire by the clock");
+    let second = Lease::raft_term(Some(&first), "n2", "a2", 5).expect("a newer term replaces it");
+    assert!(second.fences("n2", 5, T0));
+    assert!(!second.fences("n1", 3, T0), "the deposed leader's commits apply nothing");
+    assert_eq!(Lease::raft_term(Some(&second), "n1", "a1", 4), None, "a late barrier of an older term");
+    assert_eq!(Lease::raft_term(Some(&second), "n2", "a2", 5), None, "a replayed barrier");
+}

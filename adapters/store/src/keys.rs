@@ -22,10 +22,10 @@ use crate::sqlite::SqliteStore;
 use crate::sqlite::rows::db_failure;
 
 /// `impl KeyStore for $store`, whose database errors become failures with
-/// `$failure` and whose key upsert is `$upsert`. The store provides
+/// `$failure`, whose connections are `$conn` and whose key upsert is `$upsert`. The store provides
 /// `readers()` (its read pool) and `begin_write()` (a write transaction).
 macro_rules! key_store {
-    ($store:ty, $failure:path, $upsert:expr) => {
+    ($store:ty, $conn:ty, $failure:path, $upsert:expr) => {
         impl KeyStore for $store {
             fn find_key(&self, key_hash: &str) -> BoxFuture<'_, Result<Option<ApiKeyRecord>, StoreFailure>> {
                 let key_hash = key_hash.to_owned();
@@ -45,25 +45,8 @@ macro_rules! key_store {
                 key_hash: String,
             ) -> BoxFuture<'_, Result<(), StoreFailure>> {
                 Box::pin(async move {
-                    let roles = to_json("API key roles", &record.roles)?;
                     let mut tx = self.begin_write().await?;
-                    sqlx::query(INSERT_TENANT)
-                        .bind(record.tenant_id.as_str().to_owned())
-                        .bind(record.created_at_ms)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| $failure("storing a tenant", e))?;
-                    sqlx::query($upsert)
-                        .bind(record.id)
-                        .bind(record.tenant_id.as_str().to_owned())
-                        .bind(key_hash)
-                        .bind(roles)
-                        .bind(record.label)
-                        .bind(record.created_at_ms)
-                        .bind(record.revoked_at_ms)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| $failure("storing an API key", e))?;
+                    Self::insert_key_in(&mut tx, &record, &key_hash).await?;
                     tx.commit().await.map_err(|e| $failure("committing an API key", e))
                 })
             }
@@ -85,14 +68,9 @@ macro_rules! key_store {
             fn revoke_key(&self, key_id: String, now_ms: i64) -> BoxFuture<'_, Result<bool, StoreFailure>> {
                 Box::pin(async move {
                     let mut tx = self.begin_write().await?;
-                    let result = sqlx::query(REVOKE_KEY)
-                        .bind(key_id)
-                        .bind(now_ms)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| $failure("revoking an API key", e))?;
+                    let revoked = Self::revoke_key_in(&mut tx, &key_id, now_ms).await?;
                     tx.commit().await.map_err(|e| $failure("committing a key revocation", e))?;
-                    Ok(result.rows_affected() == 1)
+                    Ok(revoked)
                 })
             }
 
@@ -127,23 +105,77 @@ macro_rules! key_store {
                 now_ms: i64,
             ) -> BoxFuture<'_, Result<(), StoreFailure>> {
                 Box::pin(async move {
-                    let (pending, daily, rate) = quota_to_columns(limits);
                     let mut tx = self.begin_write().await?;
-                    sqlx::query(SET_TENANT_QUOTA)
-                        .bind(tenant_id.as_str())
-                        .bind(now_ms)
-                        .bind(pending)
-                        .bind(daily)
-                        .bind(rate)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| $failure("storing a tenant's quota", e))?;
+                    Self::set_tenant_quota_in(&mut tx, &tenant_id, limits, now_ms).await?;
                     tx.commit().await.map_err(|e| $failure("committing a tenant's quota", e))
                 })
+            }
+        }
+
+        /// The key writes on a connection inside a write transaction: what
+        /// the `KeyStore` methods run, and what a replicated log entry applies.
+        impl $store {
+            pub(crate) async fn insert_key_in(
+                conn: &mut $conn,
+                record: &ApiKeyRecord,
+                key_hash: &str,
+            ) -> Result<(), StoreFailure> {
+                let roles = to_json("API key roles", &record.roles)?;
+                sqlx::query(INSERT_TENANT)
+                    .bind(record.tenant_id.as_str().to_owned())
+                    .bind(record.created_at_ms)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| $failure("storing a tenant", e))?;
+                sqlx::query($upsert)
+                    .bind(record.id.clone())
+                    .bind(record.tenant_id.as_str().to_owned())
+                    .bind(key_hash.to_owned())
+                    .bind(roles)
+                    .bind(record.label.clone())
+                    .bind(record.created_at_ms)
+                    .bind(record.revoked_at_ms)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| $failure("storing an API key", e))?;
+                Ok(())
+            }
+
+            pub(crate) async fn revoke_key_in(
+                conn: &mut $conn,
+                key_id: &str,
+                now_ms: i64,
+            ) -> Result<bool, StoreFailure> {
+                let result = sqlx::query(REVOKE_KEY)
+                    .bind(key_id.to_owned())
+                    .bind(now_ms)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| $failure("revoking an API key", e))?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            pub(crate) async fn set_tenant_quota_in(
+                conn: &mut $conn,
+                tenant_id: &TenantId,
+                limits: QuotaLimits,
+                now_ms: i64,
+            ) -> Result<(), StoreFailure> {
+                let (pending, daily, rate) = quota_to_columns(limits);
+                sqlx::query(SET_TENANT_QUOTA)
+                    .bind(tenant_id.as_str().to_owned())
+                    .bind(now_ms)
+                    .bind(pending)
+                    .bind(daily)
+                    .bind(rate)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| $failure("storing a tenant's quota", e))?;
+                Ok(())
             }
         }
     };
 }
 
-key_store!(SqliteStore, db_failure, UPSERT_KEY_SQLITE);
-key_store!(PostgresStore, pg_failure, UPSERT_KEY_POSTGRES);
+key_store!(SqliteStore, sqlx::SqliteConnection, db_failure, UPSERT_KEY_SQLITE);
+key_store!(PostgresStore, sqlx::PgConnection, pg_failure, UPSERT_KEY_POSTGRES);

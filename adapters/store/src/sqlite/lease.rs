@@ -47,7 +47,11 @@ pub(crate) async fn read(conn: &mut SqliteConnection, shard: u32) -> Result<Opti
     }))
 }
 
-async fn write(conn: &mut SqliteConnection, shard: u32, lease: &Lease) -> Result<(), StoreFailure> {
+pub(crate) async fn write(
+    conn: &mut SqliteConnection,
+    shard: u32,
+    lease: &Lease,
+) -> Result<(), StoreFailure> {
     sqlx::query(WRITE_LEASE)
         .bind(i64::from(shard))
         .bind(lease.holder.node_id.clone())

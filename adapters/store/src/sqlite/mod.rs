@@ -47,6 +47,7 @@ crate::reads::shared_reads!(SqliteStore, db_failure, OUTBOX_UNPUBLISHED, OUTBOX_
 mod checkpoint;
 mod commit;
 mod lease;
+pub mod replica;
 pub(crate) mod rows;
 mod sql;
 
@@ -137,6 +138,8 @@ impl Default for SqliteConfig {
 
 /// The standalone store: one SQLite file.
 pub struct SqliteStore {
+    /// The database file.
+    path: std::path::PathBuf,
     writer: SqlitePool,
     readers: SqlitePool,
     checkpointer: Option<Checkpointer>,
@@ -146,7 +149,7 @@ pub struct SqliteStore {
     marks: AtomicU64,
 }
 
-fn connect_options(path: &Path, config: &SqliteConfig) -> SqliteConnectOptions {
+pub(crate) fn connect_options(path: &Path, config: &SqliteConfig) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
         .journal_mode(SqliteJournalMode::Wal)
@@ -242,7 +245,16 @@ impl SqliteStore {
         } else {
             None
         };
-        Ok(Self { writer, readers, checkpointer, clock, sql: Sql::new(), config, marks: AtomicU64::new(0) })
+        Ok(Self {
+            path: path.to_owned(),
+            writer,
+            readers,
+            checkpointer,
+            clock,
+            sql: Sql::new(),
+            config,
+            marks: AtomicU64::new(0),
+        })
     }
 
     /// Closes every connection (the last one checkpoints the WAL into the
@@ -292,6 +304,13 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| db_failure("starting a write transaction", e))
+    }
+
+    /// A connection of its own to the database (not query-only: `VACUUM
+    /// INTO` writes its copy through the connection).
+    pub(crate) async fn own_connection(&self) -> Result<sqlx::SqliteConnection, sqlx::Error> {
+        use sqlx::Connection;
+        sqlx::SqliteConnection::connect_with(&connect_options(&self.path, &self.config)).await
     }
 
     pub(crate) fn readers(&self) -> &SqlitePool {
@@ -350,13 +369,18 @@ impl SqliteStore {
     /// `outbox_prune_max_rows` per call. Returns how many rows it deleted.
     pub async fn prune_outbox(&self) -> Result<u64, StoreFailure> {
         let mut tx = self.begin_write().await?;
-        let deleted = self.prune_in(&mut tx).await?;
+        let deleted = self.prune_in(&mut tx, self.now_ms()).await?;
         tx.commit().await.map_err(|e| db_failure("committing the outbox pruning", e))?;
         Ok(deleted)
     }
 
-    async fn prune_in(&self, conn: &mut sqlx::SqliteConnection) -> Result<u64, StoreFailure> {
-        let cutoff_ms = self.now_ms().saturating_sub(self.config.outbox_keep_ms);
+    /// Prunes at store time `now` (a replicated mark passes the leader's stamp).
+    pub(crate) async fn prune_in(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        now: WallMs,
+    ) -> Result<u64, StoreFailure> {
+        let cutoff_ms = now.saturating_sub(self.config.outbox_keep_ms);
         let columns = sqlx::query_as(OUTBOX_EXTENT_SQLITE)
             .bind(cutoff_ms)
             .fetch_one(&mut *conn)
@@ -375,18 +399,31 @@ impl SqliteStore {
     }
 
     async fn mark_published(&self, up_to_seq: u64) -> Result<(), StoreFailure> {
+        let mut tx = self.begin_write().await?;
+        self.mark_published_in(&mut tx, up_to_seq, self.now_ms()).await?;
+        tx.commit().await.map_err(|e| db_failure("committing the outbox watermark", e))
+    }
+
+    /// Marks the outbox published through `up_to_seq` on `conn` (inside a
+    /// write transaction), pruning on every `outbox_prune_every`-th call at
+    /// store time `now`.
+    pub(crate) async fn mark_published_in(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        up_to_seq: u64,
+        now: WallMs,
+    ) -> Result<(), StoreFailure> {
         let up_to = i64::try_from(up_to_seq).unwrap_or(i64::MAX);
         let call = self.marks.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut tx = self.begin_write().await?;
         sqlx::query(MARK_PUBLISHED)
             .bind(up_to)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await
             .map_err(|e| db_failure("marking the outbox published", e))?;
         if call.is_multiple_of(self.config.outbox_prune_every.max(1)) {
-            self.prune_in(&mut tx).await?;
+            self.prune_in(conn, now).await?;
         }
-        tx.commit().await.map_err(|e| db_failure("committing the outbox watermark", e))
+        Ok(())
     }
 }
 
