@@ -4,7 +4,10 @@
 //!   (`{"status":"ok","service":"minoots"}`, MINOOTS's shape).
 //! - `GET /health`: readiness — the node's role, the leader (cluster
 //!   followers), epoch, due-index size, queued writes and whether its store
-//!   (the database, in a cluster) works; 503 while the store fails.
+//!   (the database, in a cluster) works; 503 while the store fails. In Raft
+//!   mode also a `raft` block (state, term, commit and applied index,
+//!   quorum), and 503 with `status: "no_quorum"` while this node is not
+//!   part of a working majority.
 //! - `GET /metrics` (on the separate metrics address): the Prometheus
 //!   registry in the OpenMetrics text format that `prometheus-client` writes.
 
@@ -29,7 +32,8 @@ pub async fn healthz() -> impl IntoResponse {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthView {
-    /// `ok`, or `unavailable` while the store fails.
+    /// `ok`; `unavailable` while the store fails; `no_quorum` (Raft mode)
+    /// while this node is not part of a working majority.
     pub status: &'static str,
     /// This node.
     pub node_id: String,
@@ -48,6 +52,33 @@ pub struct HealthView {
     pub due_index: usize,
     /// Writes waiting for a commit.
     pub queued_writes: usize,
+    /// Raft mode only: the consensus state (MINOOTS's seed shape, snake_case).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raft: Option<RaftHealth>,
+}
+
+/// The `raft` member of `/health` (Raft mode).
+#[derive(Debug, Serialize)]
+pub struct RaftHealth {
+    /// `Leader`, `Follower`, `Candidate` or `Learner`.
+    pub state: &'static str,
+    /// Whether this node is the Raft leader.
+    pub is_leader: bool,
+    /// The Raft leader's transport address, when known.
+    pub leader_address: Option<String>,
+    /// This node's Raft id.
+    pub node_id: String,
+    /// The current term (the fencing epoch of the leader's fires).
+    pub term: u64,
+    /// The last log index known committed.
+    pub commit_index: u64,
+    /// The last log index applied to this node's state.
+    pub applied_index: u64,
+    /// Whether this node is part of a working majority.
+    pub quorum: bool,
+    /// Whether this node has caught up with the cluster since it started
+    /// (before, it refuses reads as retryable).
+    pub caught_up: bool,
 }
 
 /// The `store` member of `/health`.
@@ -60,9 +91,25 @@ pub struct StoreHealth {
 /// `GET /health`.
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let s = state.handle.status();
-    let status = if s.store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let raft = state.handle.consensus().map(|c| RaftHealth {
+        state: c.state,
+        is_leader: c.is_leader,
+        leader_address: c.leader_address,
+        node_id: c.node_id.to_string(),
+        term: c.term,
+        commit_index: c.commit_index,
+        applied_index: c.applied_index,
+        quorum: c.quorum,
+        caught_up: c.caught_up,
+    });
+    let (status, word) = match (&raft, s.store_ok) {
+        (_, false) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (Some(r), true) if !r.quorum => (StatusCode::SERVICE_UNAVAILABLE, "no_quorum"),
+        _ => (StatusCode::OK, "ok"),
+    };
     let view = HealthView {
-        status: if s.store_ok { "ok" } else { "unavailable" },
+        status: word,
+        raft,
         is_leader: s.role == minoots_node::NodeRole::Leader,
         node_id: s.node_id,
         role: s.role.as_str(),

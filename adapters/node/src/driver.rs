@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use minoots_core::engine::{Effect, Engine, EngineConfig, Input, IoId, Leadership, RequestId};
+use minoots_core::engine::{
+    Effect, Engine, EngineConfig, Input, IoId, Leadership, LeadershipChange, RequestId,
+};
 use minoots_core::event::{EventKind, OutboxEvent};
 use minoots_core::store::{StoreOp, StoreReply};
 use minoots_core::{ApiError, Response, StoreFailure};
@@ -32,6 +34,7 @@ use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::quotas::Quotas;
 use crate::relay::{self, EventSink};
+use crate::status::ConsensusStatus;
 use crate::store::Store;
 use crate::subscription::StreamLimits;
 use minoots_core::quota::QuotaLimits;
@@ -68,6 +71,12 @@ pub struct NodeConfig {
     /// Where committed events go durably before they are marked published
     /// (NATS JetStream, the in-process action intake); `None`: nowhere.
     pub event_sink: Option<Arc<dyn EventSink>>,
+    /// External leadership mode only: where the election reports what this
+    /// node holds (the latest change; `None` until the first).
+    pub leadership: Option<watch::Receiver<Option<LeadershipChange>>>,
+    /// Raft mode: the consensus state the Raft layer publishes (for
+    /// `/health` and the `minoots_raft_*` metrics).
+    pub consensus: Option<watch::Receiver<ConsensusStatus>>,
 }
 
 impl NodeConfig {
@@ -82,6 +91,8 @@ impl NodeConfig {
             default_quotas: QuotaLimits::default(),
             token_verifier: None,
             event_sink: None,
+            leadership: None,
+            consensus: None,
         }
     }
 
@@ -143,7 +154,11 @@ pub fn start_node_with(
         )),
         tokens: config.token_verifier.clone(),
         clock: clock.clone(),
+        consensus: config.consensus.clone(),
     };
+    if let Some(consensus) = config.consensus.clone() {
+        tokio::spawn(record_consensus(consensus, metrics.clone()));
+    }
     let driver = Driver {
         engine: Engine::new(engine_config, clock.now()),
         store,
@@ -159,7 +174,7 @@ pub fn start_node_with(
         coordinator: Coordinator::new(config.node_id.clone()),
         sink: config.event_sink.clone(),
     };
-    let join = tokio::spawn(driver.run(calls_rx, shutdown_rx, events_tx));
+    let join = tokio::spawn(driver.run(calls_rx, shutdown_rx, events_tx, config.leadership));
     (handle, join)
 }
 
@@ -186,12 +201,41 @@ struct Driver {
 
 type Done = (IoId, Result<StoreReply, StoreFailure>);
 
+/// Keeps the `minoots_raft_*` metrics up to date while the Raft layer runs.
+async fn record_consensus(mut consensus: watch::Receiver<ConsensusStatus>, metrics: Arc<Metrics>) {
+    let mut before: Option<ConsensusStatus> = None;
+    loop {
+        let now = consensus.borrow_and_update().clone();
+        metrics.record_consensus(before.as_ref(), &now);
+        before = Some(now);
+        if consensus.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The next leadership change an external election reports; never ready
+/// without one (or once it is gone: the engine keeps what it was told last).
+async fn next_leadership(source: &mut Option<watch::Receiver<Option<LeadershipChange>>>) -> LeadershipChange {
+    loop {
+        let Some(rx) = source.as_mut() else { return std::future::pending().await };
+        if rx.changed().await.is_err() {
+            *source = None;
+            continue;
+        }
+        if let Some(change) = rx.borrow_and_update().clone() {
+            return change;
+        }
+    }
+}
+
 impl Driver {
     async fn run(
         mut self,
         mut calls: mpsc::Receiver<Call>,
         mut shutdown: watch::Receiver<bool>,
         events: broadcast::Sender<Arc<OutboxEvent>>,
+        mut leadership: Option<watch::Receiver<Option<LeadershipChange>>>,
     ) {
         // Completions: at most one commit, one load and READS_IN_FLIGHT_MAX reads are outstanding.
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
@@ -232,6 +276,9 @@ impl Driver {
                     if changed.is_err() || *shutdown.borrow() {
                         break;
                     }
+                }
+                change = next_leadership(&mut leadership) => {
+                    self.engine.handle_input(self.clock.now(), Input::Leadership(change));
                 }
                 call = calls.recv() => {
                     let Some(call) = call else { break };

@@ -124,6 +124,7 @@ pub struct NodeHandle {
     pub(crate) quotas: Arc<Quotas>,
     pub(crate) tokens: Option<Arc<dyn TokenVerifier>>,
     pub(crate) clock: Arc<dyn crate::clock::Clock>,
+    pub(crate) consensus: Option<watch::Receiver<crate::status::ConsensusStatus>>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -265,6 +266,11 @@ impl NodeHandle {
     /// The node's current status.
     pub fn status(&self) -> NodeStatus {
         self.status.borrow().clone()
+    }
+
+    /// Raft mode: the node's consensus state; `None` in the other modes.
+    pub fn consensus(&self) -> Option<crate::status::ConsensusStatus> {
+        self.consensus.as_ref().map(|c| c.borrow().clone())
     }
 
     /// The node's metrics.

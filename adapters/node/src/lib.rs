@@ -37,4 +37,5 @@ pub use driver::{NodeConfig, start_node};
 pub use handle::{AuthError, Credential, NodeHandle, NodeRole, NodeStatus, TokenVerifier, leader_endpoint};
 pub use keys::{ApiKeyRecord, KeyStore, hash_api_key};
 pub use relay::EventSink;
+pub use status::ConsensusStatus;
 pub use store::{Store, StoreGuardStats};

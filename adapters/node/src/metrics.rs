@@ -25,9 +25,14 @@
 //! | `minoots_action_dead_lettered_total` | counter | deliveries moved to the dead-letter queue |
 //! | `minoots_action_deferred_total` | counter | attempts not made because the destination's circuit breaker was open (not counted as attempts) |
 //! | `minoots_event_streams_closed_total{reason}` | counter | client event streams the server ended: `lagged`, `too_slow` (the client stopped reading), `unauthenticated` (key revoked), `unavailable` (node stopping) |
-//! | `kernel_coordinator_election_attempts_total` | counter | lease acquisitions sent (cluster mode) |
-//! | `kernel_coordinator_election_results_total{outcome}` | counter | their results: `granted`, `held`, `error` |
+//! | `kernel_coordinator_election_attempts_total` | counter | lease acquisitions sent (cluster mode); elections this node started (Raft mode) |
+//! | `kernel_coordinator_election_results_total{outcome}` | counter | their results: `granted`, `held`, `error` (Raft mode: `granted` when this node became the Raft leader) |
 //! | `kernel_coordinator_leadership_transitions_total` | counter | times this node became or stopped being the leader |
+//! | `minoots_raft_term` | gauge | Raft mode: the current term |
+//! | `minoots_raft_commit_index` | gauge | Raft mode: the last log index known committed |
+//! | `minoots_raft_applied_index` | gauge | Raft mode: the last log index applied to this node's state |
+//! | `minoots_raft_apply_lag` | gauge | Raft mode: committed entries not yet applied here |
+//! | `minoots_raft_quorum` | gauge | Raft mode: 1 while this node is part of a working majority |
 //! | `kernel_coordinator_heartbeat_results_total{outcome}` | counter | lease renewals: `renewed`, `lost`, `error` |
 //!
 //! The `kernel_coordinator_*` names are MINOOTS's (its horology kernel's
@@ -85,6 +90,16 @@ pub struct Metrics {
     pub heartbeat_results: Family<OutcomeLabel, Counter>,
     /// Outbox rows after the published watermark.
     pub outbox_pending: Gauge,
+    /// `minoots_raft_term`.
+    pub raft_term: Gauge,
+    /// `minoots_raft_commit_index`.
+    pub raft_commit_index: Gauge,
+    /// `minoots_raft_applied_index`.
+    pub raft_applied_index: Gauge,
+    /// `minoots_raft_apply_lag`.
+    pub raft_apply_lag: Gauge,
+    /// `minoots_raft_quorum`.
+    pub raft_quorum: Gauge,
     /// Sink acceptance minus event time, seconds.
     pub outbox_publish_lag: Histogram,
     /// Action attempts by `kind` and `outcome`.
@@ -121,6 +136,28 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Records a Raft-mode consensus status (`before`: the previous one, to
+    /// count elections started and won).
+    pub fn record_consensus(
+        &self,
+        before: Option<&crate::status::ConsensusStatus>,
+        now: &crate::status::ConsensusStatus,
+    ) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.raft_term.set(gauge(now.term));
+        self.raft_commit_index.set(gauge(now.commit_index));
+        self.raft_applied_index.set(gauge(now.applied_index));
+        self.raft_apply_lag.set(gauge(now.commit_index.saturating_sub(now.applied_index)));
+        self.raft_quorum.set(i64::from(now.quorum));
+        let was = |state: &str| before.is_some_and(|b| b.state == state && b.term == now.term);
+        if now.state == "Candidate" && !was("Candidate") {
+            self.election_attempts.inc();
+        }
+        if now.state == "Leader" && !was("Leader") {
+            self.election_results.get_or_create(&[("outcome", "granted")]).inc();
+        }
+    }
+
     /// A fresh registry with every metric registered.
     pub fn new() -> Self {
         let latency_buckets =
@@ -230,6 +267,28 @@ impl Metrics {
             "Warnings that a store connection pool was nearly exhausted",
             pool_exhaustion_warnings.clone(),
         );
+        let raft_term = Gauge::default();
+        let raft_commit_index = Gauge::default();
+        let raft_applied_index = Gauge::default();
+        let raft_apply_lag = Gauge::default();
+        let raft_quorum = Gauge::default();
+        for (name, help, gauge) in [
+            ("minoots_raft_term", "Raft mode: the current term", &raft_term),
+            (
+                "minoots_raft_commit_index",
+                "Raft mode: the last log index known committed",
+                &raft_commit_index,
+            ),
+            ("minoots_raft_applied_index", "Raft mode: the last log index applied here", &raft_applied_index),
+            ("minoots_raft_apply_lag", "Raft mode: committed entries not yet applied here", &raft_apply_lag),
+            (
+                "minoots_raft_quorum",
+                "Raft mode: 1 while this node is part of a working majority",
+                &raft_quorum,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
         let outbox_pending = Gauge::default();
         let outbox_publish_lag = Histogram::new(latency_buckets);
         let action_attempts = Family::<ActionLabels, Counter>::default();
@@ -274,6 +333,11 @@ impl Metrics {
         );
         Self {
             registry,
+            raft_term,
+            raft_commit_index,
+            raft_applied_index,
+            raft_apply_lag,
+            raft_quorum,
             outbox_pending,
             outbox_publish_lag,
             action_attempts,

@@ -61,3 +61,31 @@ impl From<&minoots_core::Leadership> for NodeRole {
         }
     }
 }
+
+/// Raft mode: the node's consensus state, as its Raft layer reports it (for
+/// `/health`'s `raft` block and the `minoots_raft_*` metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsensusStatus {
+    /// This node's Raft id.
+    pub node_id: u64,
+    /// `Leader`, `Follower`, `Candidate` or `Learner`.
+    pub state: &'static str,
+    /// Whether this node is the Raft leader (its engine leads once its term's
+    /// barrier is applied).
+    pub is_leader: bool,
+    /// The Raft leader's transport address, when one is known.
+    pub leader_address: Option<String>,
+    /// The current term.
+    pub term: u64,
+    /// The last log index known committed.
+    pub commit_index: u64,
+    /// The last log index applied to this node's state.
+    pub applied_index: u64,
+    /// Whether this node is part of a working majority: a leader whose
+    /// quorum answered within an election timeout, or a follower that knows
+    /// its leader. False while an election runs or a quorum is lost.
+    pub quorum: bool,
+    /// Whether this node has caught up with the cluster since it started
+    /// (before, it refuses reads as retryable).
+    pub caught_up: bool,
+}
