@@ -1,4 +1,4 @@
-//! Generates the `minoots.timer.v1` code with madsim-tonic-build, which writes
+//! Generates the `minoots.timer.v1` and `minoots.raft.v1` code with madsim-tonic-build, which writes
 //! two copies: `$OUT_DIR/<pkg>.rs` (real tonic) and `$OUT_DIR/sim/<pkg>.rs`
 //! (the simulator's transport); `tonic::include_proto!` picks one by
 //! `cfg(madsim)`. Also writes the encoded file descriptor set that gRPC
@@ -25,6 +25,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(["."])
         .file_descriptor_set_path(out_dir.join("minoots_descriptor.bin"))
         .compile_protos_with_config(prost_config()?, &["proto/minoots/timer/v1/timer.proto"], &["proto"])?;
+    tonic_build::configure().compile_protos_with_config(
+        prost_config()?,
+        &["proto/minoots/raft/v1/raft.proto"],
+        &["proto"],
+    )?;
 
     if std::env::var_os("CARGO_FEATURE_CONTRACT_CLIENT").is_some() {
         let contract_dir = out_dir.join("contract");

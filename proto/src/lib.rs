@@ -15,6 +15,13 @@ pub mod timer_v1 {
 
 pub use timer_v1::*;
 
+/// `minoots.raft.v1`: the Raft mode's replication transport between nodes
+/// (`raft_server`, `raft_client`); never exposed to clients.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod raft_v1 {
+    tonic::include_proto!("minoots.raft.v1");
+}
+
 /// The encoded `FileDescriptorSet` of `minoots.timer.v1`, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/minoots_descriptor.bin"));
 

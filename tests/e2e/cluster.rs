@@ -37,11 +37,11 @@ use tokio::sync::{RwLock, watch};
 use crate::pg::PgServer;
 use crate::support::{DEV_KEY, Server, iso_ms};
 
-const NODES: usize = 3;
+pub(crate) const NODES: usize = 3;
 /// Each producer creates a timer about every this many ms after its last acknowledgement (due 300–1,200 ms later).
 const CREATE_EVERY_MS: u64 = 5;
 
-fn env_u64(name: &str, default: u64) -> u64 {
+pub(crate) fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
@@ -49,22 +49,29 @@ fn lease_ttl_ms() -> u64 {
     env_u64("MINOOTS_CLUSTER_LEASE_TTL_MS", 1_000)
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     minoots_node::Clock::now(&minoots_node::SystemClock::new()).wall_ms
 }
 
 /// The REST URLs of the nodes that are up, by node index.
-type AddressBook = Arc<RwLock<Vec<Option<String>>>>;
+pub(crate) type AddressBook = Arc<RwLock<Vec<Option<String>>>>;
 
-struct Cluster {
-    pg: PgServer,
-    url: String,
+/// What the nodes share: a PostgreSQL database, or nothing but each
+/// other (Raft mode, each node with its own data directory).
+pub(crate) enum Backing {
+    Postgres { pg: PgServer, url: String },
+    Raft { dirs: Vec<tempfile::TempDir>, peers: String },
+}
+
+pub(crate) struct Cluster {
+    pub(crate) backing: Backing,
     env: Vec<(String, String)>,
-    nodes: Vec<Option<Server>>,
-    book: AddressBook,
+    pub(crate) nodes: Vec<Option<Server>>,
+    pub(crate) book: AddressBook,
 }
 
 impl Cluster {
+    /// Three nodes on one private PostgreSQL server, leading by lease.
     async fn start() -> Cluster {
         let pg = PgServer::start();
         let url = pg.create_database("minoots_cluster");
@@ -74,42 +81,90 @@ impl Cluster {
             ("KERNEL_LEASE_RENEW_MS".to_owned(), (ttl / 4).max(1).to_string()),
             ("KERNEL_LEASE_ACQUIRE_RETRY_MS".to_owned(), (ttl / 8).max(1).to_string()),
         ];
+        Cluster::spawn_all(Backing::Postgres { pg, url }, env)
+    }
+
+    /// Three Raft nodes, each with its own data directory, on free ports,
+    /// started at once (each waits for nothing but its own listeners), with
+    /// the extra environment `env`.
+    pub(crate) async fn start_raft(env: Vec<(String, String)>) -> Cluster {
+        let raft_ports: Vec<u16> = (0..NODES).map(|_| crate::pg::free_port()).collect();
+        let peers = raft_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("{}=http://127.0.0.1:{port}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let dirs = (0..NODES).map(|_| crate::support::data_dir()).collect();
+        Cluster::spawn_all(Backing::Raft { dirs, peers }, env)
+    }
+
+    fn spawn_all(backing: Backing, env: Vec<(String, String)>) -> Cluster {
         let mut cluster =
-            Cluster { pg, url, env, nodes: Vec::new(), book: Arc::new(RwLock::new(vec![None; NODES])) };
-        for i in 0..NODES {
-            let node = cluster.spawn(i);
-            cluster.book.write().await[i] = Some(node.rest.clone());
-            cluster.nodes.push(Some(node));
-        }
+            Cluster { backing, env, nodes: Vec::new(), book: Arc::new(RwLock::new(vec![None; NODES])) };
+        let started: Vec<Server> = std::thread::scope(|scope| {
+            let spawning: Vec<_> = (0..NODES)
+                .map(|i| {
+                    scope.spawn({
+                        let cluster = &cluster;
+                        move || cluster.spawn(i)
+                    })
+                })
+                .collect();
+            spawning.into_iter().map(|h| h.join().expect("a node started")).collect()
+        });
+        let book: Vec<Option<String>> = started.iter().map(|n| Some(n.rest.clone())).collect();
+        cluster.book = Arc::new(RwLock::new(book));
+        cluster.nodes = started.into_iter().map(Some).collect();
         cluster
     }
 
-    fn spawn(&self, i: usize) -> Server {
+    pub(crate) fn spawn(&self, i: usize) -> Server {
         let id = format!("node-{}", i + 1);
         // No signing key configured (as in the README): each tenant's is generated in the database.
-        let envs: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        Server::start_with(&["--store", "postgres", "--database-url", &self.url, "--node-id", &id], &envs)
+        let mut envs: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        match &self.backing {
+            Backing::Postgres { url, .. } => {
+                Server::start_with(&["--store", "postgres", "--database-url", url, "--node-id", &id], &envs)
+            }
+            Backing::Raft { dirs, peers, .. } => {
+                let raft_id = (i + 1).to_string();
+                envs.extend([
+                    ("KERNEL_RAFT_NODE_ID", raft_id.as_str()),
+                    ("KERNEL_RAFT_PEERS", peers.as_str()),
+                ]);
+                let dir = dirs[i].path().to_string_lossy().into_owned();
+                Server::start_with(&["--data-dir", &dir, "--node-id", &id], &envs)
+            }
+        }
     }
 
-    async fn kill(&mut self, i: usize) {
+    fn pg(&mut self) -> &mut PgServer {
+        match &mut self.backing {
+            Backing::Postgres { pg, .. } => pg,
+            Backing::Raft { .. } => panic!("not a PostgreSQL cluster"),
+        }
+    }
+
+    pub(crate) async fn kill(&mut self, i: usize) {
         self.book.write().await[i] = None;
         if let Some(node) = self.nodes[i].take() {
             node.kill9();
         }
     }
 
-    async fn restart(&mut self, i: usize) {
+    pub(crate) async fn restart(&mut self, i: usize) {
         let node = self.spawn(i);
         self.book.write().await[i] = Some(node.rest.clone());
         self.nodes[i] = Some(node);
     }
 
-    fn node(&self, i: usize) -> &Server {
+    pub(crate) fn node(&self, i: usize) -> &Server {
         self.nodes[i].as_ref().expect("node is up")
     }
 
     /// The leader (index, epoch) as the nodes report it, if one leads.
-    async fn leader(&self, client: &reqwest::Client) -> Option<(usize, u64)> {
+    pub(crate) async fn leader(&self, client: &reqwest::Client) -> Option<(usize, u64)> {
         let mut best: Option<(usize, u64)> = None;
         for (i, node) in self.nodes.iter().enumerate() {
             let Some(node) = node else { continue };
@@ -125,7 +180,7 @@ impl Cluster {
     }
 
     /// Waits until a node leads at an epoch above `above`.
-    async fn wait_for_leader_above(&self, client: &reqwest::Client, above: u64) -> (usize, u64) {
+    pub(crate) async fn wait_for_leader_above(&self, client: &reqwest::Client, above: u64) -> (usize, u64) {
         for _ in 0..3_000 {
             if let Some((i, epoch)) = self.leader(client).await
                 && epoch > above
@@ -138,7 +193,7 @@ impl Cluster {
     }
 
     /// Sums a counter over the nodes that are up.
-    async fn metric_sum(&self, client: &reqwest::Client, name: &str) -> f64 {
+    pub(crate) async fn metric_sum(&self, client: &reqwest::Client, name: &str) -> f64 {
         let mut sum = 0.0;
         for node in self.nodes.iter().flatten() {
             sum += metric(client, &node.metrics, name).await.unwrap_or(0.0);
@@ -147,32 +202,32 @@ impl Cluster {
     }
 }
 
-fn client(timeout_ms: u64) -> reqwest::Client {
+pub(crate) fn client(timeout_ms: u64) -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_millis(timeout_ms)).build().expect("http client")
 }
 
-async fn health(client: &reqwest::Client, rest: &str) -> Option<Value> {
+pub(crate) async fn health(client: &reqwest::Client, rest: &str) -> Option<Value> {
     let resp = client.get(format!("{rest}/health")).send().await.ok()?;
     resp.json().await.ok()
 }
 
-async fn metric(client: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
+pub(crate) async fn metric(client: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
     let text = client.get(url).send().await.ok()?.text().await.ok()?;
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// An acknowledged timer.
 #[derive(Debug, Clone)]
-struct Acked {
-    id: String,
-    due_ms: i64,
+pub(crate) struct Acked {
+    pub(crate) id: String,
+    pub(crate) due_ms: i64,
 }
 
 /// Producers running at once (each waits for its acknowledgement).
 const PRODUCERS: usize = 4;
 
 /// Starts [`PRODUCERS`] producers; the task returns every acknowledged timer.
-fn spawn_load(
+pub(crate) fn spawn_load(
     book: &AddressBook,
     prefix: &str,
     stop: watch::Receiver<bool>,
@@ -264,25 +319,27 @@ async fn produce(book: AddressBook, prefix: String, mut stop: watch::Receiver<bo
 
 /// One fire as the API shows it.
 #[derive(Debug, Clone)]
-struct Fire {
-    epoch: u64,
-    node_id: String,
-    due_ms: i64,
-    fired_ms: i64,
+pub(crate) struct Fire {
+    pub(crate) epoch: u64,
+    pub(crate) node_id: String,
+    pub(crate) due_ms: i64,
+    pub(crate) fired_ms: i64,
 }
 
 #[derive(Debug, Default)]
-struct Verdict {
-    timers: usize,
-    duplicates: usize,
-    lost: usize,
-    early: usize,
-    fires: Vec<Fire>,
+pub(crate) struct Verdict {
+    pub(crate) timers: usize,
+    pub(crate) duplicates: usize,
+    pub(crate) lost: usize,
+    pub(crate) early: usize,
+    pub(crate) fires: Vec<Fire>,
+    /// The timers verified.
+    pub(crate) acked: Vec<Acked>,
 }
 
 /// Reads every acknowledged timer's fires (from any node up), waiting up to
 /// 30 s for each to fire.
-async fn verify(book: &AddressBook, acked: &[Acked]) -> Verdict {
+pub(crate) async fn verify(book: &AddressBook, acked: &[Acked]) -> Verdict {
     let client = client(2_000);
     let urls: Vec<String> = book.read().await.iter().flatten().cloned().collect();
     assert!(!urls.is_empty(), "no node is up to verify with");
@@ -327,7 +384,7 @@ async fn verify(book: &AddressBook, acked: &[Acked]) -> Verdict {
         .buffered(16)
         .collect()
         .await;
-    let mut verdict = Verdict { timers: acked.len(), ..Default::default() };
+    let mut verdict = Verdict { timers: acked.len(), acked: acked.to_vec(), ..Default::default() };
     for (timer, fires) in acked.iter().zip(results) {
         match fires.len() {
             0 => {
@@ -351,7 +408,7 @@ async fn verify(book: &AddressBook, acked: &[Acked]) -> Verdict {
     verdict
 }
 
-fn percentile(sorted: &[i64], q: f64) -> i64 {
+pub(crate) fn percentile(sorted: &[i64], q: f64) -> i64 {
     if sorted.is_empty() {
         return 0;
     }
@@ -361,7 +418,7 @@ fn percentile(sorted: &[i64], q: f64) -> i64 {
 
 /// Stops the producer, waits until every acknowledged timer is due, and
 /// verifies; asserts exactly once, never early.
-async fn finish(
+pub(crate) async fn finish(
     book: &AddressBook,
     stop: watch::Sender<bool>,
     producer: tokio::task::JoinHandle<Vec<Acked>>,
@@ -376,7 +433,7 @@ async fn finish(
     verdict
 }
 
-fn assert_exactly_once(name: &str, verdict: &Verdict) {
+pub(crate) fn assert_exactly_once(name: &str, verdict: &Verdict) {
     assert_eq!(
         (verdict.duplicates, verdict.lost, verdict.early),
         (0, 0, 0),
@@ -384,7 +441,7 @@ fn assert_exactly_once(name: &str, verdict: &Verdict) {
     );
 }
 
-fn epochs(verdict: &Verdict) -> BTreeMap<u64, BTreeSet<String>> {
+pub(crate) fn epochs(verdict: &Verdict) -> BTreeMap<u64, BTreeSet<String>> {
     let mut by_epoch: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     for fire in &verdict.fires {
         by_epoch.entry(fire.epoch).or_default().insert(fire.node_id.clone());
@@ -394,7 +451,7 @@ fn epochs(verdict: &Verdict) -> BTreeMap<u64, BTreeSet<String>> {
 
 /// Every node shows a tenant the same signing key: generated once, kept in
 /// the cluster database (no node was given a key).
-async fn nodes_agree_on_the_tenants_signing_key(cluster: &Cluster) {
+pub(crate) async fn nodes_agree_on_the_tenants_signing_key(cluster: &Cluster) {
     let mut keys = BTreeSet::new();
     for i in 0..NODES {
         let response = client(5_000)
@@ -413,7 +470,7 @@ async fn nodes_agree_on_the_tenants_signing_key(cluster: &Cluster) {
 
 /// A real gRPC client (the `minoots` CLI) writing to a follower gets
 /// FAILED_PRECONDITION naming the leader's gRPC address and a retry hint.
-fn follower_refuses_grpc_writes_with_the_leader(cluster: &Cluster, leader: usize) {
+pub(crate) fn follower_refuses_grpc_writes_with_the_leader(cluster: &Cluster, leader: usize) {
     let follower = (0..NODES).find(|&i| i != leader).expect("a follower");
     let out = std::process::Command::new(crate::support::minoots_bin())
         .args([
@@ -571,7 +628,7 @@ async fn cluster_rides_out_a_database_restart() {
     let producer = spawn_load(&cluster.book, "pgrestart", stop_rx);
 
     tokio::time::sleep(Duration::from_millis(2_000)).await;
-    cluster.pg.crash();
+    cluster.pg().crash();
     // Every node reports the database down on /health (within the outage).
     let crashed_at = now_ms();
     let mut down = [false; NODES];
@@ -586,7 +643,7 @@ async fn cluster_rides_out_a_database_restart() {
     }
     assert!(down.iter().all(|d| *d), "every node reported the database down: {down:?}");
     tokio::time::sleep(Duration::from_millis((2_000 - (now_ms() - crashed_at)).max(0) as u64)).await;
-    cluster.pg.restart();
+    cluster.pg().restart();
     let (_, epoch_after) = cluster.wait_for_leader_above(&probe, 0).await;
     tokio::time::sleep(Duration::from_millis(3_000)).await;
     let verdict = finish(&cluster.book, stop_tx, producer).await;
@@ -611,8 +668,6 @@ async fn cluster_rides_out_a_database_restart() {
     ] {
         assert!(metric(&probe, metrics, name).await.is_some(), "{name} is exported");
     }
-    let url = &cluster.url;
-    assert!(!url.is_empty());
 }
 
 /// A node started while its database is down does not exit: it retries

@@ -2,7 +2,8 @@
 //! and ports, driven over REST, gRPC and the CLI, killed with SIGKILL and
 //! restarted. Every assertion is about what a user could observe. The
 //! cluster tests (`cluster`) run three nodes on a private PostgreSQL server
-//! (`pg`, shared with the store's tests).
+//! (`pg`, shared with the store's tests); the Raft tests (`raft`) run three
+//! nodes on their own data directories, with the same harness.
 
 mod actions;
 mod bench;
@@ -14,4 +15,5 @@ mod jwt;
 #[path = "../support/pg.rs"]
 mod pg;
 mod quickstart;
+mod raft;
 mod support;

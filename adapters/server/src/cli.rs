@@ -69,7 +69,8 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             );
             Ok(())
         }
-        Command::Migrate { data_dir, store: StoreKind::Sqlite, .. } => {
+        // A Raft node's state is the standalone schema in its data directory.
+        Command::Migrate { data_dir, store: StoreKind::Sqlite | StoreKind::Raft, .. } => {
             crate::secrets::private_data_dir(&data_dir)?;
             let path = data_dir.join("minoots.db");
             let clock = Arc::new(minoots_node::SystemClock::new());

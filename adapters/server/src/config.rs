@@ -13,6 +13,42 @@ pub enum StoreKind {
     Sqlite,
     /// A PostgreSQL database shared by several nodes (cluster: leases, fencing).
     Postgres,
+    /// Three or five nodes, each with its own SQLite state and Raft log,
+    /// replicating every write through openraft (`KERNEL_RAFT_*`).
+    Raft,
+}
+
+/// The Raft mode's settings (`--store raft`, or `KERNEL_RAFT_NODE_ID` set).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RaftArgs {
+    /// This node's Raft id, one of the ids of `--raft-peers`; setting it selects Raft mode.
+    #[arg(long, env = "KERNEL_RAFT_NODE_ID")]
+    pub raft_node_id: Option<u64>,
+    /// Where this node's Raft transport (gRPC `minoots.raft.v1`) listens;
+    /// default: the host and port of its own entry in `--raft-peers`.
+    #[arg(long, env = "KERNEL_RAFT_ADDR")]
+    pub raft_addr: Option<SocketAddr>,
+    /// Every voter: `1=http://127.0.0.1:7207,2=http://127.0.0.1:7208,3=http://127.0.0.1:7209`.
+    #[arg(long, env = "KERNEL_RAFT_PEERS")]
+    pub raft_peers: Option<String>,
+    /// Shortest election timeout (ms).
+    #[arg(long, env = "KERNEL_RAFT_ELECTION_MIN_MS", default_value_t = 300)]
+    pub raft_election_min_ms: u64,
+    /// Longest election timeout (ms).
+    #[arg(long, env = "KERNEL_RAFT_ELECTION_MAX_MS", default_value_t = 600)]
+    pub raft_election_max_ms: u64,
+    /// Leader heartbeat interval (ms).
+    #[arg(long, env = "KERNEL_RAFT_HEARTBEAT_MS", default_value_t = 100)]
+    pub raft_heartbeat_ms: u64,
+    /// Build a snapshot (and purge the log before it) after this many applied entries.
+    #[arg(long, env = "KERNEL_RAFT_SNAPSHOT_EVERY_ENTRIES", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub raft_snapshot_every_entries: u64,
+    /// Entries kept in the log behind a snapshot, for followers that lag a little.
+    #[arg(long, env = "KERNEL_RAFT_KEEP_AFTER_SNAPSHOT_ENTRIES", default_value_t = 1_000)]
+    pub raft_keep_after_snapshot_entries: u64,
+    /// How long a write may wait for its Raft commit before its outcome counts as unknown (ms).
+    #[arg(long, env = "KERNEL_RAFT_PROPOSE_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub raft_propose_timeout_ms: u64,
 }
 
 /// Where a cluster store lives, and how a node leads (`--store postgres`).
@@ -194,6 +230,48 @@ pub enum LogFormat {
     Json,
 }
 
+impl RaftArgs {
+    /// The node's Raft configuration; `engine_node_id` and `client_address`
+    /// are what its fires carry and what followers hand clients.
+    pub fn node_config(
+        &self,
+        engine_node_id: &str,
+        client_address: String,
+    ) -> Result<minoots_raft::RaftNodeConfig, String> {
+        let node_id = self.raft_node_id.ok_or("Raft mode needs KERNEL_RAFT_NODE_ID (--raft-node-id)")?;
+        let peers = minoots_raft::parse_peers(
+            self.raft_peers.as_deref().ok_or("Raft mode needs KERNEL_RAFT_PEERS (--raft-peers)")?,
+        )?;
+        let listen_addr = match self.raft_addr {
+            Some(addr) => addr,
+            None => {
+                let own = peers.get(&node_id).ok_or_else(|| {
+                    format!("KERNEL_RAFT_NODE_ID {node_id} must be one of the ids of KERNEL_RAFT_PEERS")
+                })?;
+                let authority = own.split("://").nth(1).unwrap_or(own).trim_end_matches('/');
+                authority.parse().map_err(|_| {
+                    format!("KERNEL_RAFT_ADDR is unset and this node's peer address {own:?} is not IP:port: set KERNEL_RAFT_ADDR")
+                })?
+            }
+        };
+        let config = minoots_raft::RaftNodeConfig {
+            node_id,
+            listen_addr,
+            peers,
+            election_min_ms: self.raft_election_min_ms,
+            election_max_ms: self.raft_election_max_ms,
+            heartbeat_ms: self.raft_heartbeat_ms,
+            snapshot_every_entries: self.raft_snapshot_every_entries,
+            keep_after_snapshot_entries: self.raft_keep_after_snapshot_entries,
+            propose_timeout_ms: self.raft_propose_timeout_ms,
+            engine_node_id: engine_node_id.to_owned(),
+            client_address,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
 /// Options of `minoots serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -209,11 +287,14 @@ pub struct ServeArgs {
     /// Directory for the SQLite store and other local state.
     #[arg(long, env = "MINOOTS_DATA_DIR", default_value = "./minoots-data")]
     pub data_dir: PathBuf,
-    /// Store backend: `sqlite` (standalone) or `postgres` (cluster).
+    /// Store backend: `sqlite` (standalone), `postgres` (cluster on a shared
+    /// database) or `raft` (replicated; also selected by `KERNEL_RAFT_NODE_ID`).
     #[arg(long, env = "KERNEL_STORE", value_enum, default_value = "sqlite")]
     pub store: StoreKind,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub raft: RaftArgs,
     #[command(flatten)]
     pub actions: ActionArgs,
     /// This node's id (recorded with every fire it makes).
@@ -431,6 +512,21 @@ pub struct ActionArgs {
     /// NATS subject for `workflow_event` and `agent_prompt` actions (when no agent webhook is set).
     #[arg(long, env = "ACTION_AGENT_NATS_SUBJECT")]
     pub agent_nats_subject: Option<String>,
+}
+
+impl ServeArgs {
+    /// The store this node runs on: `--store`, except that a Raft node id
+    /// selects Raft mode (and cannot be combined with PostgreSQL).
+    pub fn store_kind(&self) -> Result<StoreKind, String> {
+        match (self.store, self.raft.raft_node_id) {
+            (StoreKind::Postgres, Some(_)) => {
+                Err("KERNEL_RAFT_NODE_ID selects Raft mode: it cannot be combined with --store postgres"
+                    .to_owned())
+            }
+            (_, Some(_)) | (StoreKind::Raft, None) => Ok(StoreKind::Raft),
+            (kind, None) => Ok(kind),
+        }
+    }
 }
 
 impl ActionArgs {

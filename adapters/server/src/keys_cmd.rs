@@ -62,6 +62,14 @@ impl KeyStoreArgs {
                     PostgresConfig { schema: self.database_schema.clone(), ..PostgresConfig::new(url) };
                 Arc::new(PostgresStore::open(config).await?)
             }
+            // Writing one node's copy would make the replicas diverge.
+            StoreKind::Raft => {
+                return Err(
+                    "in Raft mode keys and tenants are replicated: a node's data directory cannot be \
+                            changed offline (the development key is seeded by the first leader)"
+                        .into(),
+                );
+            }
         })
     }
 }

@@ -40,22 +40,7 @@ pub const DEV_KEY: &str = "local-dev-key";
 pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     init_logging(&args.log_level, args.log_format);
     let clock = Arc::new(SystemClock::new());
-    let opened = match args.store {
-        StoreKind::Sqlite => open_sqlite(&args, clock.clone()).await?,
-        StoreKind::Postgres => match open_postgres(&args).await? {
-            Some(opened) => opened,
-            None => return Ok(()), // a shutdown signal while waiting for the database
-        },
-    };
-    let seeded = if args.no_dev_key { Ok(()) } else { seed_dev_key(&*opened.keys, &clock).await };
-    if let Err(e) = seeded {
-        match args.store {
-            StoreKind::Sqlite => return Err(e),
-            // Another node seeds it, or this node does at its next start.
-            StoreKind::Postgres => tracing::warn!(error = %e, "could not seed the development key"),
-        }
-    }
-
+    let store_kind = args.store_kind()?;
     let tls = args.tls_cert.clone().zip(args.tls_key.clone());
     let rest_tls =
         tls.as_ref().map(|(cert, key)| crate::listen::tls_config(cert, key, &[b"http/1.1"])).transpose()?;
@@ -73,8 +58,38 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     let (http_addr, grpc_addr, metrics_addr) =
         (http.local_addr()?, grpc.local_addr()?, metrics.local_addr()?);
 
-    let place = match args.store {
-        StoreKind::Sqlite => ActionPlace::Sqlite(args.data_dir.clone()),
+    let client_address = leader_hint(args.cluster.advertise_addr.as_deref(), http_addr, grpc_addr);
+    let opened = match store_kind {
+        StoreKind::Sqlite => open_sqlite(&args, clock.clone()).await?,
+        StoreKind::Postgres => match open_postgres(&args).await? {
+            Some(opened) => opened,
+            None => return Ok(()), // a shutdown signal while waiting for the database
+        },
+        StoreKind::Raft => open_raft(&args, clock.clone(), client_address.clone()).await?,
+    };
+    match (store_kind, args.no_dev_key) {
+        (_, true) => {}
+        (StoreKind::Sqlite, false) => seed_dev_key(&*opened.keys, &clock).await?,
+        // Another node seeds it, or this node does at its next start.
+        (StoreKind::Postgres, false) => {
+            if let Err(e) = seed_dev_key(&*opened.keys, &clock).await {
+                tracing::warn!(error = %e, "could not seed the development key");
+            }
+        }
+        // Only a leader can write: whichever node leads first seeds it.
+        (StoreKind::Raft, false) => {
+            if let Some(raft) = &opened.raft {
+                tokio::spawn(seed_dev_key_when_leading(
+                    opened.keys.clone(),
+                    clock.clone(),
+                    raft.leadership.clone(),
+                ));
+            }
+        }
+    }
+
+    let place = match store_kind {
+        StoreKind::Sqlite | StoreKind::Raft => ActionPlace::Sqlite(args.data_dir.clone()),
         StoreKind::Postgres => {
             ActionPlace::Postgres { url: args.cluster.url()?, schema: args.cluster.database_schema.clone() }
         }
@@ -104,8 +119,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     engine.past_fire_tolerance_ms = args.past_fire_tolerance_ms;
     if let Some(lease) = opened.lease {
         engine.mode = LeadershipMode::Lease(lease);
-        engine.address = leader_hint(args.cluster.advertise_addr.as_deref(), http_addr, grpc_addr);
+        engine.address = client_address.clone();
         tracing::info!(node_id = %args.node_id, advertise = %engine.address, "cluster mode: leading by lease");
+    }
+    if let Some(raft) = &opened.raft {
+        engine.mode = LeadershipMode::External;
+        engine.address = client_address.clone();
+        node_config.leadership = Some(raft.leadership.clone());
+        node_config.consensus = Some(raft.consensus.clone());
+        tracing::info!(node_id = %args.node_id, advertise = %engine.address, "Raft mode: leading by election");
     }
     let (handle, node_task) =
         start_node_with(engine, node_config, opened.store.clone(), opened.keys.clone(), clock.clone());
@@ -150,11 +172,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         stopped(stop_rx.clone()),
     ));
 
-    match args.store {
+    match store_kind {
         StoreKind::Sqlite => {
             handle.wait_for_role(minoots_node::NodeRole::Leader).await;
         }
         StoreKind::Postgres => wait_for_first_lease_round(&handle).await,
+        // Serving at once: followers answer reads and point writers to the leader.
+        StoreKind::Raft => {}
     }
     let status = handle.status();
     tracing::info!(node_id = %args.node_id, store = %opened.description, role = status.role.as_str(), "minoots is serving");
@@ -163,7 +187,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         "minoots ready: rest={scheme}://{http_addr} grpc={scheme}://{grpc_addr} metrics=http://{metrics_addr}/metrics"
     );
     println!("store: {}", opened.description);
-    if args.store == StoreKind::Postgres {
+    if store_kind != StoreKind::Sqlite {
         println!(
             "cluster: node {} is {}{}",
             args.node_id,
@@ -176,6 +200,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     tracing::info!("shutting down: refusing new requests, committing queued writes");
     handle.shutdown();
     let _ = node_task.await;
+    if let Some(raft) = opened.raft {
+        raft.shutdown().await;
+    }
     let _ = runner_stop_tx.send(true);
     for task in runner_tasks {
         let _ = task.await;
@@ -196,6 +223,8 @@ struct Opened {
     lease: Option<LeaseConfig>,
     /// For logs and the start-up banner.
     description: String,
+    /// The Raft node in Raft mode.
+    raft: Option<minoots_raft::RaftMode>,
 }
 
 async fn open_sqlite(args: &ServeArgs, clock: Arc<SystemClock>) -> Result<Opened, Box<dyn Error>> {
@@ -208,6 +237,33 @@ async fn open_sqlite(args: &ServeArgs, clock: Arc<SystemClock>) -> Result<Opened
         keys: store,
         lease: None,
         description: format!("sqlite {}", db_path.display()),
+        raft: None,
+    })
+}
+
+/// Starts this node's Raft replica: its state and log in the data directory.
+async fn open_raft(
+    args: &ServeArgs,
+    clock: Arc<SystemClock>,
+    client_address: String,
+) -> Result<Opened, Box<dyn Error>> {
+    crate::secrets::private_data_dir(&args.data_dir)
+        .map_err(|e| format!("cannot create a private data directory {}: {e}", args.data_dir.display()))?;
+    let config = args.raft.node_config(&args.node_id, client_address)?;
+    let description = format!(
+        "raft node {} of {} ({}), data in {}",
+        config.node_id,
+        config.peers.len(),
+        config.listen_addr,
+        args.data_dir.display()
+    );
+    let raft = minoots_raft::start(config, &args.data_dir, clock).await?;
+    Ok(Opened {
+        store: raft.store.clone(),
+        keys: raft.store.clone(),
+        lease: None,
+        description,
+        raft: Some(raft),
     })
 }
 
@@ -241,7 +297,7 @@ async fn open_postgres(args: &ServeArgs) -> Result<Option<Opened>, Box<dyn Error
         }
     };
     let store = Arc::new(store);
-    Ok(Some(Opened { store: store.clone(), keys: store, lease: Some(lease), description }))
+    Ok(Some(Opened { store: store.clone(), keys: store, lease: Some(lease), description, raft: None }))
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
@@ -299,6 +355,28 @@ async fn seed_dev_key(keys: &dyn KeyStore, clock: &SystemClock) -> Result<(), Bo
         "development API key: {DEV_KEY} (tenant {DEV_TENANT}, every tenant role; revoke key_local_dev in production)"
     );
     Ok(())
+}
+
+/// Raft mode: seeds the development key once this node leads (a no-op if
+/// the replicated state already holds a key).
+async fn seed_dev_key_when_leading(
+    keys: Arc<dyn KeyStore>,
+    clock: Arc<SystemClock>,
+    mut leadership: watch::Receiver<Option<minoots_core::engine::LeadershipChange>>,
+) {
+    use minoots_core::engine::LeadershipChange;
+    loop {
+        let leads = matches!(*leadership.borrow_and_update(), Some(LeadershipChange::Leading { .. }));
+        if leads {
+            match seed_dev_key(&*keys, &clock).await {
+                Ok(()) => return,
+                Err(e) => tracing::debug!(error = %e, "development key not seeded yet"),
+            }
+        }
+        if leadership.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 pub(crate) async fn wait_for_signal() {
