@@ -37,7 +37,7 @@ use tokio::sync::watch;
 use crate::log_store::LogStore;
 use crate::replicated::ReplicatedStore;
 use crate::state_machine::StateMachine;
-use crate::transport::{PeerFactory, RaftService, peer_channel, probe};
+use crate::transport::{LeaderContact, PeerFactory, RaftService, peer_channel, probe};
 use crate::types::{RaftNode, ReplicatedWrite};
 
 /// openraft's metrics of this node.
@@ -204,7 +204,8 @@ pub async fn start(
     let (stop, stop_rx) = watch::channel(false);
     let (leadership_tx, leadership) = watch::channel(None);
     let (consensus_tx, consensus) = watch::channel(consensus_status(&raft.metrics().borrow(), &log, &config));
-    let service = RaftService::new(raft.clone(), log.clone()).into_server();
+    let contact = Arc::new(LeaderContact::new(clock.clone()));
+    let service = RaftService::new(raft.clone(), log.clone(), contact.clone()).into_server();
     let listen = config.listen_addr;
     let mut transport_stop = stop_rx.clone();
     let transport = tokio::spawn(async move {
@@ -220,10 +221,18 @@ pub async fn start(
         }
     });
     let bootstrap = tokio::spawn(bootstrap(raft.clone(), log.clone(), config.clone(), stop_rx.clone()));
+    let hasten = tokio::spawn(hasten_elections(raft.clone(), contact, config.clone(), stop_rx.clone()));
     let outputs = FeederOutputs { engine: leadership_tx, consensus: consensus_tx };
     let feeder =
         tokio::spawn(feed_leadership(raft.clone(), store.clone(), log, config, clock, outputs, stop_rx));
-    Ok(RaftMode { raft, store, leadership, consensus, stop, tasks: vec![transport, bootstrap, feeder] })
+    Ok(RaftMode {
+        raft,
+        store,
+        leadership,
+        consensus,
+        stop,
+        tasks: vec![transport, bootstrap, hasten, feeder],
+    })
 }
 
 /// How often bootstrap asks the peers again.
@@ -293,6 +302,47 @@ async fn bootstrap(raft: RaftNode, log: LogStore, config: RaftNodeConfig, mut st
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(Duration::from_millis(BOOTSTRAP_RETRY_MS)) => {}
+        }
+    }
+}
+
+/// A follower that has heard no leader for `election_max_ms` (plus a
+/// jitter of its own, so that followers rarely start together) starts an
+/// election. openraft 0.9 waits the old leader's lease (`election_max_ms`)
+/// *plus* a random election timeout; the other followers grant votes as soon
+/// as that lease has run out, so the second wait only delays failover.
+/// Starting an election is always safe in Raft; this changes only when.
+async fn hasten_elections(
+    raft: RaftNode,
+    contact: Arc<LeaderContact>,
+    config: RaftNodeConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let jitter_span_ms = config.heartbeat_ms.saturating_mul(2).max(1);
+    let mut attempt: u64 = 0;
+    loop {
+        let jitter_ms = minoots_core::ids::mix64(config.node_id ^ attempt.rotate_left(32)) % jitter_span_ms;
+        let follows = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            m.state == ServerState::Follower
+                && m.last_applied.is_some()
+                && m.membership_config.membership().voter_ids().count() > 1
+        };
+        if follows && contact.silent_for_ms() > config.election_max_ms + jitter_ms {
+            attempt += 1;
+            contact.heard();
+            tracing::debug!(
+                node = config.node_id,
+                "no leader heard for an election timeout: starting an election"
+            );
+            if raft.trigger().elect().await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_millis((config.heartbeat_ms / 2).max(1))) => {}
         }
     }
 }
@@ -431,5 +481,59 @@ async fn feed_leadership(
             _ = metrics.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(config.heartbeat_ms)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(peers: &str) -> RaftNodeConfig {
+        RaftNodeConfig {
+            node_id: 1,
+            listen_addr: "127.0.0.1:7207".parse().expect("address"),
+            peers: parse_peers(peers).expect("peers"),
+            election_min_ms: 300,
+            election_max_ms: 600,
+            heartbeat_ms: 100,
+            snapshot_every_entries: 10_000,
+            keep_after_snapshot_entries: 1_000,
+            propose_timeout_ms: 5_000,
+            engine_node_id: "node-1".into(),
+            client_address: "rest=http://127.0.0.1:4001".into(),
+        }
+    }
+
+    #[test]
+    fn peers_parse_and_bad_ones_name_the_setting_and_the_rule() {
+        let peers =
+            parse_peers(" 1=http://127.0.0.1:7207, 3=http://10.0.0.3:7207 ,2=https://b:1").expect("peers");
+        assert_eq!(peers.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(peers[&3], "http://10.0.0.3:7207");
+        for (text, rule) in [
+            ("", "at least this node"),
+            ("1", "`id=url`"),
+            ("x=http://a:1", "whole number"),
+            ("1=a:1", "http:// URL"),
+            ("1=http://a:1,1=http://b:1", "appears twice"),
+        ] {
+            let error = parse_peers(text).expect_err(text);
+            assert!(error.starts_with("KERNEL_RAFT_PEERS") && error.contains(rule), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_configuration_is_checked_before_anything_starts() {
+        let peers = "1=http://127.0.0.1:7207,2=http://127.0.0.1:7208,3=http://127.0.0.1:7209";
+        assert_eq!(config(peers).validate(), Ok(()));
+        let mut outside = config(peers);
+        outside.node_id = 4;
+        assert!(outside.validate().expect_err("not a peer").contains("KERNEL_RAFT_NODE_ID 4"));
+        let mut slow_heartbeat = config(peers);
+        slow_heartbeat.heartbeat_ms = 300;
+        assert!(slow_heartbeat.validate().expect_err("heartbeat").contains("KERNEL_RAFT_HEARTBEAT_MS"));
+        let mut inverted = config(peers);
+        inverted.election_max_ms = 300;
+        assert!(inverted.validate().expect_err("inverted").contains("KERNEL_RAFT_ELECTION_MAX_MS"));
     }
 }

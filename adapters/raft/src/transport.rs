@@ -5,7 +5,11 @@
 //! JSON in a `RaftPayload`; a transport failure is "unreachable" to
 //! openraft, which backs off and retries.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use minoots_node::clock::Clock;
 
 use minoots_proto::raft_v1::RaftPayload;
 use minoots_proto::raft_v1::raft_client::RaftClient;
@@ -140,17 +144,43 @@ pub(crate) async fn probe(channel: Channel, timeout: Duration) -> Result<bool, S
     serde_json::from_slice(&reply.into_inner().body).map_err(|e| e.to_string())
 }
 
+/// When this node last heard a leader (an `AppendEntries`, heartbeats
+/// included), by its monotonic clock.
+pub struct LeaderContact {
+    clock: Arc<dyn Clock>,
+    last_mono_ms: AtomicU64,
+}
+
+impl LeaderContact {
+    /// Contact starts now.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        let now = clock.now().mono_ms;
+        Self { clock, last_mono_ms: AtomicU64::new(now) }
+    }
+
+    /// A leader was heard (or an election was started: wait again).
+    pub fn heard(&self) {
+        self.last_mono_ms.store(self.clock.now().mono_ms, Ordering::Relaxed);
+    }
+
+    /// How long no leader has been heard.
+    pub fn silent_for_ms(&self) -> u64 {
+        self.clock.now().mono_ms.saturating_sub(self.last_mono_ms.load(Ordering::Relaxed))
+    }
+}
+
 /// The server side: hands each request to the local Raft node.
 #[derive(Clone)]
 pub struct RaftService {
     raft: RaftNode,
     log: LogStore,
+    contact: Arc<LeaderContact>,
 }
 
 impl RaftService {
-    /// Serves `raft`, whose log is `log` (for probes).
-    pub fn new(raft: RaftNode, log: LogStore) -> Self {
-        Self { raft, log }
+    /// Serves `raft`, whose log is `log` (for probes), noting leader contact in `contact`.
+    pub fn new(raft: RaftNode, log: LogStore, contact: Arc<LeaderContact>) -> Self {
+        Self { raft, log, contact }
     }
 
     /// The tonic service.
@@ -176,6 +206,7 @@ impl raft_server::Raft for RaftService {
         &self,
         request: tonic::Request<RaftPayload>,
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        self.contact.heard();
         let result = self.raft.append_entries(decode(request)?).await;
         encode(&result)
     }

@@ -662,6 +662,26 @@ mod tests {
         TestCli::try_parse_from(["minoots"].into_iter().chain(args.iter().copied())).expect("parses").serve
     }
 
+    #[test]
+    fn a_raft_node_id_selects_raft_mode_and_its_settings_are_checked() {
+        assert_eq!(parse(&[]).store_kind(), Ok(StoreKind::Sqlite));
+        assert_eq!(parse(&["--store", "raft"]).store_kind(), Ok(StoreKind::Raft));
+        let peers = "1=http://127.0.0.1:7207,2=http://127.0.0.1:7208,3=http://127.0.0.1:7209";
+        let raft = parse(&["--raft-node-id", "2", "--raft-peers", peers]);
+        assert_eq!(raft.store_kind(), Ok(StoreKind::Raft));
+        let config = raft.raft.node_config("node-2", "hint".into()).expect("valid");
+        assert_eq!(config.listen_addr, "127.0.0.1:7208".parse().expect("address"), "its own peer entry");
+        assert_eq!((config.election_min_ms, config.election_max_ms, config.heartbeat_ms), (300, 600, 100));
+        let both = parse(&["--store", "postgres", "--raft-node-id", "1"]);
+        assert!(both.store_kind().expect_err("both").contains("KERNEL_RAFT_NODE_ID"));
+        let no_peers = parse(&["--store", "raft", "--raft-node-id", "1"]);
+        assert!(
+            no_peers.raft.node_config("n", String::new()).expect_err("peers").contains("KERNEL_RAFT_PEERS")
+        );
+        let no_id = parse(&["--store", "raft"]);
+        assert!(no_id.raft.node_config("n", String::new()).expect_err("id").contains("KERNEL_RAFT_NODE_ID"));
+    }
+
     /// Connection limits and timeouts are bounded: a value that would overflow
     /// a semaphore or a deadline is an error naming the flag, not a panic at start.
     #[test]
