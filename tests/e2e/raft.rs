@@ -34,8 +34,31 @@ use crate::cluster::{
 use crate::support::DEV_KEY;
 
 /// Waits until the nodes agree: one leads at term T and every other node up
-/// follows it at T. Returns (leader index, T).
+/// follows it at T, and every node knows the development key (the first
+/// leader seeds it once it leads). Returns (leader index, T).
 async fn one_cluster(cluster: &Cluster) -> (usize, u64) {
+    let agreed = agreed_leader(cluster).await;
+    let probe = client(500);
+    for node in cluster.nodes.iter().flatten() {
+        let mut status = None;
+        for _ in 0..500 {
+            let resp = probe
+                .get(format!("{}/api/timers?limit=1", node.rest))
+                .header("x-api-key", DEV_KEY)
+                .send()
+                .await;
+            status = resp.ok().map(|r| r.status());
+            if status == Some(reqwest::StatusCode::OK) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(status, Some(reqwest::StatusCode::OK), "{} never accepted the development key", node.rest);
+    }
+    agreed
+}
+
+async fn agreed_leader(cluster: &Cluster) -> (usize, u64) {
     let probe = client(500);
     let mut seen = Vec::new();
     for _ in 0..1_000 {
