@@ -5,7 +5,8 @@
 //!
 //! Durability: WAL with `synchronous=FULL`; one append of many entries is one
 //! transaction, so one fsync, and openraft is told the entries are flushed
-//! only after it commits. A vote is durable before `save_vote` returns.
+//! only after it commits. A vote is durable before `save_vote` returns. The
+//! committed position is not persisted (openraft's option).
 //! Entries are kept as JSON (`serde`), one row per index.
 
 use std::fmt::Debug;
@@ -32,14 +33,13 @@ const SCHEMA: [&str; 2] = [
 const READ_META: &str = "SELECT value FROM raft_meta WHERE name = $1";
 const WRITE_META: &str = "INSERT INTO raft_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value";
 const META_VOTE: &str = "vote";
-const META_COMMITTED: &str = "committed";
 const META_PURGED: &str = "purged";
 
 /// The log of one node. Cheap to clone (a pool handle); clones share it.
 #[derive(Clone)]
 pub struct LogStore {
     pool: SqlitePool,
-    /// The last committed index saved (for status and metrics).
+    /// The last committed index openraft reported (for status and metrics).
     committed: Arc<AtomicU64>,
 }
 
@@ -75,7 +75,7 @@ impl LogStore {
         Ok(Self { pool, committed: Arc::default() })
     }
 
-    /// The last log index openraft saved as committed (0 before any).
+    /// The last log index openraft reported committed (0 before any).
     pub fn committed_index(&self) -> u64 {
         self.committed.load(Ordering::Relaxed)
     }
@@ -171,16 +171,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.read_meta(META_VOTE).await
     }
 
+    // The committed position is kept in memory only (for status and
+    // metrics): persisting it would cost a sync per commit on every node,
+    // and a restarted node learns it again from the leader before it
+    // applies more (its applied position is durable with its state).
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.write_meta(META_COMMITTED, &committed).await?;
         self.committed.store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
         Ok(())
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        let committed = self.read_meta::<Option<LogId>>(META_COMMITTED).await?.flatten();
-        self.committed.store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
-        Ok(committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
