@@ -433,6 +433,48 @@ pub(crate) async fn finish(
     verdict
 }
 
+/// Every 1.5 s under the running load, `kills` times: SIGKILLs the leader,
+/// waits until another node leads at a newer epoch, restarts the killed
+/// one; then lets the load run 1.5 s more. Returns (kill time, epoch of the
+/// killed leader) per kill.
+pub(crate) async fn kill_leaders(cluster: &mut Cluster, kills: usize) -> Vec<(i64, u64)> {
+    let probe = client(500);
+    let mut killed = Vec::new();
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let (leader, epoch) = cluster.wait_for_leader_above(&probe, 0).await;
+        let at = now_ms();
+        cluster.kill(leader).await;
+        killed.push((at, epoch));
+        let (next, next_epoch) = cluster.wait_for_leader_above(&probe, epoch).await;
+        assert_ne!(next, leader, "another node took over");
+        assert!(next_epoch > epoch);
+        cluster.restart(leader).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    killed
+}
+
+/// Failover per kill, sorted: SIGKILL of the leader → the first fire
+/// recorded under a newer epoch.
+pub(crate) fn failover_ms(killed: &[(i64, u64)], verdict: &Verdict) -> Vec<i64> {
+    let mut failover_ms: Vec<i64> = killed
+        .iter()
+        .map(|(at, epoch)| {
+            let first = verdict
+                .fires
+                .iter()
+                .filter(|f| f.epoch > *epoch)
+                .map(|f| f.fired_ms)
+                .min()
+                .expect("a fire after every takeover");
+            first - at
+        })
+        .collect();
+    failover_ms.sort_unstable();
+    failover_ms
+}
+
 pub(crate) fn assert_exactly_once(name: &str, verdict: &Verdict) {
     assert_eq!(
         (verdict.duplicates, verdict.lost, verdict.early),
@@ -503,37 +545,11 @@ async fn cluster_leader_sigkill_loses_and_duplicates_nothing() {
     let (stop_tx, stop_rx) = watch::channel(false);
     let producer = spawn_load(&cluster.book, "kill", stop_rx);
 
-    let mut killed: Vec<(i64, u64)> = Vec::new(); // (kill time, epoch of the killed leader)
-    for _ in 0..kills {
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
-        let (leader, epoch) = cluster.wait_for_leader_above(&probe, 0).await;
-        let at = now_ms();
-        cluster.kill(leader).await;
-        killed.push((at, epoch));
-        let (next, next_epoch) = cluster.wait_for_leader_above(&probe, epoch).await;
-        assert_ne!(next, leader, "another node took over");
-        assert!(next_epoch > epoch);
-        cluster.restart(leader).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let killed = kill_leaders(&mut cluster, kills).await;
     let verdict = finish(&cluster.book, stop_tx, producer).await;
     let rejected = cluster.metric_sum(&probe, "minoots_fires_rejected_total").await;
 
-    // Failover: SIGKILL of the leader → the first fire recorded under a newer epoch.
-    let mut failover_ms: Vec<i64> = killed
-        .iter()
-        .map(|(at, epoch)| {
-            let first = verdict
-                .fires
-                .iter()
-                .filter(|f| f.epoch > *epoch)
-                .map(|f| f.fired_ms)
-                .min()
-                .expect("a fire after every takeover");
-            first - at
-        })
-        .collect();
-    failover_ms.sort_unstable();
+    let failover_ms = failover_ms(&killed, &verdict);
     let by_epoch = epochs(&verdict);
     println!(
         "cluster sigkill: timers={} kills={} pauses=0 failovers={} stale_fires_rejected={} duplicates={} lost={} early={} \

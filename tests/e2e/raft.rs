@@ -28,8 +28,9 @@ use serde_json::Value;
 use tokio::sync::{RwLock, watch};
 
 use crate::cluster::{
-    Backing, Cluster, NODES, assert_exactly_once, client, env_u64, epochs, finish,
-    follower_refuses_grpc_writes_with_the_leader, health, now_ms, percentile, spawn_load, verify,
+    Backing, Cluster, NODES, assert_exactly_once, client, env_u64, epochs, failover_ms, finish,
+    follower_refuses_grpc_writes_with_the_leader, health, kill_leaders, now_ms, percentile, spawn_load,
+    verify,
 };
 use crate::support::DEV_KEY;
 
@@ -102,39 +103,12 @@ async fn raft_leader_sigkill_loses_and_duplicates_nothing() {
     let mut cluster = Cluster::start_raft(Vec::new()).await;
     let (first_leader, first_term) = one_cluster(&cluster).await;
     follower_refuses_grpc_writes_with_the_leader(&cluster, first_leader);
-    let probe = client(500);
     let (stop_tx, stop_rx) = watch::channel(false);
     let producer = spawn_load(&cluster.book, "raftkill", stop_rx);
 
-    let mut killed: Vec<(i64, u64)> = Vec::new(); // (kill time, term of the killed leader)
-    for _ in 0..kills {
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
-        let (leader, term) = cluster.wait_for_leader_above(&probe, 0).await;
-        let at = now_ms();
-        cluster.kill(leader).await;
-        killed.push((at, term));
-        let (next, next_term) = cluster.wait_for_leader_above(&probe, term).await;
-        assert_ne!(next, leader, "another node took over");
-        assert!(next_term > term);
-        cluster.restart(leader).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let killed = kill_leaders(&mut cluster, kills).await;
     let verdict = finish(&cluster.book, stop_tx, producer).await;
-
-    let mut failover_ms: Vec<i64> = killed
-        .iter()
-        .map(|(at, term)| {
-            let first = verdict
-                .fires
-                .iter()
-                .filter(|f| f.epoch > *term)
-                .map(|f| f.fired_ms)
-                .min()
-                .expect("a fire after every takeover");
-            first - at
-        })
-        .collect();
-    failover_ms.sort_unstable();
+    let failover_ms = failover_ms(&killed, &verdict);
     let by_term = epochs(&verdict);
     println!(
         "raft sigkill: timers={} kills={} terms_with_fires={} first_term={first_term} duplicates={} lost={} early={} \
