@@ -13,8 +13,9 @@
 //!    new leader, and nothing is recorded under its term after the takeover;
 //! 4. kills two of three nodes: nothing fires and writes are refused; once
 //!    one returns, everything due meanwhile fires;
-//! 5. wipes a follower's data directory and restarts it: it catches up from
-//!    a snapshot (the leader has purged its log) and shows every fire.
+//! 5. wipes the lowest-id node's data directory (the node that initialises
+//!    a new cluster) and restarts it: it rejoins its peers' cluster, catches
+//!    up from a snapshot (the leader has purged its log) and shows every fire.
 //!
 //! After each: every acknowledged timer has exactly one fire, none early,
 //! none lost. Each prints its counts. Knob: `MINOOTS_RAFT_KILLS` (default 4;
@@ -246,12 +247,14 @@ async fn raft_wiped_node_catches_up_from_a_snapshot() {
         ("KERNEL_RAFT_KEEP_AFTER_SNAPSHOT_ENTRIES".to_owned(), "10".to_owned()),
     ];
     let mut cluster = Cluster::start_raft(env).await;
-    let (leader, _) = one_cluster(&cluster).await;
+    one_cluster(&cluster).await;
     let (stop_tx, stop_rx) = watch::channel(false);
     let producer = spawn_load(&cluster.book, "raftwipe", stop_rx);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
-    let wiped = (0..NODES).find(|&i| i != leader).expect("a follower");
+    // The lowest id: the one node that initialises a new cluster when it
+    // finds no state. Its peers hold state, so it must rejoin theirs.
+    let wiped = 0;
     cluster.kill(wiped).await;
     let dir = match &cluster.backing {
         Backing::Raft { dirs, .. } => dirs[wiped].path().to_owned(),
@@ -264,6 +267,8 @@ async fn raft_wiped_node_catches_up_from_a_snapshot() {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let verdict = finish(&cluster.book, stop_tx, producer).await;
     assert_exactly_once("raft wipe", &verdict);
+    // One cluster still: the wiped node follows the others' leader at their term.
+    one_cluster(&cluster).await;
 
     // The wiped node alone shows every fire: it holds the whole state again.
     let only_wiped = Arc::new(RwLock::new(vec![Some(cluster.node(wiped).rest.clone())]));
