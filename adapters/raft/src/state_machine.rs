@@ -2,10 +2,9 @@
 //! (`minoots.db`), changed only by applying committed entries through
 //! `SqliteStore::apply_replicated` — a batch of entries and the applied mark
 //! in one transaction — and its snapshots, consistent copies of that
-//! database kept in `raft-snapshots/` and shipped to nodes that lag behind
-//! the purged log.
+//! database kept in `raft-snapshots/` and shipped, in chunks read from the
+//! file, to nodes that lag behind the purged log.
 
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +57,12 @@ impl StateMachine {
         self.snapshot_dir.join("current.json")
     }
 
+    /// Where a snapshot being received is written (one at a time: openraft
+    /// abandons a transfer when another begins).
+    fn receiving(&self) -> PathBuf {
+        self.snapshot_dir.join("receiving.db")
+    }
+
     async fn mark(&self) -> Result<AppliedMark, StorageError> {
         let text = self.store.replica_mark().await.map_err(|e| sm_error(ErrorVerb::Read, e))?;
         match text {
@@ -93,7 +98,6 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             Some(text) => serde_json::from_str(&text).map_err(|e| snap_error(ErrorVerb::Read, e))?,
             None => AppliedMark::default(),
         };
-        let data = tokio::fs::read(&staged).await.map_err(|e| snap_error(ErrorVerb::Read, e))?;
         let snapshot_id = match mark.last_applied {
             Some(id) => format!("{}-{}-{build}", id.leader_id.term, id.index),
             None => format!("0-0-{build}"),
@@ -101,7 +105,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let meta =
             SnapshotMeta { last_log_id: mark.last_applied, last_membership: mark.membership, snapshot_id };
         self.keep_current(&staged, &meta).await?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        let data =
+            tokio::fs::File::open(self.current_data()).await.map_err(|e| snap_error(ErrorVerb::Read, e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(data) })
     }
 }
 
@@ -162,22 +168,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let file =
+            tokio::fs::File::create(self.receiving()).await.map_err(|e| snap_error(ErrorVerb::Write, e))?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let build = self.builds.fetch_add(1, Ordering::Relaxed);
-        let staged = self.snapshot_dir.join(format!("received-{build}.db"));
-        tokio::fs::write(&staged, snapshot.into_inner())
-            .await
-            .map_err(|e| snap_error(ErrorVerb::Write, e))?;
-        self.store.install_replica_from(&staged).await.map_err(|e| snap_error(ErrorVerb::Write, e))?;
-        self.keep_current(&staged, meta).await
+        use tokio::io::AsyncWriteExt;
+        snapshot.flush().await.map_err(|e| snap_error(ErrorVerb::Write, e))?;
+        snapshot.sync_all().await.map_err(|e| snap_error(ErrorVerb::Write, e))?;
+        drop(snapshot);
+        let received = self.receiving();
+        self.store.install_replica_from(&received).await.map_err(|e| snap_error(ErrorVerb::Write, e))?;
+        self.keep_current(&received, meta).await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
@@ -188,7 +196,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         let meta: SnapshotMeta<u64, openraft::BasicNode> =
             serde_json::from_slice(&meta).map_err(|e| snap_error(ErrorVerb::Read, e))?;
-        let data = tokio::fs::read(self.current_data()).await.map_err(|e| snap_error(ErrorVerb::Read, e))?;
-        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+        let data =
+            tokio::fs::File::open(self.current_data()).await.map_err(|e| snap_error(ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot { meta, snapshot: Box::new(data) }))
     }
 }

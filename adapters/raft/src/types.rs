@@ -1,9 +1,8 @@
 //! The Raft mode's openraft types: what a log entry carries (one
 //! [`ReplicatedWrite`]) and what applying it answers (a [`ReplicatedReply`]).
 //! Node ids are the numbers of `KERNEL_RAFT_PEERS`; a node's openraft
-//! address is its Raft transport URL.
-
-use std::io::Cursor;
+//! address is its Raft transport URL; a snapshot is a file (a copy of the
+//! state database), read and written in chunks, never held in memory whole.
 
 pub use minoots_store::sqlite::replica::{ReplicatedReply, ReplicatedWrite};
 
@@ -14,7 +13,7 @@ openraft::declare_raft_types!(
         R = ReplicatedReply,
         NodeId = u64,
         Node = openraft::BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 /// A Raft node of this service.
