@@ -16,8 +16,11 @@
 //!   the barrier is applied here, every entry of earlier terms is too, and
 //!   every commit of an older term is fenced out on every node; only then is
 //!   the engine told it leads, with the term as its epoch and a bound: the
-//!   last time a quorum acknowledged it plus the minimum election timeout
-//!   (no other node can be elected sooner), renewed at every heartbeat.
+//!   last time a quorum acknowledged it plus the longest election timeout
+//!   (openraft's followers refuse votes for that long after hearing their
+//!   leader, so no other node is elected sooner), renewed at every
+//!   heartbeat. Safety never rests on the bound (the term fences); it stops
+//!   a leader cut off from the others from trying to fire.
 //!   When it stops leading the engine is told at once, with the last
 //!   applied leader as the hint for clients.
 
@@ -447,7 +450,7 @@ async fn feed_leadership(
         let leads = leads && barrier_term == Some(now.current_term);
         let since_ack_ms = now.millis_since_quorum_ack.filter(|_| leads);
         if let Some(since_ack_ms) = since_ack_ms {
-            let until_mono = clock.now().mono_ms.saturating_sub(since_ack_ms) + config.election_min_ms;
+            let until_mono = clock.now().mono_ms.saturating_sub(since_ack_ms) + config.election_max_ms;
             let next = Told::Leading { term: now.current_term, until_mono };
             if next != told {
                 engine.send_replace(Some(LeadershipChange::Leading {
