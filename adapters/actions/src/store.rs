@@ -658,34 +658,47 @@ impl ActionStore {
     /// attempt budget and the same idempotency key. Returns `false` when it
     /// does not exist (in scope) or was already replayed.
     pub async fn replay(&self, tenant_id: Option<&str>, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        Ok(!self.replay_many(tenant_id, &[id], now_ms).await?.is_empty())
+    }
+
+    /// Replays dead letters as [`ActionStore::replay`] does, all in one
+    /// transaction (one sync, however many); returns the ids it replayed.
+    pub async fn replay_many(
+        &self,
+        tenant_id: Option<&str>,
+        ids: &[i64],
+        now_ms: i64,
+    ) -> Result<Vec<i64>, StoreError> {
         on_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(failed("starting a replay"))?;
-            let key: Option<String> = sqlx::query_scalar(
-                "UPDATE dead_letters SET replayed_at_ms = $3 \
-                 WHERE id = $2 AND ($1 IS NULL OR tenant_id = $1) AND replayed_at_ms IS NULL \
-                 RETURNING idempotency_key",
-            )
-            .bind(tenant_id)
-            .bind(id)
-            .bind(now_ms)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(failed("marking a dead letter replayed"))?;
-            let Some(key) = key else {
-                return Ok(false);
-            };
-            sqlx::query(
-                "UPDATE deliveries SET status = 'pending', round_attempts = 0, next_attempt_at_ms = $2, \
-                 claimed_by = NULL, claimed_until_ms = 0, updated_at_ms = $2 \
-                 WHERE idempotency_key = $1 AND status = 'dead'",
-            )
-            .bind(&key)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await
-            .map_err(failed("requeueing a delivery"))?;
+            let mut replayed = Vec::with_capacity(ids.len());
+            for &id in ids {
+                let key: Option<String> = sqlx::query_scalar(
+                    "UPDATE dead_letters SET replayed_at_ms = $3 \
+                     WHERE id = $2 AND ($1 IS NULL OR tenant_id = $1) AND replayed_at_ms IS NULL \
+                     RETURNING idempotency_key",
+                )
+                .bind(tenant_id)
+                .bind(id)
+                .bind(now_ms)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(failed("marking a dead letter replayed"))?;
+                let Some(key) = key else { continue };
+                sqlx::query(
+                    "UPDATE deliveries SET status = 'pending', round_attempts = 0, next_attempt_at_ms = $2, \
+                     claimed_by = NULL, claimed_until_ms = 0, updated_at_ms = $2 \
+                     WHERE idempotency_key = $1 AND status = 'dead'",
+                )
+                .bind(&key)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("requeueing a delivery"))?;
+                replayed.push(id);
+            }
             tx.commit().await.map_err(failed("committing a replay"))?;
-            Ok(true)
+            Ok(replayed)
         })
     }
 

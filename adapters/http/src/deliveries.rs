@@ -206,11 +206,10 @@ pub async fn replay_all(
     while (replayed.len() as u32) < REPLAY_ALL_MAX {
         let page = store.dead_letters(Some(tenant.as_str()), after, 500, false).await.map_err(failed)?;
         let Some(last) = page.last().map(|d| d.id) else { break };
-        for dead in page {
-            if store.replay(Some(tenant.as_str()), dead.id, now).await.map_err(failed)? {
-                replayed.push(dead.id);
-            }
-        }
+        // One transaction per page: a sync per dead letter made replaying
+        // thousands take longer than a client waits.
+        let ids: Vec<i64> = page.iter().map(|d| d.id).collect();
+        replayed.extend(store.replay_many(Some(tenant.as_str()), &ids, now).await.map_err(failed)?);
         after = last;
     }
     Ok(Json(Replayed { replayed }))
