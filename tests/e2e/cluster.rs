@@ -475,6 +475,23 @@ pub(crate) fn failover_ms(killed: &[(i64, u64)], verdict: &Verdict) -> Vec<i64> 
     failover_ms
 }
 
+/// The role `/health` of the node at `rest` reports once it follows at
+/// `epoch` or later (polled for up to 5 s; the last role seen otherwise).
+pub(crate) async fn role_once_at(rest: &str, epoch: u64) -> Value {
+    let probe = client(500);
+    let mut role = Value::Null;
+    for _ in 0..500 {
+        if let Some(h) = health(&probe, rest).await {
+            role = h["role"].clone();
+            if role == "follower" && h["epoch"].as_u64().is_some_and(|e| e >= epoch) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    role
+}
+
 pub(crate) fn assert_exactly_once(name: &str, verdict: &Verdict) {
     assert_eq!(
         (verdict.duplicates, verdict.lost, verdict.early),
@@ -590,17 +607,7 @@ async fn cluster_paused_leader_is_fenced_and_steps_down() {
     cluster.node(paused).signal("CONT");
 
     // The paused leader steps down (its lease is gone) and follows the new one.
-    let rest = cluster.node(paused).rest.clone();
-    let mut role = Value::Null;
-    for _ in 0..500 {
-        if let Some(h) = health(&probe, &rest).await {
-            role = h["role"].clone();
-            if role == "follower" && h["epoch"].as_u64().is_some_and(|e| e >= next_epoch) {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let role = role_once_at(&cluster.node(paused).rest, next_epoch).await;
     assert_eq!(role, "follower", "the resumed leader stepped down");
     let paused_rejected =
         metric(&probe, &cluster.node(paused).metrics, "minoots_fires_rejected_total").await.unwrap_or(0.0);

@@ -30,8 +30,8 @@ use tokio::sync::{RwLock, watch};
 
 use crate::cluster::{
     Backing, Cluster, NODES, assert_exactly_once, client, env_u64, epochs, failover_ms, finish,
-    follower_refuses_grpc_writes_with_the_leader, health, kill_leaders, now_ms, percentile, spawn_load,
-    verify,
+    follower_refuses_grpc_writes_with_the_leader, health, kill_leaders, now_ms, percentile, role_once_at,
+    spawn_load, verify,
 };
 use crate::support::DEV_KEY;
 
@@ -144,17 +144,7 @@ async fn raft_paused_leader_follows_after_it_resumes() {
     // Past the takeover, then resume: the old leader learns the newer term and follows.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     cluster.node(paused).signal("CONT");
-    let rest = cluster.node(paused).rest.clone();
-    let mut role = Value::Null;
-    for _ in 0..500 {
-        if let Some(h) = health(&probe, &rest).await {
-            role = h["role"].clone();
-            if role == "follower" && h["epoch"].as_u64().is_some_and(|e| e >= next_term) {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let role = role_once_at(&cluster.node(paused).rest, next_term).await;
     assert_eq!(role, "follower", "the resumed leader follows the new one");
 
     tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -204,6 +194,20 @@ async fn raft_without_a_quorum_refuses_writes_and_fires_nothing_until_one_return
     }
     assert_eq!(h["role"], "follower", "the leader without a quorum stopped leading: {h}");
     let stepped_down_at = now_ms();
+    let mut h = Value::Null;
+    for _ in 0..500 {
+        h = health(&probe, &rest).await.unwrap_or(Value::Null);
+        if h["status"] == "no_quorum" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h["status"], "no_quorum", "/health says the quorum is lost: {h}");
+    assert_eq!(h["raft"]["quorum"], false, "{h}");
+    assert_eq!(h["raft"]["node_id"], (leader + 1).to_string(), "{h}");
+    for field in ["state", "is_leader", "term", "commit_index", "applied_index"] {
+        assert!(!h["raft"][field].is_null(), "/health's raft block has {field}: {h}");
+    }
     let refused = client(10_000)
         .post(format!("{rest}/api/timers"))
         .header("x-api-key", DEV_KEY)
