@@ -9,9 +9,10 @@ use std::time::Duration;
 use minoots_core::draft::TimerDraft;
 use minoots_core::event::EventKind;
 use minoots_core::store::{CommitBatch, StoreOp};
-use minoots_core::timer::{Schedule, TimerRecord, TimerStatus};
+use minoots_core::timer::{TimerRecord, TimerStatus};
 use minoots_core::{ApiError, Command, Response, TenantId};
 use minoots_node::{NodeConfig, NodeHandle, Store, SystemClock, start_node};
+use minoots_testkit::conformance::once_timer;
 use minoots_testkit::model_store::ModelStore;
 
 fn tenant() -> TenantId {
@@ -121,29 +122,7 @@ async fn the_outbox_backlog_of_a_crashed_run_is_relayed_at_the_next_start() {
 
 fn unrelayed_timer() -> TimerRecord {
     let id = minoots_core::ids::IdGenerator::from_seed(3).next_id(0);
-    TimerRecord {
-        id,
-        tenant_id: tenant(),
-        requested_by: String::new(),
-        name: None,
-        status: TimerStatus::Scheduled,
-        created_at_ms: 0,
-        schedule: Schedule::Once { fire_at_ms: i64::MAX / 2, duration_ms: None },
-        misfire: Default::default(),
-        next_due_ms: i64::MAX / 2,
-        next_occurrence: 1,
-        last_fired_at_ms: None,
-        cancelled_at_ms: None,
-        cancelled_by: None,
-        cancel_reason: None,
-        labels: Default::default(),
-        metadata: None,
-        action_bundle: None,
-        agent_binding: None,
-        idempotency_key: None,
-        request_fingerprint: 0,
-        shard: id.shard(),
-    }
+    once_timer(id, &tenant(), 0, i64::MAX / 2)
 }
 
 #[tokio::test]
