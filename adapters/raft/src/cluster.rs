@@ -18,9 +18,9 @@
 //!   the engine told it leads, with the term as its epoch and a bound: the
 //!   last time a quorum acknowledged it plus the longest election timeout
 //!   (openraft's followers refuse votes for that long after hearing their
-//!   leader, so no other node is elected sooner), renewed at every
-//!   heartbeat. Safety never rests on the bound (the term fences); it stops
-//!   a leader cut off from the others from trying to fire.
+//!   leader, so no other node is elected sooner), renewed as the metrics
+//!   move. Safety never rests on the bound (the term fences); it stops a
+//!   leader cut off from the others from trying to fire.
 //!   When it stops leading the engine is told at once, with the last
 //!   applied leader as the hint for clients.
 
@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use minoots_core::engine::LeadershipChange;
+use minoots_core::lease::LeaseHolder;
 use minoots_node::ConsensusStatus;
 use minoots_node::clock::Clock;
 use minoots_store::SqliteStore;
@@ -355,7 +356,7 @@ async fn hasten_elections(
 enum Told {
     Nothing,
     Leading { term: u64, until_mono: u64 },
-    Following { leader: Option<String> },
+    Following { leader: Option<LeaseHolder> },
 }
 
 /// Where the leadership task reports.
@@ -419,6 +420,7 @@ async fn feed_leadership(
     let mut metrics = raft.metrics();
     let mut told = Told::Nothing;
     let mut barrier_term: Option<u64> = None;
+    let mut applied_leader: Option<LeaseHolder> = None;
     loop {
         let now = metrics.borrow_and_update().clone();
         let mut status_now = consensus_status(&now, &log, &config);
@@ -451,24 +453,22 @@ async fn feed_leadership(
         let since_ack_ms = now.millis_since_quorum_ack.filter(|_| leads);
         if let Some(since_ack_ms) = since_ack_ms {
             let until_mono = clock.now().mono_ms.saturating_sub(since_ack_ms) + config.election_max_ms;
-            let next = Told::Leading { term: now.current_term, until_mono };
-            if next != told {
+            let renewed = told != Told::Leading { term: now.current_term, until_mono };
+            if renewed {
                 engine.send_replace(Some(LeadershipChange::Leading {
                     epoch: now.current_term,
                     until_mono: Some(until_mono),
                 }));
-                told = next;
+                told = Told::Leading { term: now.current_term, until_mono };
             }
         } else {
-            let holder = store
-                .state()
-                .replica_leader()
-                .await
-                .ok()
-                .flatten()
-                .filter(|h| h.node_id != config.engine_node_id);
-            let next =
-                Told::Following { leader: holder.as_ref().map(|h| format!("{}@{}", h.node_id, h.epoch)) };
+            // The applied barrier names the leader; read it again only until
+            // this term's barrier has been applied here.
+            if applied_leader.as_ref().is_none_or(|h| h.epoch < now.current_term) {
+                applied_leader = store.state().replica_leader().await.ok().flatten();
+            }
+            let holder = applied_leader.clone().filter(|h| h.node_id != config.engine_node_id);
+            let next = Told::Following { leader: holder.clone() };
             if next != told {
                 let change = if matches!(told, Told::Leading { .. }) {
                     LeadershipChange::SteppedDown { leader: holder }

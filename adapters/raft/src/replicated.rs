@@ -87,6 +87,19 @@ impl ReplicatedStore {
         }
     }
 
+    /// Runs `read` on the local state, or refuses it while this node has
+    /// not caught up (the `KeyStore` reads; `Store::execute` awaits
+    /// [`ReplicatedStore::readable`] itself).
+    fn gated<'a, T: Send + 'a>(
+        &'a self,
+        read: impl FnOnce(&'a SqliteStore) -> BoxFuture<'a, Result<T, StoreFailure>>,
+    ) -> BoxFuture<'a, Result<T, StoreFailure>> {
+        match self.readable() {
+            Ok(state) => read(state),
+            Err(refused) => Box::pin(std::future::ready(Err(refused))),
+        }
+    }
+
     /// This node's applied state.
     pub fn state(&self) -> &Arc<SqliteStore> {
         &self.state
@@ -180,10 +193,7 @@ impl Store for ReplicatedStore {
 
 impl KeyStore for ReplicatedStore {
     fn find_key(&self, key_hash: &str) -> BoxFuture<'_, Result<Option<ApiKeyRecord>, StoreFailure>> {
-        match self.readable() {
-            Ok(state) => state.find_key(key_hash),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+        self.gated(|state| state.find_key(key_hash))
     }
 
     fn insert_key(&self, record: ApiKeyRecord, key_hash: String) -> BoxFuture<'_, Result<(), StoreFailure>> {
@@ -196,10 +206,7 @@ impl KeyStore for ReplicatedStore {
         &self,
         tenant_id: Option<TenantId>,
     ) -> BoxFuture<'_, Result<Vec<ApiKeyRecord>, StoreFailure>> {
-        match self.readable() {
-            Ok(state) => state.list_keys(tenant_id),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+        self.gated(|state| state.list_keys(tenant_id))
     }
 
     fn revoke_key(&self, key_id: String, now_ms: i64) -> BoxFuture<'_, Result<bool, StoreFailure>> {
@@ -219,10 +226,7 @@ impl KeyStore for ReplicatedStore {
         &'a self,
         tenant_id: &'a TenantId,
     ) -> BoxFuture<'a, Result<QuotaLimits, StoreFailure>> {
-        match self.readable() {
-            Ok(state) => state.tenant_quota(tenant_id),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+        self.gated(|state| state.tenant_quota(tenant_id))
     }
 
     fn set_tenant_quota(

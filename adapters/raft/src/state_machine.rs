@@ -6,8 +6,8 @@
 //! file, to nodes that lag behind the purged log.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use minoots_store::SqliteStore;
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -32,6 +32,10 @@ pub struct StateMachine {
     snapshot_dir: PathBuf,
     /// Distinguishes concurrent snapshot builds' files.
     builds: Arc<AtomicU64>,
+    /// The membership the applied mark holds, once read: applying a batch
+    /// needs it to write the next mark, and it changes only by applying a
+    /// membership entry or installing a snapshot.
+    membership: Arc<Mutex<Option<Membership>>>,
 }
 
 fn sm_error(verb: ErrorVerb, what: impl std::fmt::Display) -> StorageError {
@@ -46,7 +50,7 @@ impl StateMachine {
     /// The state machine over `store`, with snapshots in `snapshot_dir`.
     pub fn new(store: Arc<SqliteStore>, snapshot_dir: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snapshot_dir)?;
-        Ok(Self { store, snapshot_dir, builds: Arc::default() })
+        Ok(Self { store, snapshot_dir, builds: Arc::default(), membership: Arc::default() })
     }
 
     fn current_data(&self) -> PathBuf {
@@ -65,10 +69,25 @@ impl StateMachine {
 
     async fn mark(&self) -> Result<AppliedMark, StorageError> {
         let text = self.store.replica_mark().await.map_err(|e| sm_error(ErrorVerb::Read, e))?;
-        match text {
-            Some(text) => serde_json::from_str(&text).map_err(|e| sm_error(ErrorVerb::Read, e)),
-            None => Ok(AppliedMark::default()),
+        let mark: AppliedMark = match text {
+            Some(text) => serde_json::from_str(&text).map_err(|e| sm_error(ErrorVerb::Read, e))?,
+            None => AppliedMark::default(),
+        };
+        self.remember(&mark.membership);
+        Ok(mark)
+    }
+
+    /// The applied membership: remembered, or read with the mark once.
+    async fn membership(&self) -> Result<Membership, StorageError> {
+        let known = self.membership.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        match known {
+            Some(membership) => Ok(membership),
+            None => Ok(self.mark().await?.membership),
         }
+    }
+
+    fn remember(&self, membership: &Membership) {
+        *self.membership.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(membership.clone());
     }
 
     /// Keeps `data` (a database copy) and `meta` as the current snapshot,
@@ -124,7 +143,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = LogEntry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut mark = self.mark().await?;
+        let mut mark = AppliedMark { last_applied: None, membership: self.membership().await? };
         // Which entries carry a write, so each reply goes back to its entry.
         let mut writes: Vec<ReplicatedWrite> = Vec::new();
         let mut carries_write: Vec<bool> = Vec::new();
@@ -152,6 +171,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| sm_error(ErrorVerb::Write, e))?
             .into_iter();
+        self.remember(&mark.membership);
         Ok(carries_write
             .into_iter()
             .map(|write| {
@@ -185,6 +205,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         drop(snapshot);
         let received = self.receiving();
         self.store.install_replica_from(&received).await.map_err(|e| snap_error(ErrorVerb::Write, e))?;
+        self.remember(&meta.last_membership);
         self.keep_current(&received, meta).await
     }
 
